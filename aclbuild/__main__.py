@@ -1,0 +1,3 @@
+from aclbuild.cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""Records in, a complete Hub dataset repository folder out: Parquet shards, card, figures, manifest.
+
+Example:
+    >>> from aclbuild.build import build_from_source
+    >>> build_from_source("aclmin10.pkl", "aclmin10", "out/aclmin10", test_source="tiny-imagenet-200.zip")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from aclbuild import __version__
+from aclbuild.cards import HEATMAP_PATH, render_card, save_heatmap
+from aclbuild.errors import InputError, SourceError
+from aclbuild.registry import Base, Variant, get_variant
+from aclbuild.repository import staged_output, write_split
+from aclbuild.schema import ClRecord, features
+from aclbuild.stats import label_stats
+
+MANIFEST = "aclbuild.json"
+DEFAULT_MAX_SHARD_SIZE = 500 * 10**6
+
+
+def check_records(records: Sequence[ClRecord], base: Base, split: str, need_cls: bool) -> None:
+    """Raise on anything the repository must not hold: duplicated names, bad shapes, labels out of range."""
+    if not records:
+        raise SourceError(f"the {split} split is empty")
+    names = [r.name for r in records]
+    if len(set(names)) != len(names):
+        seen: set[str] = set()
+        dup = next(n for n in names if n in seen or seen.add(n))
+        raise SourceError(f"{split}: name {dup!r} appears more than once; names must be unique")
+    shape = (base.image_size, base.image_size, 3)
+    widths = {len(r.cl_labels) if r.cl_labels is not None else None for r in records}
+    if need_cls and (None in widths or len(widths) != 1):
+        raise SourceError(f"{split}: every image needs the same number of complementary labels")
+    for r in records:
+        if r.image.shape != shape or r.image.dtype != np.uint8:
+            raise SourceError(f"{split}: image {r.name!r} is {r.image.dtype} {r.image.shape}, expected uint8 {shape}")
+        labels = (r.ord_label, *(r.cl_labels or ()))
+        if min(labels) < 0 or max(labels) >= base.num_classes:
+            raise SourceError(f"{split}: labels of {r.name!r} ({labels}) lie outside 0..{base.num_classes - 1}")
+
+
+def build_repository(
+    variant: Variant,
+    train: Sequence[ClRecord],
+    test: Sequence[ClRecord] | None,
+    output: str | Path,
+    overwrite: bool = False,
+    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    provenance: dict | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Write a repository folder from train (with CLs) and optional test (true labels only) records.
+
+    The folder is written beside ``output`` under a temporary name and renamed into place at the end, so a failed
+    or interrupted build leaves nothing behind.
+    """
+    base = variant.base
+    check_records(train, base, "train", need_cls=True)
+    if test:
+        check_records(test, base, "test", need_cls=False)
+        test = [r if r.cl_labels is None else ClRecord(r.name, r.image, r.ord_label) for r in test]
+    num_cl = len(train[0].cl_labels or ())
+    feats = features(base.class_names, num_cl)
+    train_stats = label_stats(
+        np.array([r.ord_label for r in train]), np.array([r.cl_labels for r in train]), base.num_classes
+    )
+    with staged_output(output, overwrite) as staged:
+        splits = [write_split(staged, "train", train, feats, max_shard_size)]
+        if test:
+            splits.append(write_split(staged, "test", test, feats, max_shard_size))
+        save_heatmap(
+            np.array(train_stats["transition_matrix"]), base.class_names,
+            f"{variant.pretty_name}: P(CL | true label)", staged / HEATMAP_PATH,
+        )  # fmt: skip
+        card = render_card(variant, feats, splits, train_stats, provenance, repo_id)
+        (staged / "README.md").write_text(str(card), encoding="utf-8")
+        manifest = {
+            "dataset": variant.name,
+            "built_with": f"aclbuild {__version__}",
+            "splits": {s.name: asdict(s) for s in splits},
+            "provenance": provenance or {},
+        }
+        (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return Path(output)
+
+
+def load_source(
+    source: str | Path, base: Base, num_cl: int | None, images: str | Path | None
+) -> list[ClRecord]:
+    """Training records from a legacy pickle, or from a label CSV joined with ``images`` by file name."""
+    from aclbuild.loaders.images import read_source_images
+    from aclbuild.loaders.label_csv import attach_labels, read_label_csv
+    from aclbuild.loaders.legacy_pickle import read_legacy_pickle
+
+    source = Path(source)
+    if not source.exists():
+        raise SourceError(f"{source} does not exist")
+    if source.suffix.lower() == ".csv":
+        rows = read_label_csv(source, base)
+        if images is None and base.archive is not None:
+            raise InputError(f"{source} is a label CSV: pass --images with the {base.archive.filename} it labels")
+        return attach_labels(rows, read_source_images(base, images, "train"), num_cl, str(source))
+    if images is not None:
+        raise InputError("--images goes with a label CSV source; a legacy pickle carries its own images")
+    return read_legacy_pickle(source, base, num_cl)
+
+
+def build_from_source(
+    source: str | Path,
+    dataset: str,
+    output: str | Path,
+    images: str | Path | None = None,
+    test_source: str | Path | None = None,
+    num_cl: int | None = None,
+    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    overwrite: bool = False,
+    provenance: dict | None = None,
+) -> Path:
+    """What `aclbuild build` does: read the source, add the test split when its images are at hand, write.
+
+    Without ``num_cl`` the variant's released number of CLs (3) is kept, or all when the source holds fewer.
+    """
+    from aclbuild.loaders.images import read_source_images
+
+    variant = get_variant(dataset)
+    base = variant.base
+    output = Path(output)
+    if output.exists() and output.is_dir() and any(output.iterdir()) and not overwrite:
+        from aclbuild.errors import OutputExistsError
+
+        raise OutputExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
+    train = load_source(source, base, num_cl, images)
+    if num_cl is None and len(train[0].cl_labels or ()) > variant.num_cl:
+        train = [ClRecord(r.name, r.image, r.ord_label, r.cl_labels[: variant.num_cl]) for r in train]
+    test_path = test_source or images
+    test = read_source_images(base, test_path, "test") if (test_path or base.archive is None) else None
+    if provenance is None:
+        provenance = _provenance_beside(Path(source))
+    return build_repository(variant, train, test, output, overwrite, max_shard_size, provenance)
+
+
+def _provenance_beside(source: Path) -> dict | None:
+    """The labeling settings `aclbuild generate` leaves beside its pickle (``labels.json``), when present."""
+    log = source.with_name("labels.json")
+    if not log.is_file():
+        return None
+    try:
+        return json.loads(log.read_text(encoding="utf-8")).get("provenance")
+    except (OSError, json.JSONDecodeError):
+        return None

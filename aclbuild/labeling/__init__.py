@@ -1,0 +1,1 @@
+"""Labelers: synthetic (from a transition matrix) and, later, vision-language models."""

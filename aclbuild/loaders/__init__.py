@@ -1,0 +1,1 @@
+"""Readers of every source format; each yields :class:`aclbuild.schema.ClRecord`."""

@@ -1,0 +1,234 @@
+"""The bases (source image sets) and the dataset variants built on them.
+
+Facts here follow ../shared/reference/sources.md exactly: label index = position in the class lists.
+
+Example:
+    >>> from aclbuild.registry import get_variant
+    >>> v = get_variant("aclcifar10-r")
+    >>> v.pretty_name, v.base.num_classes
+    ('ACLCIFAR10-R', 10)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aclbuild.errors import UnknownNameError
+
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+CIFAR20_NAMES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit, vegetables and mushrooms",
+    "household electrical devices", "household furniture", "insects", "large carnivores and bear",
+    "large man-made outdoor things", "large natural outdoor scenes", "large omnivores and herbivores",
+    "medium-sized mammals", "non-insect invertebrates", "people", "reptiles", "small mammals", "trees",
+    "transportation vehicles", "non-transportation vehicles",
+)  # fmt: skip
+CIFAR20_LONG_NAMES = (
+    "aquatic mammals", "fish", "flowers", "food containers", "fruit and vegetables and mushrooms",
+    "electrical devices", "furniture", "insects", "carnivores and bears", "man-made buildings", "natural scenes",
+    "omnivores and herbivores", "medium-sized mammals", "invertebrates", "people", "reptiles", "small mammals",
+    "trees", "transportation vehicles", "non-transport vehicles",
+)  # fmt: skip
+
+MIN10_CLASSES = (
+    ("n02281406", "sulphur butterfly"), ("n02769748", "backpack"), ("n02963159", "cardigan"),
+    ("n03617480", "kimono"), ("n03706229", "magnetic compass"), ("n03838899", "oboe"), ("n04133789", "sandal"),
+    ("n04456115", "torch"), ("n07873807", "pizza"), ("n09193705", "alp"),
+)  # fmt: skip
+MIN20_CLASSES = (
+    ("n01644900", "tailed frog"), ("n01770393", "scorpion"), ("n01944390", "snail"),
+    ("n01983481", "american lobster"), ("n02123045", "tabby"), ("n02123394", "persian cat"),
+    ("n02423022", "gazelle"), ("n02481823", "chimpanzee"), ("n02788148", "bannister"), ("n02795169", "barrel"),
+    ("n03026506", "christmas stocking"), ("n03424325", "gasmask"), ("n03544143", "hourglass"),
+    ("n03584254", "ipod"), ("n04149813", "scoreboard"), ("n04251144", "snorkel"),
+    ("n04366367", "suspension bridge"), ("n04456115", "torch"), ("n04465501", "tractor"),
+    ("n04486054", "triumphal arch"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Archive:
+    """An official source archive: where to fetch it and the MD5 it must have."""
+
+    filename: str
+    url: str
+    md5: str
+
+
+CIFAR10_ARCHIVE = Archive(
+    "cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "c58f30108f718f92721af3b95e74349a",
+)  # fmt: skip
+CIFAR100_ARCHIVE = Archive(
+    "cifar-100-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    "eb9058c3a382ffc7106e4002c42a8d85",
+)  # fmt: skip
+TINYIMAGENET_ARCHIVE = Archive(
+    "tiny-imagenet-200.zip", "http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4553bd9d2ba"
+)
+
+
+@dataclass(frozen=True)
+class Base:
+    """A source image set: its classes, image size, and where train and test images come from."""
+
+    name: str
+    pretty_name: str
+    class_names: tuple[str, ...]  # published names (ClassLabel, card)
+    long_names: tuple[str, ...]  # names the labeling prompt uses with --long-label, and the label CSVs
+    image_size: int  # images are image_size x image_size x 3 uint8
+    num_train: int
+    num_test: int
+    train_source: str
+    test_source: str
+    archive: Archive | None  # None: embedded, nothing to download
+    source_dataset: str  # card YAML source_datasets entry
+    license: str
+    wnids: tuple[str, ...] = ()
+    short_names_collide: bool = False  # cifar20: the last words collide, so prompts always use long names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def short_names(self) -> tuple[str, ...]:
+        """Last word of each long name ("sulphur butterfly" -> "butterfly"), as the prompts use by default."""
+        return tuple(name.split()[-1] for name in self.long_names)
+
+    def prompt_names(self, long_label: bool) -> tuple[str, ...]:
+        return self.long_names if long_label or self.short_names_collide else self.short_names
+
+    def class_index(self, name: str) -> int:
+        """Index of a class given by its published, long or (unambiguous) short name; raises on anything else."""
+        for names in (self.class_names, self.long_names):
+            if name in names:
+                return names.index(name)
+        if not self.short_names_collide and name in self.short_names:
+            return self.short_names.index(name)
+        raise UnknownNameError(
+            f"class {name!r} is not a class of base {self.name}; expected one of: {', '.join(self.long_names)}"
+        )
+
+
+BASES: dict[str, Base] = {
+    "cifar10": Base(
+        "cifar10", "CIFAR10", CIFAR10_NAMES, CIFAR10_NAMES, 32, 50_000, 10_000,
+        "the 50,000 CIFAR-10 training images, in the archive's order",
+        "the 10,000 CIFAR-10 test images", CIFAR10_ARCHIVE, "extended|cifar10", "mit",
+    ),
+    "cifar20": Base(
+        "cifar20", "CIFAR20", CIFAR20_NAMES, CIFAR20_LONG_NAMES, 32, 50_000, 10_000,
+        "the 50,000 CIFAR-100 training images, in the archive's order, labelled by their coarse (superclass) label",
+        "the 10,000 CIFAR-100 test images, coarse labels", CIFAR100_ARCHIVE, "extended|cifar100", "mit",
+        short_names_collide=True,
+    ),
+    "min10": Base(
+        "min10", "MicroImageNet10", tuple(n for _, n in MIN10_CLASSES), tuple(n for _, n in MIN10_CLASSES), 64,
+        5_000, 500, "the 500 TinyImageNet-200 training images of each of the 10 wnids (5,000)",
+        "the 50 TinyImageNet-200 validation images of each wnid (500)", TINYIMAGENET_ARCHIVE,
+        "extended|other-tiny-imagenet-200", "other", wnids=tuple(w for w, _ in MIN10_CLASSES),
+    ),
+    "min20": Base(
+        "min20", "MicroImageNet20", tuple(n for _, n in MIN20_CLASSES), tuple(n for _, n in MIN20_CLASSES), 64,
+        10_000, 1_000, "the 500 TinyImageNet-200 training images of each of the 20 wnids (10,000)",
+        "the 50 TinyImageNet-200 validation images of each wnid (1,000)", TINYIMAGENET_ARCHIVE,
+        "extended|other-tiny-imagenet-200", "other", wnids=tuple(w for w, _ in MIN20_CLASSES),
+    ),
+    "digits": Base(
+        "digits", "Digits", tuple(str(d) for d in range(10)), tuple(str(d) for d in range(10)), 8, 1_400, 397,
+        "1,400 of scikit-learn's 1,797 8x8 handwritten digits (a permutation with seed 0, first 1,400)",
+        "the other 397 digits of the same permutation", None, "extended|other-uci-optical-digits", "cc-by-4.0",
+    ),
+}  # fmt: skip
+
+SYNTHETIC_MATRICES = ("uniform", "weak", "strong", "noisy")
+
+DEFAULT_VLM = "llava-hf/llava-v1.6-mistral-7b-hf"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A dataset built on a base: VLM labels, bias-reduced VLM labels, human labels, or synthetic labels."""
+
+    name: str  # the CLI and Hub name: aclcifar10, aclcifar10-r, clcifar10, cifar10-uniform
+    base: Base
+    kind: str  # "vlm", "vlm-r", "human" or "synthetic"
+    matrix: str | None = None  # synthetic variants: which transition matrix
+    num_cl: int = 3  # CLs per image in the released set
+
+    @property
+    def pretty_name(self) -> str:
+        stem = self.base.pretty_name.replace("MicroImageNet", "MIN")
+        return {
+            "vlm": f"ACL{stem}",
+            "vlm-r": f"ACL{stem}-R",
+            "human": f"CL{stem}",
+            "synthetic": f"{stem}-{(self.matrix or '').capitalize()}",
+        }[self.kind]
+
+    @property
+    def license(self) -> str:
+        return self.base.license
+
+    @property
+    def annotations_creators(self) -> str:
+        return "crowdsourced" if self.kind == "human" else "machine-generated"
+
+    @property
+    def labeling_summary(self) -> str:
+        """One sentence on how the complementary labels were made, for the card and `aclbuild datasets`."""
+        if self.kind == "vlm":
+            return (
+                f"Each label is the answer of the vision-language model {DEFAULT_VLM} to 'which label does not "
+                "belong to this image?' among 4 classes drawn uniformly at random, one query per round."
+            )
+        if self.kind == "vlm-r":
+            return (
+                f"As the VLM-labelled set, but candidates are drawn from per-class budgets so that every class is "
+                f"chosen about equally often (the -R bias-reduction procedure); the CLs of an image are distinct."
+            )
+        if self.kind == "human":
+            return "Each label is a human annotator's choice of a class the image does not belong to, among 4 shown."
+        return (
+            f"Synthetic: each image's CLs are drawn without replacement from row y of the '{self.matrix}' "
+            "transition matrix (cll-benchmark protocol), y being the true label."
+        )
+
+
+def _build_variants() -> dict[str, Variant]:
+    variants: dict[str, Variant] = {}
+    for base in BASES.values():
+        for kind, name in (("vlm", f"acl{base.name}"), ("vlm-r", f"acl{base.name}-r"), ("human", f"cl{base.name}")):
+            if kind == "human" and base.name == "digits":
+                continue  # no human-labelled digits set exists
+            variants[name] = Variant(name, base, kind)
+        for matrix in SYNTHETIC_MATRICES:
+            variants[f"{base.name}-{matrix}"] = Variant(f"{base.name}-{matrix}", base, "synthetic", matrix)
+    return variants
+
+
+VARIANTS: dict[str, Variant] = _build_variants()
+
+
+def get_base(name: str) -> Base:
+    """The base called ``name`` (case-insensitive), e.g. ``get_base("min10").num_classes == 10``."""
+    try:
+        return BASES[name.lower()]
+    except KeyError:
+        raise UnknownNameError(f"unknown base {name!r}; choose one of: {', '.join(BASES)}") from None
+
+
+def get_variant(name: str) -> Variant:
+    """The dataset variant called ``name`` (case-insensitive; ``aclcifar10r`` is accepted for ``aclcifar10-r``)."""
+    key = name.lower()
+    if key not in VARIANTS and key.endswith("r") and key[:-1] + "-r" in VARIANTS:
+        key = key[:-1] + "-r"
+    try:
+        return VARIANTS[key]
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown dataset {name!r}; run `aclbuild datasets` to list them (e.g. aclcifar10, aclmin10-r, "
+            "clcifar20, digits-uniform)"
+        ) from None

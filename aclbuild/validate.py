@@ -1,0 +1,135 @@
+"""Check a repository folder the way the Hub and a downstream user will read it.
+
+Example:
+    >>> validate_repository("out/aclcifar10")   # [] when valid, else one line per problem   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import DatasetInfo, Features
+from huggingface_hub import DatasetCard
+
+from aclbuild.build import MANIFEST
+from aclbuild.cards import card_problems
+from aclbuild.repository import SHARD_PATTERN, label_arrays, record_hash_update, split_shards
+from aclbuild.schema import COLUMNS
+
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+
+
+def validate_repository(folder: str | Path) -> list[str]:
+    """Every problem found in ``folder`` (an empty list means valid)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [f"{folder} is not a folder"]
+    problems = [f"{p.relative_to(folder)}: loading scripts are not allowed" for p in folder.rglob("*.py")]
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return problems + ["README.md (the dataset card) is missing"]
+    try:
+        card = DatasetCard.load(readme)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a problem to report
+        return problems + [f"README.md does not parse as a dataset card: {exc}"]
+    problems += card_problems(card)
+    data = card.data.to_dict()
+    problems += [f"data/{p.name}: not named {{split}}-XXXXX-of-XXXXX.parquet" for p in _stray_files(folder)]
+    shards = split_shards(folder)
+    if not shards:
+        return problems + ["data/ holds no Parquet shards"]
+    declared = _declared_splits(data)
+    configured = {f["split"] for c in data.get("configs") or [] for f in c.get("data_files") or []}
+    for split in set(shards) ^ configured:
+        problems.append(f"split '{split}' is " + ("not in the card's configs" if split in shards else "declared but has no shards"))
+    card_features = _card_features(data, problems)
+    manifest = _read_manifest(folder, problems)
+    for split, paths in shards.items():
+        problems += _check_split(folder, split, paths, card_features, declared.get(split), manifest.get(split))
+    for image in ("figures/transition_matrix.png",):
+        if f"]({image})" in card.text and not (folder / image).is_file():
+            problems.append(f"the card shows {image} but the file is missing")
+    return problems
+
+
+def _stray_files(folder: Path) -> list[Path]:
+    data = folder / "data"
+    return [p for p in sorted(data.iterdir()) if not SHARD_PATTERN.match(p.name)] if data.is_dir() else []
+
+
+def _declared_splits(data: dict) -> dict[str, int]:
+    info = data.get("dataset_info") or {}
+    return {s["name"]: s.get("num_examples") for s in info.get("splits") or [] if isinstance(s, dict)}
+
+
+def _card_features(data: dict, problems: list[str]) -> Features | None:
+    try:
+        return DatasetInfo._from_yaml_dict(dict(data.get("dataset_info") or {})).features
+    except Exception:  # noqa: BLE001 - already reported by card_problems
+        return None
+
+
+def _read_manifest(folder: Path, problems: list[str]) -> dict:
+    path = folder / MANIFEST
+    if not path.is_file():
+        problems.append(f"{MANIFEST} (content hashes of the build) is missing")
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["splits"]
+    except (OSError, ValueError, KeyError, TypeError):
+        problems.append(f"{MANIFEST} does not parse")
+        return {}
+
+
+def _check_split(folder, split, paths, card_features, declared_count, manifest_entry) -> list[str]:
+    problems = []
+    indices = [int(SHARD_PATTERN.match(p.name)["index"]) for p in paths]
+    counts = {int(SHARD_PATTERN.match(p.name)["count"]) for p in paths}
+    if len(counts) != 1 or sorted(indices) != list(range(counts.pop())):
+        problems.append(f"split '{split}': shards {[p.name for p in paths]} are not a complete 00000..n-1 set")
+    try:
+        tables = [pq.read_table(p) for p in paths]
+    except (pa.ArrowException, OSError) as exc:
+        return problems + [f"split '{split}': a shard cannot be read ({exc})"]
+    for path, table in zip(paths, tables):
+        if tuple(table.column_names) != COLUMNS:
+            return problems + [f"data/{path.name}: columns {table.column_names}, expected {list(COLUMNS)}"]
+        try:
+            shard_features = Features.from_arrow_schema(table.schema)
+        except Exception:  # noqa: BLE001 - foreign metadata
+            shard_features = None
+        if card_features is not None and shard_features != card_features:
+            problems.append(f"data/{path.name}: features differ from the card's dataset_info")
+    table = pa.concat_tables(tables)
+    if declared_count is not None and declared_count != table.num_rows:
+        problems.append(f"split '{split}': card says {declared_count} examples, shards hold {table.num_rows}")
+    names = table.column("names").to_pylist()
+    if None in names or len(set(names)) != len(names):
+        problems.append(f"split '{split}': names must be present and unique")
+    num_classes = card_features["ord_labels"].num_classes if card_features is not None else None
+    nulls = table.column("cl_labels").null_count
+    if split != "test" and nulls:
+        problems.append(f"split '{split}': every image needs complementary labels ({nulls} rows have none)")
+    if 0 < nulls < table.num_rows:
+        return problems
+    ord_labels, cl_labels = label_arrays(table)
+    if num_classes is not None:
+        for what, values in (("ord_labels", ord_labels), ("cl_labels", cl_labels)):
+            if values is not None and values.size and (values.min() < 0 or values.max() >= num_classes):
+                problems.append(f"split '{split}': {what} outside 0..{num_classes - 1}")
+    images = table.column("images").combine_chunks().field("bytes").to_pylist()
+    bad = [n for n, b in zip(names, images) if not b or not b.startswith(_IMAGE_MAGIC)]
+    if bad:
+        problems.append(f"split '{split}': {len(bad)} images are empty or not PNG/JPEG, e.g. {bad[0]!r}")
+    if manifest_entry:
+        digest = hashlib.sha256()
+        cl_rows = [None] * len(names) if cl_labels is None else cl_labels.tolist()
+        for name, image, y, cls in zip(names, images, ord_labels.tolist(), cl_rows):
+            record_hash_update(digest, name or "", image or b"", y, cls)
+        if digest.hexdigest() != manifest_entry.get("sha256"):
+            problems.append(f"split '{split}': content differs from the build's recorded hash in {MANIFEST}")
+    return problems
