@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -72,14 +73,16 @@ def build_repository(
     train_stats = label_stats(
         np.array([r.ord_label for r in train]), np.array([r.cl_labels for r in train]), base.num_classes
     )
-    with staged_output(output, overwrite) as staged:
+    with staged_output(output, overwrite) as staged, ThreadPoolExecutor(1) as background:
+        # The figure is drawn while the shards are written: matplotlib holds the GIL, zlib in the encoder does not.
+        heatmap = background.submit(
+            save_heatmap, np.array(train_stats["transition_matrix"]), base.class_names,
+            f"{variant.pretty_name}: P(CL | true label)", staged / HEATMAP_PATH,
+        )  # fmt: skip
         splits = [write_split(staged, "train", train, feats, max_shard_size)]
         if test:
             splits.append(write_split(staged, "test", test, feats, max_shard_size))
-        save_heatmap(
-            np.array(train_stats["transition_matrix"]), base.class_names,
-            f"{variant.pretty_name}: P(CL | true label)", staged / HEATMAP_PATH,
-        )  # fmt: skip
+        heatmap.result()
         card = render_card(variant, feats, splits, train_stats, provenance, repo_id)
         (staged / "README.md").write_text(str(card), encoding="utf-8")
         manifest = {

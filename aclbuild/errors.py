@@ -46,3 +46,11 @@ class InvalidRepositoryError(InputError):
 
 class DownloadError(AclbuildError):
     """A download that failed or whose checksum did not match. Exit 1."""
+
+
+class HubError(AclbuildError):
+    """A Hub operation that failed: unreachable endpoint, a refused request, a commit that did not land. Exit 1."""
+
+
+class AuthError(HubError):
+    """A Hub token that is missing, refused, or lacks the rights for the repository. Exit 1."""

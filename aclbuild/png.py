@@ -1,40 +1,76 @@
-"""Lossless PNG encoding of uint8 RGB arrays, written directly with zlib.
+"""Lossless PNG encoding of uint8 RGB arrays in batches, written directly with numpy and zlib.
 
-PIL's encoder costs more in per-call overhead than in compression for 32x32 images; building the PNG stream by hand
-(filter type 0 on every row, one IDAT chunk) is several times faster and still a plain PNG that every reader decodes
-to the same pixels. zlib releases the GIL, so a thread pool scales across cores.
+PIL costs about 100 us per 32x32 image, mostly per-call overhead and its per-row filter search. Here a whole batch is
+filtered at once with the PNG "Average" filter (type 3: byte minus the mean of its left and upper neighbours, which
+compresses natural images about as well as PIL's adaptive choice), then each image is one zlib call with the
+run-length strategy: after filtering, long-distance matches are rare, and Z_RLE is faster than the default search
+for the same or smaller output on 32x32 photos. numpy and zlib release the GIL, so threads scale across cores. The result is a plain PNG that every reader decodes to the same pixels.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image as PILImage
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IEND = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+_AVERAGE_FILTER = 3
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def encode_png(image: np.ndarray, level: int = 6) -> bytes:
-    """PNG bytes of an H x W x 3 uint8 array.
+def _average_filtered(images: np.ndarray) -> np.ndarray:
+    """N x H x (1 + 3W) scanlines: a filter-type byte, then each byte minus floor((left + up) / 2), mod 256."""
+    n, height, width, _ = images.shape
+    raw = images.reshape(n, height, width * 3).astype(np.int16)
+    prediction = np.zeros_like(raw)
+    prediction[:, :, 3:] += raw[:, :, :-3]  # left neighbour of the same channel (0 on the first pixel)
+    prediction[:, 1:, :] += raw[:, :-1, :]  # byte above (0 on the first row)
+    out = np.empty((n, height, 1 + width * 3), dtype=np.uint8)
+    out[:, :, 0] = _AVERAGE_FILTER
+    out[:, :, 1:] = (raw - (prediction >> 1)).astype(np.uint8)  # wraps mod 256, as PNG specifies
+    return out
+
+
+def _encode(images: np.ndarray, level: int) -> list[bytes]:
+    _, height, width, _ = images.shape
+    head = _SIGNATURE + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))  # 8-bit RGB
+    out = []
+    for scanlines in _average_filtered(images):
+        deflate = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+        idat = b"IDAT" + deflate.compress(scanlines.tobytes()) + deflate.flush()
+        out.append(head + struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat)) + _IEND)
+    return out
+
+
+def encode_png_batch(images: np.ndarray, level: int = 6, threads: int | None = None) -> list[bytes]:
+    """PNG bytes of each image of an N x H x W x 3 uint8 array (all the same size).
 
     Example:
-        >>> data = encode_png(np.zeros((2, 2, 3), np.uint8)); data[:4]
-        b'\\x89PNG'
+        >>> data = encode_png_batch(np.zeros((2, 4, 4, 3), np.uint8)); len(data), data[0][:4]
+        (2, b'\\x89PNG')
     """
-    height, width, _ = image.shape
-    rows = np.empty((height, 1 + width * 3), dtype=np.uint8)
-    rows[:, 0] = 0  # filter type "None" for each scanline
-    rows[:, 1:] = image.reshape(height, width * 3)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows.tobytes(), level)) + _IEND
+    if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected N x H x W x 3 uint8 images, got {images.dtype} {images.shape}")
+    threads = max(1, min(threads or os.cpu_count() or 1, len(images) // 256))
+    if threads == 1:
+        return _encode(images, level)
+    with ThreadPoolExecutor(threads) as pool:
+        encoded = pool.map(_encode, np.array_split(images, threads), [level] * threads)
+    return [data for part in encoded for data in part]
+
+
+def encode_png(image: np.ndarray, level: int = 6) -> bytes:
+    """PNG bytes of one H x W x 3 uint8 array."""
+    return encode_png_batch(image[None], level, threads=1)[0]
 
 
 def decode_image(data: bytes) -> np.ndarray:

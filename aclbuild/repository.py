@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from datasets import Features
 
 from aclbuild.errors import OutputExistsError, SourceError
-from aclbuild.png import decode_image, encode_png
+from aclbuild.png import decode_image, encode_png_batch
 from aclbuild.progress import progress_bar
 from aclbuild.schema import ClRecord
 
@@ -84,12 +84,16 @@ def record_hash_update(digest, name: str, image_bytes: bytes, ord_label: int, cl
     digest.update(f"{ord_label}|{'' if cl_labels is None else ','.join(map(str, cl_labels))}\n".encode())
 
 
-def _encode_all(images: Sequence[np.ndarray]) -> list[bytes]:
-    workers = min(len(images) // 256 + 1, os.cpu_count() or 1)
-    if workers == 1:
-        return [encode_png(image) for image in images]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(encode_png, images, chunksize=64))
+def _cl_column(rows: Sequence[ClRecord], num_cl: int) -> pa.FixedSizeListArray:
+    """The fixed-length cl_labels column, built from one flat int64 buffer (pa.array on nested lists is slow)."""
+    missing = [r.cl_labels is None for r in rows]
+    flat = np.array([r.cl_labels or (0,) * num_cl for r in rows], dtype=np.int64).reshape(-1)
+    mask = pa.array(missing, pa.bool_()) if any(missing) else None
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), num_cl, mask=mask)
+
+
+def _encode_chunk(records: Sequence[ClRecord]) -> list[bytes]:
+    return encode_png_batch(np.stack([r.image for r in records]), threads=1)
 
 
 def write_split(
@@ -105,10 +109,11 @@ def write_split(
     schema = feats.arrow_schema
     num_cl = feats["cl_labels"].length
     encoded: list[bytes] = []
-    with progress_bar(f"encoding {split} images", len(records)) as advance:
-        for start in range(0, len(records), ENCODE_CHUNK):
-            chunk = records[start : start + ENCODE_CHUNK]
-            encoded.extend(_encode_all([r.image for r in chunk]))
+    chunks = [records[start : start + ENCODE_CHUNK] for start in range(0, len(records), ENCODE_CHUNK)]
+    with progress_bar(f"encoding {split} images", len(records)) as advance, ThreadPoolExecutor(os.cpu_count()) as pool:
+        # One task per chunk keeps every core busy; map returns the chunks in order.
+        for chunk, pngs in zip(chunks, pool.map(_encode_chunk, chunks)):
+            encoded.extend(pngs)
             advance(len(chunk))
     total = sum(map(len, encoded)) + sum(len(r.name) + 8 * (1 + num_cl) for r in records)
     count = max(1, math.ceil(total / max_shard_size))
@@ -124,9 +129,7 @@ def write_split(
                     [pa.array(encoded[lo:hi], pa.binary()), pa.nulls(hi - lo, pa.string())], names=["bytes", "path"]
                 ),
                 "ord_labels": pa.array([r.ord_label for r in rows], pa.int64()),
-                "cl_labels": pa.array(
-                    [None if r.cl_labels is None else list(r.cl_labels) for r in rows], schema.field("cl_labels").type
-                ),
+                "cl_labels": _cl_column(rows, num_cl),
             },
             schema=schema,
         )

@@ -58,7 +58,7 @@ LAYOUTS = {
 def read_cifar(path: str | Path, base: Base, split: str) -> list[ClRecord]:
     """Records of ``split`` ("train" or "test") of base cifar10 or cifar20, in the archive's order (no CLs).
 
-    ``path`` is the ``.tar.gz`` archive, its extracted batch folder, or the folder that contains that folder.
+    ``path`` is the ``.tar.gz`` archive, its extracted batch folder, or a folder that contains either.
     Raises :class:`SourceError` (one line) for a missing, corrupt or wrong archive.
 
     Example:
@@ -77,6 +77,8 @@ def read_cifar(path: str | Path, base: Base, split: str) -> list[ClRecord]:
             f"{path} does not exist; point it at {layout.filename} or its extracted {layout.folder}/ folder "
             "(or pass --download)"
         )
+    if path.is_dir() and not (path / layout.folder).is_dir() and (path / layout.filename).is_file():
+        path = path / layout.filename  # a folder holding the archive, such as the --download cache
     members = layout.members[split]
     blobs = _folder_members(path, layout, base, members) if path.is_dir() else _tar_members(path, layout, base, members)
     by_member: dict[str, list[ClRecord]] = {}

@@ -27,6 +27,12 @@ KEYS = ("names", "images", "ord_labels", "cl_labels")
 
 
 def _int_matrix(values, what: str, path: Path) -> np.ndarray:
+    try:  # fast path: a rectangular integer list or array converts in one call
+        matrix = np.asarray(values)
+        if matrix.dtype.kind in "iu" and matrix.ndim in (1, 2) and len(matrix) == len(values):
+            return matrix.reshape(len(matrix), -1).astype(np.int64)
+    except (ValueError, TypeError):
+        pass  # ragged or mixed: the row-by-row path below says what is wrong
     rows = [list(np.asarray(v).reshape(-1)) if np.ndim(v) else [v] for v in values]
     widths = {len(r) for r in rows}
     if len(widths) > 1:

@@ -76,7 +76,7 @@ _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 # What a truncated or garbled pickle raises, depending on where the damage is.
 _CORRUPT = (
     pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-    struct.error, UnicodeDecodeError, OverflowError, zlib.error, MemoryError,
+    struct.error, UnicodeDecodeError, OverflowError, zlib.error, MemoryError, RecursionError,
 )  # fmt: skip
 
 

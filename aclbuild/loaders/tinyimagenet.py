@@ -102,6 +102,8 @@ class _ZipTree(_Tree):
 def _open_tree(path: Path) -> Iterator[_Tree]:
     if not path.exists():
         raise SourceError(f"{path} does not exist; point it at {TINYIMAGENET_ARCHIVE.filename} or its {ROOT}/ folder")
+    if path.is_dir() and not (path / ROOT).is_dir() and (path / TINYIMAGENET_ARCHIVE.filename).is_file():
+        path = path / TINYIMAGENET_ARCHIVE.filename  # a folder holding the zip, such as the --download cache
     if path.is_dir():
         root = path / ROOT if (path / ROOT).is_dir() else path
         if not (root / "train").is_dir() and not (root / "val").is_dir():
@@ -124,7 +126,7 @@ def _open_tree(path: Path) -> Iterator[_Tree]:
 def read_tinyimagenet(path: str | Path, base: Base, split: str) -> list[ClRecord]:
     """Records of ``split`` ("train" or "test" = TinyImageNet val) of base min10 or min20, 64x64x3 uint8, no CLs.
 
-    ``path`` is ``tiny-imagenet-200.zip``, the extracted ``tiny-imagenet-200/`` folder, or the folder holding it.
+    ``path`` is ``tiny-imagenet-200.zip``, the extracted ``tiny-imagenet-200/`` folder, or a folder holding either.
     Raises :class:`SourceError` (one line) for a missing wnid, a corrupt zip or an unreadable or misshapen JPEG.
 
     Example:
