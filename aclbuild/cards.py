@@ -138,9 +138,11 @@ def save_heatmap(matrix: np.ndarray, class_names: tuple[str, ...], title: str, p
     ax.set_ylabel("true label")
     ax.set_title(title)
     if k <= 12:
+        bright = 0.6 * (matrix.max() or 1)  # dark text on the bright end of viridis, white on the dark end
         for y in range(k):
             for j in range(k):
-                ax.text(j, y, f"{matrix[y, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
+                colour = "black" if matrix[y, j] > bright else "white"
+                ax.text(j, y, f"{matrix[y, j]:.2f}", ha="center", va="center", fontsize=6, color=colour)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
