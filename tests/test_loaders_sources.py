@@ -413,3 +413,34 @@ def test_download_network_errors(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(SourceError, match="embedded"):
         download_archive(get_base("digits"), tmp_path)
+
+
+def test_build_download_through_mirror(cli, server, tmp_path, monkeypatch, legacy_pickle):
+    """`aclbuild build --download`: fetched from $ACLBUILD_MIRROR, MD5-checked, used for the test split."""
+    import dataclasses
+
+    from datasets import load_dataset
+
+    from aclbuild import registry
+    from tests.fakes import make_cifar10_archive
+
+    archive = make_cifar10_archive(tmp_path / "src", n_per_batch=2, n_test=3)
+    server.files["/mirror/cifar-10-python.tar.gz"] = archive.read_bytes()
+    monkeypatch.setenv("ACLBUILD_MIRROR", f"{server.url}/mirror")
+    cache, out = tmp_path / "cache", tmp_path / "repo"
+
+    # The official MD5 does not match the fake archive: refused, exit 1, nothing cached, nothing built.
+    result = cli("build", legacy_pickle, "--dataset", "aclcifar10", "--download", "--cache-dir", cache, "-o", out)
+    assert result.exit_code == 1 and "checksum mismatch" in result.stderr
+    assert not out.exists() and list(cache.iterdir()) == []
+
+    # With the fake archive's own MD5 registered, the download is accepted and feeds the test split.
+    base = dataclasses.replace(
+        registry.BASES["cifar10"],
+        archive=dataclasses.replace(registry.CIFAR10_ARCHIVE, md5=hashlib.md5(archive.read_bytes()).hexdigest()),
+    )
+    monkeypatch.setitem(registry.VARIANTS, "aclcifar10", dataclasses.replace(registry.VARIANTS["aclcifar10"], base=base))
+    result = cli("build", legacy_pickle, "--dataset", "aclcifar10", "--download", "--cache-dir", cache, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert len(load_dataset(str(out), split="test")) == 3
+    assert server.requests.count("/mirror/cifar-10-python.tar.gz") == 2
