@@ -17,7 +17,7 @@ import numpy as np
 
 from aclbuild import __version__
 from aclbuild.cards import HEATMAP_PATH, render_card, save_heatmap
-from aclbuild.errors import InputError, SourceError
+from aclbuild.errors import InputError, OutputExistsError, SourceError
 from aclbuild.registry import Base, Variant, get_variant
 from aclbuild.repository import staged_output, write_split
 from aclbuild.schema import ClRecord, features
@@ -137,8 +137,6 @@ def build_from_source(
     base = variant.base
     output = Path(output)
     if output.exists() and output.is_dir() and any(output.iterdir()) and not overwrite:
-        from aclbuild.errors import OutputExistsError
-
         raise OutputExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
     train = load_source(source, base, num_cl, images)
     if num_cl is None and len(train[0].cl_labels or ()) > variant.num_cl:

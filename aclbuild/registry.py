@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aclbuild.errors import UnknownNameError
 
@@ -186,8 +186,8 @@ class Variant:
             )
         if self.kind == "vlm-r":
             return (
-                f"As the VLM-labelled set, but candidates are drawn from per-class budgets so that every class is "
-                f"chosen about equally often (the -R bias-reduction procedure); the CLs of an image are distinct."
+                "As the VLM-labelled set, but candidates are drawn from per-class budgets so that every class is "
+                "chosen about equally often (the -R bias-reduction procedure); the CLs of an image are distinct."
             )
         if self.kind == "human":
             return "Each label is a human annotator's choice of a class the image does not belong to, among 4 shown."

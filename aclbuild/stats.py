@@ -32,7 +32,7 @@ def label_stats(ord_labels: np.ndarray, cl_labels: np.ndarray | None, num_classe
     """Statistics of one split as plain JSON-ready values (a test split without CLs gets counts only)."""
     ord_labels = np.asarray(ord_labels, dtype=np.int64)
     stats: dict = {
-        "num_examples": int(len(ord_labels)),
+        "num_examples": len(ord_labels),
         "num_classes": int(num_classes),
         "class_counts": np.bincount(ord_labels, minlength=num_classes).tolist(),
     }

@@ -21,7 +21,7 @@ def test_build_round_trip(cli, legacy_pickle, tmp_path):
     assert sorted(p.name for p in (out / "data").iterdir()) == ["train-00000-of-00001.parquet"]
     assert not list(out.rglob("*.py"))
     assert (out / "figures" / "transition_matrix.png").stat().st_size > 1000
-    source = pickle.load(open(legacy_pickle, "rb"))
+    source = pickle.loads(legacy_pickle.read_bytes())
     ds = load_dataset(str(out), split="train")
     assert ds.features["ord_labels"].names[0] == "airplane"
     assert ds.features["cl_labels"].length == 3
@@ -33,7 +33,7 @@ def test_build_round_trip(cli, legacy_pickle, tmp_path):
 
     exported = tmp_path / "back.pkl"
     assert cli("export", out, "--to", "pickle", "--output", exported).exit_code == 0
-    back = safe_load(open(exported, "rb"), "back")
+    back = safe_load(exported.read_bytes(), "back")
     assert back["names"] == source["names"] and back["ord_labels"] == source["ord_labels"]
     assert back["cl_labels"] == source["cl_labels"]
     assert np.array_equal(back["images"], source["images"])
@@ -78,7 +78,7 @@ def test_stats_json(cli, legacy_pickle, tmp_path):
     result = cli("stats", out, "--json")
     assert result.exit_code == 0
     stats = json.loads(result.stdout)["train"]
-    source = pickle.load(open(legacy_pickle, "rb"))
+    source = pickle.loads(legacy_pickle.read_bytes())
     y, cls = np.array(source["ord_labels"]), np.array(source["cl_labels"])
     assert stats["num_examples"] == 40 and stats["num_classes"] == 10 and stats["cls_per_image"] == 3
     assert stats["noise_rate"] == pytest.approx(np.mean(cls == y[:, None]))

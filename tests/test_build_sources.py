@@ -32,8 +32,8 @@ def test_csv_with_cifar_archive(cli, tmp_path):
 
 
 def test_pickle_with_tinyimagenet_test_split(cli, tmp_path):
-    from aclbuild.loaders.legacy_pickle import write_legacy_pickle
     from aclbuild.labeling.synthetic import label_records, transition_matrix
+    from aclbuild.loaders.legacy_pickle import write_legacy_pickle
 
     tree = make_tinyimagenet(tmp_path, bases=("min10",), n_train=2, n_val=2, as_zip=True)
     base = get_base("min10")

@@ -136,7 +136,6 @@ def write_legacy_pickle(records: Sequence[ClRecord], path: str | Path, overwrite
         "ord_labels": [int(r.ord_label) for r in records],
         "cl_labels": [list(r.cl_labels or ()) for r in records],
     }
-    with staged_output(path, overwrite, is_dir=False) as staged:
-        with staged.open("wb") as f:
-            pickle.dump(data, f, protocol=4)
+    with staged_output(path, overwrite, is_dir=False) as staged, staged.open("wb") as f:
+        pickle.dump(data, f, protocol=4)
     return Path(path)
