@@ -96,7 +96,7 @@ def build_repository(
 
 
 def load_source(
-    source: str | Path, base: Base, num_cl: int | None, images: str | Path | None
+    source: str | Path, base: Base, num_cl: int | None, images: str | Path | None, drop_failed: bool = False
 ) -> list[ClRecord]:
     """Training records from a legacy pickle, or from a label CSV joined with ``images`` by file name."""
     from aclbuild.loaders.images import read_source_images
@@ -113,7 +113,17 @@ def load_source(
         return attach_labels(rows, read_source_images(base, images, "train"), num_cl, str(source))
     if images is not None:
         raise InputError("--images goes with a label CSV source; a legacy pickle carries its own images")
-    return read_legacy_pickle(source, base, num_cl)
+    if drop_failed:  # `aclbuild generate` marks a failed query with CL -1; drop those images
+        from aclbuild.labeling.outputs import read_pickle_dropping_failed
+
+        return read_pickle_dropping_failed(source, base, num_cl)
+    try:
+        return read_legacy_pickle(source, base, num_cl)
+    except SourceError:
+        from aclbuild.labeling.outputs import refuse_failed_queries
+
+        refuse_failed_queries(source)  # a clearer message when the cause is failed queries
+        raise
 
 
 def build_from_source(
@@ -126,6 +136,7 @@ def build_from_source(
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
     overwrite: bool = False,
     provenance: dict | None = None,
+    drop_failed: bool = False,
 ) -> Path:
     """What `aclbuild build` does: read the source, add the test split when its images are at hand, write.
 
@@ -138,7 +149,7 @@ def build_from_source(
     output = Path(output)
     if output.exists() and output.is_dir() and any(output.iterdir()) and not overwrite:
         raise OutputExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
-    train = load_source(source, base, num_cl, images)
+    train = load_source(source, base, num_cl, images, drop_failed)
     if num_cl is None and len(train[0].cl_labels or ()) > variant.num_cl:
         train = [ClRecord(r.name, r.image, r.ord_label, r.cl_labels[: variant.num_cl]) for r in train]
     test_path = test_source or images

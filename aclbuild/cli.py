@@ -65,6 +65,7 @@ def build_command(
     download: Annotated[bool, typer.Option(help="download the base's official archive (checksum verified)")] = False,
     cache_dir: Annotated[Path, typer.Option(help="where --download keeps archives")] = Path("~/.cache/aclbuild"),
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
+    drop_failed: Annotated[bool, typer.Option(help="drop images whose `generate` query failed (CL -1)")] = False,
 ) -> None:
     """Turn a legacy pickle or a label CSV into a Hub-ready Parquet repository with its dataset card.
 
@@ -83,7 +84,7 @@ def build_command(
             test_source = test_source or archive
         folder = build_from_source(
             source, dataset, output, images=images, test_source=test_source, num_cl=num_cl,
-            max_shard_size=parse_size(max_shard_size), overwrite=overwrite,
+            max_shard_size=parse_size(max_shard_size), overwrite=overwrite, drop_failed=drop_failed,
         )  # fmt: skip
     console.print(f"wrote {folder}")
 
@@ -160,6 +161,174 @@ def quickstart_command(
 
     with user_errors():
         run_quickstart(output_dir, console)
+
+
+@app.command("report")
+def report_command(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RESULTS_OR_REPOS",
+            help="benchmark outputs (folder with results.json, or the file) and repositories",
+        ),
+    ],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="folder for report.md and figures/")],
+    overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
+) -> None:
+    """PNG figures and a Markdown page: heatmaps, noise and CL-share bars, curves, sweeps, the results table.
+
+    Example: `aclbuild report runs/ out/aclmin10 out/aclmin10-r --output-dir report`
+    """
+    from aclbuild.bench.report import write_report
+
+    with user_errors():
+        report = write_report(inputs, output_dir, overwrite)
+    console.print(f"wrote {report.path} with {len(report.figures)} figures")
+    for reason in report.skipped:
+        console.print(f"  skipped {reason}")
+
+
+@app.command("push")
+def push_command(
+    folders: Annotated[list[Path], typer.Argument(help="repository folders that `aclbuild build` wrote")],
+    repo_id: Annotated[Optional[str], typer.Option(help="target dataset repo ORG/NAME (one folder)")] = None,
+    org: Annotated[Optional[str], typer.Option(help="push each folder to ORG/DATASET (named in aclbuild.json)")] = None,
+    private: Annotated[bool, typer.Option(help="create the repository private")] = False,
+    revision: Annotated[Optional[str], typer.Option(help="branch to commit to (created when missing)")] = None,
+    create_pr: Annotated[bool, typer.Option(help="open a pull request instead of committing to the branch")] = False,
+    message: Annotated[Optional[str], typer.Option(help="commit message")] = None,
+    token: Annotated[Optional[str], typer.Option(help="Hub token (default: HF_TOKEN, then the saved login)")] = None,
+    endpoint: Annotated[Optional[str], typer.Option(help="Hub URL (default: HF_ENDPOINT or huggingface.co)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="list what would be added, changed and deleted; upload nothing")] = False,
+) -> None:
+    """Publish repository folders as dataset repos on the Hub, one atomic commit each (none when unchanged).
+
+    Example: `aclbuild push out/aclcifar10 --repo-id my-org/aclcifar10` or `aclbuild push out/* --org my-org`
+    """
+    from aclbuild.hub import push_folder, push_report, target_repo_ids
+
+    with user_errors():
+        for folder, rid in zip(folders, target_repo_ids(folders, repo_id, org)):
+            result = push_folder(
+                folder, rid, token=token, endpoint=endpoint, private=private, revision=revision,
+                create_pr=create_pr, message=message, dry_run=dry_run,
+            )  # fmt: skip
+            console.print(push_report(result, dry_run), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("verify")
+def verify_command(
+    repo_id: Annotated[str, typer.Argument(help="published dataset repo ORG/NAME")],
+    revision: Annotated[Optional[str], typer.Option(help="branch, tag or commit")] = None,
+    endpoint: Annotated[Optional[str], typer.Option(help="Hub URL (default: HF_ENDPOINT or huggingface.co)")] = None,
+    against: Annotated[Optional[Path], typer.Option(help="local repository folder every row must equal")] = None,
+    streaming: Annotated[bool, typer.Option(help="load with streaming=True as well")] = False,
+    token: Annotated[Optional[str], typer.Option(help="Hub token for a private repo (default: HF_TOKEN)")] = None,
+) -> None:
+    """Load a published dataset as a downstream user would and check card, features, splits, classes and rows.
+
+    Example: `aclbuild verify my-org/aclcifar10 --against out/aclcifar10 --streaming`
+    """
+    import os
+
+    if endpoint:  # datasets and huggingface_hub read it when first imported
+        os.environ["HF_ENDPOINT"] = endpoint.rstrip("/")
+    from aclbuild.verify import verify_remote
+
+    with user_errors():
+        report = verify_remote(repo_id, revision=revision, against=against, streaming=streaming, token=token)
+    for problem in report.problems:
+        sys.stderr.write(f"{problem}\n")
+    if report.problems:
+        raise typer.Exit(1)
+    console.print(f"{repo_id}: verified ({report.summary})", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("benchmark")
+def benchmark_command(
+    datasets: Annotated[list[str], typer.Argument(help="repository folders or Hub ids")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="folder for runs/, results.json, results.md")],
+    strategy: Annotated[list[str], typer.Option("--strategy", "-s", help="strategy name (repeatable), or all")],
+    model: Annotated[str, typer.Option(help="resnet34, resnet18, mlp or linear")] = "resnet34",
+    epochs: Annotated[int, typer.Option(help="training epochs per run")] = 300,
+    lr: Annotated[float, typer.Option(help="learning rate (Adam, no weight decay)")] = 1e-4,
+    lr_grid: Annotated[Optional[str], typer.Option(help="comma-separated learning rates, e.g. 1e-3,1e-4")] = None,
+    batch_size: Annotated[int, typer.Option(help="rows per batch")] = 256,
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "1207,9213,17,33",
+    valid_type: Annotated[str, typer.Option(help="accuracy, ure or scel")] = "accuracy",
+    eval_every: Annotated[int, typer.Option(help="validate every N epochs")] = 10,
+    num_cl: Annotated[int, typer.Option(help="use the first N CLs of each image")] = 3,
+    clean_noisy: Annotated[float, typer.Option(help="drop this fraction of the pairs whose CL is the true label")] = 0.0,
+    clip_model: Annotated[Optional[str], typer.Option(help="CLIP checkpoint id or folder, for AN, EM, EM-PL")] = None,
+) -> None:
+    """Train complementary-label learners on datasets; write results.json and a mean +- std table.
+
+    Example: `aclbuild benchmark out/aclcifar10 --strategy FWD --strategy SCL-NL --model resnet18 -o bench`
+    """
+    from aclbuild.errors import InputError
+
+    with user_errors():
+        from aclbuild.bench.benchmark import BenchmarkSpec, parse_lr_grid, run_benchmark
+
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise InputError(f"--seeds must be integers separated by commas, got {seeds!r}") from None
+        spec = BenchmarkSpec(
+            datasets, strategy, model=model, epochs=epochs, lrs=parse_lr_grid(lr_grid) if lr_grid is not None else [lr],
+            batch_size=batch_size, seeds=seed_list, valid_type=valid_type, eval_every=eval_every, num_cl=num_cl,
+            clean_noisy=clean_noisy, clip_model=clip_model,
+        )  # fmt: skip
+        run_benchmark(spec, output_dir, console)
+    console.print((output_dir / "results.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("generate")
+def generate_command(
+    base: Annotated[str, typer.Argument(help="base to label: cifar10, cifar20, min10, min20, digits")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="folder for the table, pickle and log")],
+    source: Annotated[Optional[Path], typer.Option(help="the base's archive or folder (digits: none)")] = None,
+    download: Annotated[bool, typer.Option(help="download the base's official archive (checksum verified)")] = False,
+    cache_dir: Annotated[Path, typer.Option(help="where --download keeps archives")] = Path("~/.cache/aclbuild"),
+    labeler: Annotated[str, typer.Option(help="llava or synthetic")] = "llava",
+    model: Annotated[str, typer.Option(help="LLaVA-NeXT Hub id or local folder")] = "llava-hf/llava-v1.6-mistral-7b-hf",
+    mode: Annotated[str, typer.Option(help="cl (which label does not belong) or ord (most related)")] = "cl",
+    num_rounds: Annotated[int, typer.Option(help="queries (labels) per image")] = 3,
+    bias_reduction: Annotated[bool, typer.Option("--bias-reduction", "-R", help="budgeted candidates (-R)")] = False,
+    long_label: Annotated[bool, typer.Option("--long-label/--short-label", help="full class names in prompts")] = False,
+    batch_size: Annotated[int, typer.Option(help="images (generate: queries) per model pass")] = 8,
+    seed: Annotated[int, typer.Option(help="seed of every candidate draw")] = 1126,
+    matrix: Annotated[str, typer.Option(help="synthetic: uniform, weak, strong or noisy")] = "uniform",
+    noise: Annotated[float, typer.Option(help="synthetic noisy matrix: lambda")] = 0.1,
+    prompt_file: Annotated[Optional[Path], typer.Option(help="Jinja question template using {{ options }}")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="longest generated answer")] = 30,
+    max_retries: Annotated[int, typer.Option(help="re-asks of an unparseable answer before the query fails")] = 10,
+    dtype: Annotated[Optional[str], typer.Option(help="bf16, fp16 or fp32 (default bf16 on GPU, fp32 on CPU)")] = None,
+    scoring: Annotated[str, typer.Option(help="generate (reference) or likelihood (cached prefix, faster)")] = "generate",
+    limit: Annotated[Optional[int], typer.Option(help="label only the first N images")] = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run in --output-dir")] = False,
+) -> None:
+    """Label a base's training images with LLaVA-NeXT (or a synthetic labeler): table, legacy pickle and log.
+
+    Example: `aclbuild generate cifar10 --source cifar-10-python.tar.gz --scoring likelihood --output-dir labels/`
+    """
+    from aclbuild.labeling.runner import GenerateSettings, run_generate
+    from aclbuild.registry import get_base
+
+    with user_errors():
+        if download:
+            from aclbuild.loaders.download import download_archive
+
+            source = source or download_archive(get_base(base), cache_dir.expanduser())
+        settings = GenerateSettings(
+            base=base, labeler=labeler, model=model, mode=mode, num_rounds=num_rounds, bias_reduction=bias_reduction,
+            long_label=long_label, seed=seed, matrix=matrix, noise=noise,
+            prompt_file=str(prompt_file) if prompt_file else None, max_new_tokens=max_new_tokens,
+            max_retries=max_retries, dtype=dtype, scoring=scoring, limit=limit,
+        )  # fmt: skip
+        folder = run_generate(settings, source, output_dir, resume=resume, batch_size=batch_size,
+                              command=["aclbuild", *sys.argv[1:]])  # fmt: skip
+    console.print(f"wrote {folder}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

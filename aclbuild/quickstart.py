@@ -77,9 +77,14 @@ def run_quickstart(output_dir: str | Path, console: Console | None = None) -> di
         "  CL share per class: "
         + ", ".join(f"{n}:{100 * m:.1f}%" for n, m in zip(base.class_names, stats["cl_marginals"]))
     )
+    console.print("[bold]benchmark[/] FWD and SCL-NL, MLP, 10 epochs (aclbuild benchmark)")
+    from aclbuild.bench.benchmark import quick_benchmark
+
+    quick_benchmark(repo, output_dir / "benchmark", console)
     console.print(f"\n[green]done in {time.perf_counter() - started:.1f}s[/]")
     console.print(f"  repository     {repo}  (load_dataset({str(repo)!r}))")
     console.print(f"  dataset card   {repo / 'README.md'}")
     console.print(f"  heatmap        {repo / 'figures' / 'transition_matrix.png'}")
     console.print(f"  legacy pickle  {pickle_path}")
+    console.print(f"  benchmark      {output_dir / 'benchmark' / 'results.md'}")
     return {"repository": repo, "pickle": pickle_path, "stats": stats}

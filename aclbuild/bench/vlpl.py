@@ -1,0 +1,145 @@
+"""VLPL-style baselines for CL data: CLIP zero-shot scores, cached per dataset, turned into pseudo-labels.
+
+s = softmax over classes of cosine(image, text "a photo of a {name}") / 0.01, as VLPL (Xing et al., 2023) does.
+An image's positive pseudo-label is its top-scoring class among those that are not its CLs, kept when s > 0.3;
+its CLs are known negatives; every other class is unknown (cll-benchmark.md). The scores of a dataset are computed
+once per CLIP checkpoint and kept beside it (``<parent>/.aclbuild-clip/<folder>/`` for a repository folder, the
+aclbuild cache for a Hub id), keyed by a fingerprint of the images. The ``CLIP-zero-shot`` row of the results is
+the test accuracy of argmax s, so a reader sees how much of EM-PL is the pseudo-labels alone.
+
+Example:
+    >>> scores = clip_scores("out/digits-uniform", "openai/clip-vit-base-patch32", train, test)  # doctest: +SKIP
+    >>> states = pseudo_label_states(train, scores["train"])                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aclbuild.bench.benchmark import run_folder, slug
+from aclbuild.cl_data import ClData
+from aclbuild.errors import SourceError
+from aclbuild.progress import progress_bar
+
+TEMPERATURE = 0.01
+THRESHOLD = 0.3
+PROMPT = "a photo of a {}"
+OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+ZERO_SHOT = "CLIP-zero-shot"
+
+
+def cache_folder(dataset: str) -> Path:
+    """Where the CLIP scores of ``dataset`` are kept: beside a repository folder, or in the aclbuild cache."""
+    path = Path(dataset)
+    if path.is_dir():
+        return path.resolve().parent / ".aclbuild-clip" / path.resolve().name
+    root = Path(os.environ.get("ACLBUILD_CACHE", Path.home() / ".cache" / "aclbuild"))
+    return root / "clip-scores" / slug(dataset)
+
+
+def _fingerprint(images: torch.Tensor) -> str:
+    return hashlib.blake2b(images.contiguous().numpy().tobytes(), digest_size=8).hexdigest()
+
+
+def _load_clip(clip_model: str):
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    try:
+        model = CLIPModel.from_pretrained(clip_model)
+        tokenizer = AutoTokenizer.from_pretrained(clip_model)
+    except Exception as exc:  # noqa: BLE001 - from_pretrained raises many types for a missing or foreign checkpoint
+        raise SourceError(f"cannot load CLIP model {clip_model!r}: {' '.join(str(exc).split())[:300]}") from None
+    try:
+        processor = AutoImageProcessor.from_pretrained(clip_model)
+        mean, std = tuple(processor.image_mean), tuple(processor.image_std)
+    except Exception:  # noqa: BLE001 - a checkpoint without a processor config: OpenAI's normalisation
+        mean, std = OPENAI_MEAN, OPENAI_STD
+    return model, tokenizer, mean, std
+
+
+def _features(output) -> torch.Tensor:
+    """transformers 4 returns the projected features, 5 an output whose pooler_output holds them."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+@torch.no_grad()
+def compute_scores(images: torch.Tensor, class_names: tuple[str, ...], clip, batch_size: int = 256) -> np.ndarray:
+    """N x K CLIP zero-shot scores s of uint8 N x 3 x H x W images."""
+    model, tokenizer, mean, std = clip
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device).eval()
+    text = tokenizer([PROMPT.format(name) for name in class_names], padding=True, return_tensors="pt").to(device)
+    text_features = F.normalize(_features(model.get_text_features(**text)).float(), dim=-1)
+    size = model.config.vision_config.image_size
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    scores = []
+    with progress_bar("CLIP scores", len(images)) as advance:
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size].to(device).float() / 255
+            batch = F.interpolate(batch, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+            image_features = _features(model.get_image_features(pixel_values=(batch - mean_t) / std_t)).float()
+            cosine = F.normalize(image_features, dim=-1) @ text_features.T
+            scores.append((cosine / TEMPERATURE).softmax(dim=1).cpu())
+            advance(len(batch))
+    return torch.cat(scores).numpy()
+
+
+def clip_scores(dataset: str, clip_model: str, train: ClData, test: ClData) -> dict[str, np.ndarray]:
+    """{"train": N x K, "test": M x K} scores, read from the cache or computed once and cached."""
+    folder = cache_folder(dataset) / slug(clip_model)
+    result, clip = {}, None
+    for split, data in (("train", train), ("test", test)):
+        path = folder / f"{split}-{_fingerprint(data.images)}.npy"
+        if path.is_file():
+            result[split] = np.load(path)
+            continue
+        clip = clip or _load_clip(clip_model)
+        result[split] = compute_scores(data.images, data.class_names, clip)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # per process: several may compute at once
+        np.save(tmp, result[split])
+        tmp.replace(path)
+    return result
+
+
+def pseudo_label_states(train: ClData, scores: np.ndarray) -> torch.Tensor:
+    """N x K states: -1 on CLs, 1 on the top non-CL class when its score exceeds 0.3, 0 elsewhere."""
+    is_cl = train.multi_hot > 0
+    states = torch.where(is_cl, -1, 0)
+    allowed = torch.from_numpy(scores).float().masked_fill(is_cl, -1.0)
+    best, top = allowed.max(dim=1)
+    confident = best > THRESHOLD
+    states[confident.nonzero().flatten(), top[confident]] = 1
+    return states
+
+
+def record_zero_shot(output_dir: Path, dataset: str, scores: dict, train: ClData, test: ClData, spec) -> None:
+    """Write the CLIP-zero-shot row (a run with no training) unless it is already there.
+
+    Its valid_score is the zero-shot accuracy on the whole train split, its test_accuracy that on the test split.
+    """
+    folder = run_folder(Path(output_dir), dataset, ZERO_SHOT, spec, 0, 0.0) / slug(spec.clip_model)
+    if (folder / "run.json").is_file():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    accuracy = float((scores["test"].argmax(1) == test.ord_labels.numpy()).mean())
+    train_accuracy = float((scores["train"].argmax(1) == train.ord_labels.numpy()).mean())
+    curve = f"epoch,train_loss,valid_score,test_accuracy\n0,,{train_accuracy},{accuracy}\n"
+    (folder / "curve.csv").write_text(curve, encoding="utf-8")
+    run = {
+        "dataset": dataset, "dataset_name": train.name, "strategy": ZERO_SHOT, "model": spec.model, "seed": 0,
+        "lr": 0.0, "num_cl": spec.num_cl, "clean_noisy": spec.clean_noisy, "valid_type": spec.valid_type,
+        "epochs": spec.epochs, "best_epoch": 0, "valid_score": train_accuracy, "test_accuracy": accuracy,
+        "curve": (folder / "curve.csv").relative_to(output_dir).as_posix(), "clip_model": spec.clip_model,
+    }  # fmt: skip
+    tmp = folder / "run.json.tmp"
+    tmp.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(folder / "run.json")

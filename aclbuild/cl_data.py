@@ -1,0 +1,226 @@
+"""Torch-ready complementary-label data for training code, from a repository folder or a Hub id.
+
+CL learners use one of two layouts: one row per (image, CL) pair (most losses), or one row per image with a
+multi-hot vector of its CLs (MCL, the VLPL-style baselines). :class:`ClData` keeps the images once and the CLs as
+pairs, and gives either layout; its transition matrix is estimated on the training part only.
+
+Example:
+    >>> data = load_cl_dataset("aclbuild-quickstart/digits-uniform", "train", num_cl=3)   # doctest: +SKIP
+    >>> len(data), data.images.shape, data.transition_matrix.shape                        # doctest: +SKIP
+    (4200, torch.Size([1400, 8, 8, 3]), torch.Size([10, 10]))
+    >>> image, cl, label = data[0]                                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+
+from aclbuild.errors import InputError, SourceError
+from aclbuild.png import decode_image
+from aclbuild.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class ClData:
+    """Images stored once, CLs stored as (image, CL) pairs; ``expand`` picks the layout items come in.
+
+    ``images`` is uint8 N x H x W x 3 (or N x 3 x H x W when loaded with ``channels_first``); ``pair_image[p]`` is
+    the image row of pair p and ``pair_cl[p]`` its CL. A test split has no pairs (``pair_cl`` is empty).
+    """
+
+    images: torch.Tensor
+    ord_labels: torch.Tensor  # int64 N, the true labels
+    pair_image: torch.Tensor  # int64 P
+    pair_cl: torch.Tensor  # int64 P
+    transition_matrix: torch.Tensor  # float32 K x K, T[y, j] = P(CL = j | y), from the training part
+    class_names: tuple[str, ...]
+    num_cl: int
+    expand: bool = True
+    name: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def multi_hot(self) -> torch.Tensor:
+        """N x K float matrix, 1 where class k is a CL of image i."""
+        hot = torch.zeros(len(self.images), self.num_classes)
+        hot[self.pair_image, self.pair_cl] = 1.0
+        return hot
+
+    @property
+    def cl_labels(self) -> torch.Tensor:
+        """The CLs in the chosen layout: the P pair CLs (expand) or the N x K multi-hot matrix."""
+        return self.pair_cl if self.expand else self.multi_hot
+
+    def __len__(self) -> int:
+        return len(self.pair_cl) if self.expand else len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(image, CL or multi-hot CLs, true label) of row ``i``, a ``torch.utils.data.Dataset`` item."""
+        if self.expand:
+            row = self.pair_image[i]
+            return self.images[row], self.pair_cl[i], self.ord_labels[row]
+        return self.images[i], self.multi_hot[i], self.ord_labels[i]
+
+    def subset(self, indices: torch.Tensor | np.ndarray) -> ClData:
+        """The images ``indices`` (in that order) with their pairs; the transition matrix is kept as it is."""
+        indices = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
+        new_row = torch.full((len(self.images),), -1, dtype=torch.int64)
+        new_row[indices] = torch.arange(len(indices))
+        keep = new_row[self.pair_image] >= 0
+        return replace(
+            self, images=self.images[indices], ord_labels=self.ord_labels[indices],
+            pair_image=new_row[self.pair_image[keep]], pair_cl=self.pair_cl[keep],
+        )  # fmt: skip
+
+    def drop_noisy(self, fraction: float, seed: int) -> ClData:
+        """Drop ``fraction`` of the pairs whose CL equals the true label (the reference's cleaning experiment)."""
+        if not 0.0 <= fraction <= 1.0:
+            raise InputError(f"--clean-noisy must lie in [0, 1], got {fraction}")
+        noisy = torch.nonzero(self.pair_cl == self.ord_labels[self.pair_image]).flatten()
+        generator = torch.Generator().manual_seed(seed)
+        dropped = noisy[torch.randperm(len(noisy), generator=generator)[: round(fraction * len(noisy))]]
+        keep = torch.ones(len(self.pair_cl), dtype=torch.bool)
+        keep[dropped] = False
+        return replace(self, pair_image=self.pair_image[keep], pair_cl=self.pair_cl[keep])
+
+    @property
+    def has_ord_labels(self) -> bool:
+        """Whether every image has its true label (-1 marks a missing one)."""
+        return bool((self.ord_labels >= 0).all())
+
+    def noise_rate(self) -> float:
+        """Fraction of pairs whose CL equals the true label."""
+        if not len(self.pair_cl):
+            return 0.0
+        return float((self.pair_cl == self.ord_labels[self.pair_image]).double().mean())
+
+
+def estimate_transition(ord_labels: torch.Tensor, pair_image: torch.Tensor, pair_cl: torch.Tensor, k: int):
+    """Empirical T: C[y_i, cl] += 1 for every pair, rows normalised (an empty row stays uniform off-diagonal).
+
+    Example:
+        >>> estimate_transition(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([1, 0]), 2).tolist()
+        [[0.0, 1.0], [1.0, 0.0]]
+    """
+    known = ord_labels[pair_image] >= 0  # images without a true label (-1) say nothing about T
+    counts = torch.zeros(k, k, dtype=torch.float64)
+    ones = torch.ones(int(known.sum()), dtype=torch.float64)
+    counts.index_put_((ord_labels[pair_image][known], pair_cl[known]), ones, accumulate=True)
+    totals = counts.sum(dim=1, keepdim=True)
+    uniform = (torch.ones(k, k, dtype=torch.float64) - torch.eye(k, dtype=torch.float64)) / (k - 1)
+    return torch.where(totals > 0, counts / totals.clamp_min(1), uniform).float()
+
+
+def _card_pretty_name(folder: Path) -> str | None:
+    card = folder / "README.md"
+    if not card.is_file():
+        return None
+    match = re.search(r"^pretty_name:\s*(.+)$", card.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    return match.group(1).strip().strip("'\"") if match else None
+
+
+def _read_columns(repo_or_dir: str, split: str, with_images: bool):
+    """(image bytes list or None, ord_labels, cl_labels N x m or None, class names, pretty name) of one split."""
+    folder = Path(repo_or_dir)
+    if folder.is_dir():
+        from aclbuild.repository import label_arrays, read_features, read_table
+
+        columns = ["images", "ord_labels", "cl_labels"] if with_images else ["ord_labels", "cl_labels"]
+        table = read_table(folder, split, columns)
+        if table.column("ord_labels").null_count:  # a set without true labels: -1 marks "unknown"
+            table = table.set_column(1 if with_images else 0, "ord_labels", pc.fill_null(table["ord_labels"], -1))
+        ord_labels, cl_labels = label_arrays(table)
+        images = table.column("images").combine_chunks().field("bytes").to_pylist() if with_images else None
+        names = tuple(read_features(folder)["ord_labels"].names)
+        return images, ord_labels, cl_labels, names, _card_pretty_name(folder) or folder.name
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_or_dir):
+        raise SourceError(f"{repo_or_dir} is neither a repository folder nor a Hub dataset id (org/name)")
+    return _read_hub(repo_or_dir, split, with_images)
+
+
+def _read_hub(repo_id: str, split: str, with_images: bool):
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(repo_id, split=split)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types for a missing or foreign repository
+        raise SourceError(f"cannot load {repo_id!r} split {split!r}: {' '.join(str(exc).split())[:300]}") from None
+    if "ord_labels" not in dataset.column_names:
+        raise SourceError(f"{repo_id} has no ord_labels column; is it a complementary-label dataset?")
+    names = tuple(dataset.features["ord_labels"].names)
+    ord_labels = np.asarray([-1 if y is None else y for y in dataset["ord_labels"]], dtype=np.int64)
+    cl_labels = None
+    if "cl_labels" in dataset.column_names and dataset[0]["cl_labels"] is not None:
+        cl_labels = np.asarray(dataset["cl_labels"], dtype=np.int64)
+    images = None
+    if with_images:
+        raw = dataset.cast_column("images", datasets.Image(decode=False))
+        images = [item["bytes"] for item in raw["images"]]
+    return images, ord_labels, cl_labels, names, repo_id.split("/")[-1]
+
+
+def _decode_all(images: list[bytes], split: str) -> np.ndarray:
+    with progress_bar(f"decoding {split} images", len(images)) as advance:
+        decoded = []
+        for data in images:
+            decoded.append(decode_image(data))
+            advance()
+    return np.stack(decoded)
+
+
+def _pairs(cl_labels: np.ndarray | None, num_cl: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if cl_labels is None:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    if num_cl > cl_labels.shape[1]:
+        raise InputError(f"--num-cl {num_cl} is larger than the {cl_labels.shape[1]} CLs per image stored in {split}")
+    kept = torch.from_numpy(cl_labels[:, :num_cl].copy())
+    return torch.arange(len(kept)).repeat_interleave(num_cl), kept.reshape(-1)
+
+
+def load_cl_dataset(
+    repo_or_dir: str | Path,
+    split: str = "train",
+    num_cl: int = 3,
+    expand: bool = True,
+    channels_first: bool = False,
+    train_indices: np.ndarray | None = None,
+) -> ClData:
+    """Load ``split`` of a repository folder or Hub id as torch tensors, keeping each image's first ``num_cl`` CLs.
+
+    The transition matrix is estimated on the ``train`` split's pairs, restricted to ``train_indices`` when given
+    (e.g. the 90% that is trained on), whichever split is loaded. Raises InputError when ``num_cl`` exceeds what is
+    stored.
+    """
+    if num_cl < 1:
+        raise InputError(f"--num-cl must be at least 1, got {num_cl}")
+    source = str(repo_or_dir)
+    images, ord_labels, cl_labels, names, pretty = _read_columns(source, split, with_images=True)
+    pair_image, pair_cl = _pairs(cl_labels, num_cl, split)
+    if split == "train":
+        train_ord, train_image, train_cl = torch.from_numpy(ord_labels), pair_image, pair_cl
+    else:
+        _, t_ord, t_cls, _, _ = _read_columns(source, "train", with_images=False)
+        train_ord, (train_image, train_cl) = torch.from_numpy(t_ord), _pairs(t_cls, num_cl, "train")
+    if train_indices is not None:
+        chosen = torch.zeros(len(train_ord), dtype=torch.bool)
+        chosen[torch.as_tensor(np.asarray(train_indices), dtype=torch.int64)] = True
+        train_image, train_cl = train_image[chosen[train_image]], train_cl[chosen[train_image]]
+    if len(train_cl) == 0:
+        raise InputError(f"{source}: the train split holds no complementary labels to estimate T from")
+    pixels = torch.from_numpy(_decode_all(images, split))
+    if channels_first:
+        pixels = pixels.permute(0, 3, 1, 2).contiguous()
+    return ClData(
+        images=pixels, ord_labels=torch.from_numpy(ord_labels), pair_image=pair_image, pair_cl=pair_cl,
+        transition_matrix=estimate_transition(train_ord, train_image, train_cl, len(names)),
+        class_names=names, num_cl=num_cl, expand=expand, name=pretty,
+    )  # fmt: skip

@@ -1,0 +1,397 @@
+"""Publishing a repository folder on the Hugging Face Hub: `aclbuild push`.
+
+The folder goes up as it is (its Parquet shards are never decoded or re-encoded) in one commit that adds changed
+files and removes stale ones under ``data/`` and ``figures/``; unchanged data makes no commit. A commit is atomic on
+the Hub, so a failed push leaves the remote at its previous commit. The token is never printed, logged or written:
+every message that leaves this module passes through :func:`scrub`.
+
+Example:
+    >>> result = push_folder("out/aclcifar10", "my-org/aclcifar10", token="hf_...")   # doctest: +SKIP
+    >>> result.commit_url                                                               # doctest: +SKIP
+    'https://huggingface.co/datasets/my-org/aclcifar10/commit/3f2c...'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from aclbuild.errors import AuthError, HubError, InputError, InvalidRepositoryError
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+MANAGED_PREFIXES = ("data/", "figures/")  # remote files here that the folder lacks are stale and get deleted
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before each retry of a transient failure; ACLBUILD_HUB_RETRY_DELAYS overrides
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+
+T = TypeVar("T")
+
+
+@dataclass
+class PushPlan:
+    """What a push changes on the remote, file by file (repository paths)."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    upload_bytes: int = 0
+    head: str | None = None  # remote commit the plan was made against; None when the repo does not exist yet
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.added or self.changed or self.deleted)
+
+
+@dataclass
+class PushResult:
+    """The outcome of one push: the commit (or None when nothing changed), what went up, how long it took."""
+
+    repo_id: str
+    revision: str
+    plan: PushPlan
+    commit_url: str | None
+    commit_oid: str | None
+    pr_url: str | None
+    files: int
+    bytes: int
+    seconds: float
+
+
+def scrub(text: str, token: str | None) -> str:
+    """``text`` with the token (and any ``Bearer`` value) masked: messages must never carry it."""
+    if token:
+        text = text.replace(token, "***")
+    return re.sub(r"(Bearer\s+)\S+", r"\1***", text)
+
+
+def resolve_token(token: str | None) -> str:
+    """--token, else HF_TOKEN, else the saved login; raises AuthError when there is none."""
+    from huggingface_hub import get_token
+
+    resolved = token or get_token()
+    if not resolved:
+        raise AuthError("no Hub token: pass --token, set HF_TOKEN, or log in once with `hf auth login`")
+    return resolved
+
+
+def target_repo_ids(folders: Sequence[Path], repo_id: str | None, org: str | None) -> list[str]:
+    """One repo id per folder: ``repo_id`` for a single folder, or ``ORG/<dataset>`` from each folder's manifest."""
+    from aclbuild.build import MANIFEST
+
+    if bool(repo_id) == bool(org):
+        raise InputError("give exactly one of --repo-id ORG/NAME or --org ORG")
+    if repo_id:
+        if len(folders) != 1:
+            raise InputError("--repo-id names one repository; with several folders use --org ORG")
+        ids = [repo_id]
+    else:
+        ids = []
+        for folder in folders:
+            try:
+                name = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))["dataset"]
+            except (OSError, ValueError, KeyError, TypeError):
+                raise InputError(f"{folder}/{MANIFEST} names no dataset; pass --repo-id ORG/NAME instead") from None
+            ids.append(f"{org}/{name}")
+    for rid in ids:
+        if not REPO_ID.match(rid):
+            raise InputError(f"{rid!r} is not a repository id; write it as ORG/NAME (letters, digits, - _ .)")
+    return ids
+
+
+def local_files(folder: Path) -> dict[str, Path]:
+    """Repository path -> file, for every file of the folder (hidden files and folders left out)."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            files[rel.as_posix()] = path
+    return files
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_blob_sha1(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def plan_push(api, repo_id: str, folder: Path, revision: str) -> PushPlan:
+    """Compare the folder with the remote at ``revision`` (or at main when that branch does not exist yet)."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.hf_api import RepoFile
+
+    plan = PushPlan()
+    remote = {}
+    for rev in dict.fromkeys((revision, "main")):
+        try:
+            plan.head = api.repo_info(repo_id, repo_type="dataset", revision=rev).sha
+            remote = {f.path: f for f in api.list_repo_tree(repo_id, repo_type="dataset", revision=rev, recursive=True)
+                      if isinstance(f, RepoFile)}  # fmt: skip
+            break
+        except RevisionNotFoundError:
+            continue
+        except RepositoryNotFoundError:
+            break
+    for rel, path in local_files(folder).items():
+        entry = remote.get(rel)
+        if entry is None:
+            plan.added.append(rel)
+        elif (entry.lfs.sha256 == file_sha256(path)) if entry.lfs else (entry.blob_id == git_blob_sha1(path)):
+            plan.unchanged.append(rel)
+            continue
+        else:
+            plan.changed.append(rel)
+        plan.upload_bytes += path.stat().st_size
+    local = set(plan.added) | set(plan.changed) | set(plan.unchanged)
+    plan.deleted = sorted(p for p in remote if p.startswith(MANAGED_PREFIXES) and p not in local)
+    return plan
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    message: str | None = None,
+    dry_run: bool = False,
+) -> PushResult:
+    """Validate ``folder``, then make the dataset repo ``repo_id`` equal to it in one commit (or none if equal).
+
+    With ``dry_run`` only the plan is made (reading the remote) and nothing is created or uploaded.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import disable_progress_bars
+
+    from aclbuild.validate import validate_repository
+
+    quiet_hub_logs()
+    folder = Path(folder)
+    problems = validate_repository(folder)
+    if problems:
+        raise InvalidRepositoryError(str(folder), problems)
+    revision = revision or "main"
+    endpoint = (endpoint or _env_endpoint()).rstrip("/")
+    if dry_run:
+        from huggingface_hub import get_token
+
+        token = token or get_token() or None  # reading a public repo needs none
+    else:
+        token = resolve_token(token)
+    disable_progress_bars()  # our own bar counts bytes over the whole push
+    api = HfApi(endpoint=endpoint, token=token or False, library_name="aclbuild")
+    started = time.perf_counter()
+    with hub_errors(endpoint, repo_id, token):
+        if dry_run:
+            plan = _retry(lambda: plan_push(api, repo_id, folder, revision))
+            return PushResult(repo_id, revision, plan, None, plan.head, None, 0, 0, time.perf_counter() - started)
+        _retry(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True))
+        if revision != "main":
+            _retry(lambda: api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True))
+        plan = _retry(lambda: plan_push(api, repo_id, folder, revision))
+    if plan.is_empty:
+        return PushResult(repo_id, revision, plan, None, plan.head, None, 0, 0, time.perf_counter() - started)
+    with hub_errors(endpoint, repo_id, token, unchanged_at=plan.head):
+        info = _commit(
+            api, folder, repo_id, revision, plan, create_pr, message or f"Upload {folder.name} with aclbuild"
+        )
+    files = len(plan.added) + len(plan.changed)
+    return PushResult(repo_id, revision, plan, info.commit_url, info.oid, info.pr_url, files, plan.upload_bytes,
+                      time.perf_counter() - started)  # fmt: skip
+
+
+def push_report(result: PushResult, dry_run: bool = False) -> str:
+    """What a push did (or, for a dry run, would do), for the terminal."""
+    plan, where = result.plan, f"{result.repo_id}@{result.revision}"
+    if dry_run:
+        remote = f"at commit {plan.head[:7]}" if plan.head else "does not exist yet"
+        lines = [f"dry run for {where} (the remote {remote}):"]
+        for verb, paths in (("add", plan.added), ("change", plan.changed), ("delete", plan.deleted)):
+            lines += [f"  {verb:<6} {path}" for path in paths]
+        lines.append(
+            f"  {len(plan.unchanged)} files unchanged; would upload {plan.upload_bytes:,} bytes; nothing was uploaded"
+        )
+        return "\n".join(lines)
+    if result.commit_url is None:
+        return f"{where}: no changes; the remote is already at commit {plan.head[:7]}, no new commit made"
+    counts = f"{len(plan.added)} added, {len(plan.changed)} changed, {len(plan.deleted)} deleted"
+    kind = " as a pull request" if result.pr_url else ""
+    lines = [
+        f"pushed {where}{kind}: {result.files} files, {result.bytes:,} bytes in {result.seconds:.1f} s ({counts})",
+        f"commit: {result.commit_url}",
+    ]
+    return "\n".join(lines + ([f"pull request: {result.pr_url}"] if result.pr_url else []))
+
+
+def _commit(api, folder: Path, repo_id: str, revision: str, plan: PushPlan, create_pr: bool, message: str):
+    """Upload the added and changed files (progress in bytes), then send the one commit that makes them visible."""
+    from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete
+
+    from aclbuild.progress import progress_bar
+
+    additions = [CommitOperationAdd(rel, str(folder / rel)) for rel in plan.added + plan.changed]
+    with progress_bar(f"uploading to {repo_id}", plan.upload_bytes) as advance:
+        for op in additions:
+            upload = functools.partial(api.preupload_lfs_files, repo_id, [op], repo_type="dataset",
+                                       revision=revision, create_pr=create_pr, free_memory=False)  # fmt: skip
+            _retry(upload)
+            advance(op.upload_info.size, note=op.path_in_repo)
+    operations = additions + [CommitOperationDelete(rel) for rel in plan.deleted]
+
+    def send():
+        return api.create_commit(repo_id, operations, commit_message=message, repo_type="dataset",
+                                 revision=revision, create_pr=create_pr, parent_commit=plan.head)  # fmt: skip
+
+    def landed() -> bool:
+        # A commit whose answer was lost may still have landed: then the head moved. Retrying is safe only when
+        # it did not (and parent_commit makes the Hub refuse a second copy anyway).
+        return not create_pr and api.repo_info(repo_id, repo_type="dataset", revision=revision).sha != plan.head
+
+    try:
+        return _retry(send, give_up=landed)
+    except Exception as exc:
+        if not (_is_transient(exc) and landed()):
+            raise
+        # The head moved: our commit landed and only its answer was lost, or someone else pushed meanwhile.
+        if not plan_push(api, repo_id, folder, revision).is_empty:
+            raise HubError(f"{repo_id} changed on the Hub while pushing; run the push again") from None
+        head = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
+        url = f"{api.endpoint}/datasets/{repo_id}/commit/{head}"
+        return CommitInfo(commit_url=url, commit_message=message, commit_description="", oid=head)
+
+
+def quiet_hub_logs() -> None:
+    """Silence huggingface_hub's warnings: our errors say what went wrong, in one line each."""
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
+
+
+def retry_delays() -> tuple[float, ...]:
+    """The back-off schedule: RETRY_DELAYS, or ACLBUILD_HUB_RETRY_DELAYS such as ``0.5,1,2`` (empty: no retries)."""
+    import os
+
+    text = os.environ.get("ACLBUILD_HUB_RETRY_DELAYS")
+    if text is None:
+        return RETRY_DELAYS
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(
+            f"ACLBUILD_HUB_RETRY_DELAYS={text!r}: write seconds separated by commas, e.g. 0.5,1,2"
+        ) from None
+
+
+def _retry(call: Callable[[], T], give_up: Callable[[], bool] | None = None) -> T:
+    """``call()``, retried with back-off on transient failures (connection errors, 429 and 5xx answers)."""
+    for delay in (*retry_delays(), None):
+        try:
+            return call()
+        except Exception as exc:  # only transient ones are retried; the rest are re-raised as they are
+            if delay is None or not _is_transient(exc):
+                raise
+            time.sleep(delay)
+            if give_up is not None and give_up():
+                raise
+    raise AssertionError("unreachable")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, httpx2.TransportError):
+        return True
+    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+        return exc.response.status_code in TRANSIENT_STATUS
+    cause = _root_cause(exc)
+    return cause is not exc and _is_transient(cause)
+
+
+def _env_endpoint() -> str:
+    import os
+
+    return os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+
+
+@contextlib.contextmanager
+def hub_errors(endpoint: str, repo_id: str, token: str | None, unchanged_at: str | None = None) -> Iterator[None]:
+    """Turn huggingface_hub and transport exceptions into one-line project errors, token scrubbed."""
+    try:
+        yield
+    except (HubError, InputError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure talking to the Hub becomes one line
+        error = describe_hub_error(exc, endpoint, repo_id, has_token=bool(token))
+        if unchanged_at:
+            error = type(error)(f"{error}; the push failed and the remote is unchanged at commit {unchanged_at[:7]}")
+        raise type(error)(scrub(str(error), token)) from None
+
+
+def describe_hub_error(exc: BaseException, endpoint: str, repo_id: str, has_token: bool = True) -> HubError:
+    """One clear line for a failure talking to the Hub."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    cause = _root_cause(exc)
+    if isinstance(cause, httpx2.ConnectError):
+        return HubError(f"cannot reach the Hub at {endpoint} ({_first_line(cause) or 'connection refused'})")
+    if isinstance(cause, httpx2.TransportError):
+        return HubError(f"the connection to {endpoint} failed ({type(cause).__name__}: {_first_line(cause)})")
+    if isinstance(cause, RevisionNotFoundError):
+        return HubError(f"{repo_id}: the revision does not exist")
+    status = cause.response.status_code if isinstance(cause, HfHubHTTPError) and cause.response is not None else None
+    if status == 401 and not has_token:
+        return AuthError(f"{repo_id} is not readable without a token at {endpoint} (401): it is private or missing")
+    if status == 401:
+        return AuthError(f"the Hub at {endpoint} refused the token (401 Unauthorized); check --token or HF_TOKEN")
+    if status == 403:
+        return AuthError(f"you may not write to {repo_id} (403 Forbidden): the namespace belongs to someone else "
+                         "or the token lacks write access")  # fmt: skip
+    if isinstance(cause, RepositoryNotFoundError):
+        return HubError(f"dataset repository {repo_id} not found at {endpoint} (or it is private to another account)")
+    if status == 412:
+        return HubError(f"{repo_id} changed on the Hub while pushing; run the push again")
+    if status is not None:
+        return HubError(f"the Hub answered {status} for {repo_id}: {_server_message(cause)}")
+    return HubError(f"talking to the Hub at {endpoint} failed: {type(cause).__name__}: {_first_line(cause)}")
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The HTTP or transport error behind a wrapper (huggingface_hub wraps them in RuntimeError and ValueError)."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    seen, current = set(), exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (HfHubHTTPError, httpx2.TransportError)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _server_message(exc) -> str:
+    return getattr(exc, "server_message", None) or _first_line(exc)

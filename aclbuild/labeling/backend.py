@@ -1,0 +1,52 @@
+"""What the runner asks a labeler and what it gets back: the contract every backend (LLaVA-NeXT, scripted) meets.
+
+Example:
+    >>> q = Query(index=0, round_=0, attempt=0, image=None, options=["cat", "dog"], answers=["cat", "dog"],
+    ...           prompt="[INST] <image>\\n... [/INST]", prefix="[INST] <image>\\n...", suffix="[cat, dog] [/INST]")
+    >>> Reply("cat", choice=0).choice
+    0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Query:
+    """One question about one image: the class names shown, in order, and the prompt that shows them.
+
+    ``answers`` are the replies that would name each option exactly (the name in complementary mode, the number in
+    ordinary mode): what likelihood scoring compares. ``prefix`` + " " + ``suffix`` == ``prompt``; the prefix is
+    the same for every round and retry of the image.
+    """
+
+    index: int
+    round_: int
+    attempt: int
+    image: np.ndarray | None
+    options: list[str]
+    answers: list[str]
+    prompt: str
+    prefix: str
+    suffix: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The model's raw text, and the option index when the backend chose one itself (likelihood scoring)."""
+
+    text: str
+    choice: int | None = None
+
+
+class Backend(Protocol):
+    """A labeler that answers queries; ``model_id`` and ``revision`` go to the log."""
+
+    model_id: str
+    revision: str
+
+    def answer(self, queries: list[Query]) -> list[Reply]: ...

@@ -1,0 +1,283 @@
+"""The LLaVA-NeXT labeler: greedy generation as the reference did it, or likelihood scoring with a reused cache.
+
+``scoring="generate"`` is the reference loop: the whole prompt (image included) goes through the model for every
+query, then up to ``max_new_tokens`` greedy tokens (batched, left padding, ``image_sizes`` passed).
+
+``scoring="likelihood"`` encodes each image once together with the prompt prefix that precedes the options
+(:meth:`aclbuild.labeling.prompts.PromptTemplate.split_prompt`), keeps that key/value cache, and scores every
+round's and retry's candidate answers in one batched pass over the short suffixes. The winner is the candidate
+whose tokens greedy decoding would produce (each token the arg-max given the previous ones); only when no candidate
+is such a greedy path is the most likely one taken. So it picks the same option as greedy generation whenever greedy
+generation starts its answer with an option, and it never needs a retry.
+
+Example:
+    >>> backend = LlavaBackend("llava-hf/llava-v1.6-mistral-7b-hf", scoring="likelihood")   # doctest: +SKIP
+    >>> backend.answer(queries)[0].choice                                                    # doctest: +SKIP
+    2
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from aclbuild.errors import InputError
+from aclbuild.labeling.backend import Query, Reply
+
+DTYPES = ("bf16", "fp16", "fp32")
+SCORINGS = ("generate", "likelihood")
+
+
+def pick_option(token_ids: list[list[int]], logprobs: list[list[float]], argmax_ids: list[list[int]]) -> int:
+    """Index of the winning candidate: a full greedy path first (the longest if several), else the most likely.
+
+    ``logprobs[c][t]`` is log p(token t of candidate c | prefix, earlier tokens) and ``argmax_ids[c][t]`` the
+    arg-max token at that step.
+
+    Example:
+        >>> pick_option([[5, 6], [7]], [[-0.7, -1.6], [-0.8]], [[5, 6], [5]])   # greedy path beats likelihood
+        0
+    """
+
+    def key(c: int) -> tuple[bool, int, float]:
+        greedy = all(t == a for t, a in zip(token_ids[c], argmax_ids[c]))
+        return greedy, len(token_ids[c]) if greedy else 0, float(sum(logprobs[c]))
+
+    return max(range(len(token_ids)), key=key)
+
+
+def kv_bytes_per_token(text_config, dtype_bytes: int) -> int:
+    """Key/value cache bytes one token takes (all layers): 128 KiB for Mistral-7B in 16-bit."""
+    heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
+    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+    return 2 * text_config.num_hidden_layers * heads * head_dim * dtype_bytes
+
+
+class LlavaBackend:
+    """Any LLaVA-NeXT checkpoint (Hub id or local folder) behind the :class:`aclbuild.labeling.backend.Backend` contract."""
+
+    def __init__(
+        self, model: str, dtype: str | None = None, scoring: str = "generate", max_new_tokens: int = 30,
+        batch_size: int = 8, device=None, loaded: tuple | None = None,
+    ) -> None:  # fmt: skip
+        """``loaded`` = (processor, model) already in memory (the benchmark's randomly initialised 7B model)."""
+        import torch
+
+        if scoring not in SCORINGS:
+            raise InputError(f"unknown --scoring {scoring!r}; choose generate or likelihood")
+        if dtype is not None and dtype not in DTYPES:
+            raise InputError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype_name = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
+        self.torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.dtype_name]
+        self.scoring, self.max_new_tokens, self.batch_size = scoring, max_new_tokens, batch_size
+        self.model_id = str(model)
+        self.processor, self.model = loaded or _load(self.model_id, self.torch_dtype, self.device)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.revision = getattr(self.model.config, "_commit_hash", None) or (
+            "local" if Path(self.model_id).is_dir() else "unknown"
+        )
+        self.kv_bytes_per_token = kv_bytes_per_token(self.model.config.text_config, self.model.dtype.itemsize)
+        self.split_is_exact: bool | None = None  # do prefix and suffix tokenise as the whole prompt does?
+        self._tokens: dict[str, list[int]] = {}
+        self._pool = None
+        self._prefetched: dict[tuple[int, ...], tuple] = {}
+
+    # ---------------------------------------------------------------- the reference loop
+    def answer(self, queries: list[Query]) -> list[Reply]:
+        return self._likelihood(queries) if self.scoring == "likelihood" else self._generate(queries)
+
+    def _generate(self, queries: list[Query]) -> list[Reply]:
+        import torch
+
+        replies: list[Reply] = []
+        for start in range(0, len(queries), self.batch_size):
+            chunk = queries[start : start + self.batch_size]
+            inputs = self.processor(
+                images=[_pil(q.image) for q in chunk], text=[q.prompt for q in chunk], padding=True,
+                return_tensors="pt",
+            ).to(self.device)  # fmt: skip
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )  # fmt: skip
+            texts = self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            replies.extend(Reply(text.strip()) for text in texts)
+        return replies
+
+    # ---------------------------------------------------------------- likelihood scoring with a shared prefix
+    def _likelihood(self, queries: list[Query]) -> list[Reply]:
+        by_image: OrderedDict[int, list[int]] = OrderedDict()
+        for position, q in enumerate(queries):
+            by_image.setdefault(q.index, []).append(position)
+        replies: list[Reply | None] = [None] * len(queries)
+        images = list(by_image)
+        per_pass = self._images_per_pass(queries[0], max(len(v) for v in by_image.values()))
+        for start in range(0, len(images), per_pass):
+            group = images[start : start + per_pass]
+            positions = [p for i in group for p in by_image[i]]
+            choices = self._score_group([queries[by_image[i][0]] for i in group], [queries[p] for p in positions])
+            for p, choice in zip(positions, choices):
+                replies[p] = Reply(queries[p].answers[choice], choice)
+        missing = [p for p, r in enumerate(replies) if r is None]
+        if missing:
+            raise RuntimeError(f"likelihood scoring lost {len(missing)} of {len(queries)} queries")  # a bug, not input
+        return [r for r in replies if r is not None]
+
+    def _images_per_pass(self, query: Query, queries_per_image: int) -> int:
+        """At most --batch-size images, fewer when their key/value caches would not fit in half the free GPU memory.
+
+        Each image holds its prefix cache once, plus one copy per candidate sequence scored against it.
+        """
+        if self.device.type != "cuda":
+            return self.batch_size
+        import torch
+
+        prefix_tokens = len(self.processor(images=[_pil(query.image)], text=[query.prefix])["input_ids"][0])
+        per_image = self.kv_bytes_per_token * prefix_tokens * (1 + queries_per_image * len(query.answers))
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return max(1, min(self.batch_size, int(0.5 * free // per_image)))
+
+    def _score_group(self, firsts: list[Query], group_queries: list[Query]) -> list[int]:
+        """Three passes: the prefix of each image of ``firsts``; each query's suffix (the options, whose last
+        position predicts every answer's first token); the further tokens of answers longer than one token."""
+        import torch
+
+        ready = self._prefetched.pop(tuple(q.index for q in firsts), None)
+        if ready is not None and ready[0] == firsts[0].prefix:
+            inputs = ready[1].result().to(self.device)
+        else:
+            inputs = self._prefix_inputs([q.image for q in firsts], firsts[0].prefix).to(self.device)
+        if len(firsts) > 1 and not bool(inputs["attention_mask"].all()):  # images of different sizes
+            return [c for q in group_queries for c in self._score_group([q], [q])]
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
+        self._check_split(firsts[0], inputs["input_ids"][0].tolist())
+        row_of = {q.index: row for row, q in enumerate(firsts)}
+        self._tokenise([q.suffix for q in group_queries] + [a for q in group_queries for a in q.answers])
+        suffixes = [self._tokens[q.suffix] for q in group_queries]
+        answers = [[self._tokens[a] for a in q.answers] for q in group_queries]
+        with torch.inference_mode():
+            prefix = self.model(**inputs, use_cache=True)
+            prefix_len = inputs["input_ids"].shape[1]
+            cache = _rows(prefix.past_key_values, [row_of[q.index] for q in group_queries], self.device)
+            ids, mask = self._padded(suffixes)
+            full_mask = torch.cat([torch.ones(len(suffixes), prefix_len, dtype=mask.dtype, device=self.device), mask], 1)
+            logits = self.model(input_ids=ids, attention_mask=full_mask, past_key_values=cache).logits
+            last = torch.tensor([len(s) - 1 for s in suffixes], device=self.device)
+            first_step = logits[torch.arange(len(suffixes), device=self.device), last].float()  # [queries, vocab]
+            # Answers of several tokens: feed all but their last token after their query's suffix, at the positions
+            # they would have without the suffix padding, and read the prediction of each next token.
+            longer = [(qi, c) for qi, per in enumerate(answers) for c, a in enumerate(per) if len(a) > 1]
+            later = None
+            if longer:
+                cache = _rows(cache, [qi for qi, _ in longer], self.device)
+                ids2, mask2 = self._padded([answers[qi][c][:-1] for qi, c in longer])
+                past_mask = full_mask[[qi for qi, _ in longer]]
+                start = torch.tensor([prefix_len + len(suffixes[qi]) for qi, _ in longer], device=self.device)
+                positions = start[:, None] + torch.arange(ids2.shape[1], device=self.device)[None, :]
+                later = self.model(
+                    input_ids=ids2, attention_mask=torch.cat([past_mask, mask2], 1), past_key_values=cache,
+                    position_ids=positions,
+                ).logits.float()  # fmt: skip
+            first_lp = torch.log_softmax(first_step, dim=-1)
+            first_max = first_step.argmax(dim=-1).tolist()
+            later_lp = torch.log_softmax(later, dim=-1) if later is not None else None
+            later_max = later.argmax(dim=-1).tolist() if later is not None else None
+            where = {key: row for row, key in enumerate(longer)}
+            choices = []
+            for qi, per in enumerate(answers):
+                lps, greedy = [], []
+                for c, tokens in enumerate(per):
+                    lp, am = [float(first_lp[qi, tokens[0]])], [first_max[qi]]
+                    if len(tokens) > 1:
+                        row = where[(qi, c)]
+                        lp += [float(later_lp[row, j, t]) for j, t in enumerate(tokens[1:])]
+                        am += later_max[row][: len(tokens) - 1]
+                    lps.append(lp)
+                    greedy.append(am)
+                choices.append(pick_option(per, lps, greedy))
+        return choices
+
+    def prefetch(self, images: dict[int, np.ndarray], prefix: str) -> None:
+        """Preprocess the next batch's images in a background thread while the model works on this one."""
+        if self.scoring != "likelihood" or len(images) > self.batch_size:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aclbuild-prefetch")
+        self._prefetched.clear()  # only the next batch is ever wanted
+        future = self._pool.submit(self._prefix_inputs, list(images.values()), prefix)
+        self._prefetched[tuple(images)] = (prefix, future)
+
+    def _prefix_inputs(self, images: list[np.ndarray], prefix: str):
+        return self.processor(images=[_pil(im) for im in images], text=[prefix] * len(images), padding=True,
+                              return_tensors="pt")  # fmt: skip
+
+    def _padded(self, sequences: list[list[int]]):
+        """Right-padded ids and their mask (padding after the real tokens never changes what precedes it)."""
+        import torch
+
+        width = max(len(s) for s in sequences)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=self.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=self.device)
+        return ids, mask
+
+    def _tokenise(self, texts: list[str]) -> None:
+        """Token ids of suffixes and answers, memoised (the same class names and option lists recur)."""
+        new = list(dict.fromkeys(t for t in texts if t not in self._tokens))
+        if new:
+            for text, ids in zip(new, self.tokenizer(new, add_special_tokens=False)["input_ids"]):
+                self._tokens[text] = list(ids)
+        if len(self._tokens) > 200_000:  # option lists of a long run: keep memory bounded
+            self._tokens.clear()
+            self._tokenise(texts)
+
+    def _check_split(self, query: Query, prefix_ids: list[int]) -> None:
+        """Record once whether prefix + suffix tokens equal the whole prompt's tokens (logged; not fatal)."""
+        if self.split_is_exact is not None:
+            return
+        whole = self.processor(images=[_pil(query.image)], text=[query.prompt], return_tensors="pt")["input_ids"]
+        suffix = self.tokenizer(query.suffix, add_special_tokens=False)["input_ids"]
+        self.split_is_exact = whole[0].tolist() == prefix_ids + suffix
+
+
+def _rows(cache, owners: list[int], device):
+    """A cache holding row ``owners[k]`` of ``cache`` as its row k; ``cache`` itself is left as it was."""
+    import torch
+
+    memo = {id(t): t for layer in cache.layers for t in (layer.keys, layer.values)}
+    picked = copy.deepcopy(cache, memo)  # shares the tensors; selecting rows then makes new ones
+    picked.batch_select_indices(torch.tensor(owners, device=device))
+    return picked
+
+
+def _pil(image: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
+
+
+def _load(model_id: str, torch_dtype, device):
+    """Processor and model, or one clear InputError when the weights are not at hand (offline, wrong path)."""
+    from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+
+    try:
+        processor = AutoProcessor.from_pretrained(model_id)
+        model = LlavaNextForConditionalGeneration.from_pretrained(
+            model_id, dtype=torch_dtype, attn_implementation="sdpa"
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"cannot load a LLaVA-NeXT model from {model_id!r}: not a model folder, and not in the Hugging Face cache "
+            f"(offline or wrong id?) ({first[:200]})"
+        ) from None
+    return processor, model.to(device).eval()

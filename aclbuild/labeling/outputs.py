@@ -1,0 +1,200 @@
+"""What `aclbuild generate` writes: part files while it runs, then the table, the legacy pickle and the JSON log.
+
+While running, every finished batch becomes one Parquet part file under ``DIR/parts`` (written to a temporary name,
+then renamed), so a run killed at any moment loses only the batches in flight and ``--resume`` finds the rest.
+At the end the main process merges the parts into:
+
+- ``labels.parquet``: one row per (image, round): the candidates in the order shown, the raw answer, the parsed
+  label (-1 for a failed query), the retries and the status;
+- ``labels.pkl``: the legacy pickle (names, images, ord_labels, cl_labels) that `aclbuild build` and libcll take;
+  a failed query is a CL of -1, which `aclbuild build` refuses unless given ``--drop-failed``;
+- ``labels.json``: statistics (noise rate, retry rate, failed queries, transition matrix, CLs per class, accuracy in
+  ordinary mode), speed, and a flat ``provenance`` dict that `aclbuild build` copies into the dataset card.
+
+Example:
+    >>> write_part([{"index": 0, "round": 0, ...}], Path("out/parts"))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from aclbuild.errors import SourceError
+from aclbuild.registry import Base
+from aclbuild.repository import staged_output
+from aclbuild.schema import ClRecord
+
+TABLE = "labels.parquet"
+PICKLE = "labels.pkl"
+LOG = "labels.json"
+PARTS = "parts"
+FAILED = -1
+
+ROW_SCHEMA = pa.schema(
+    [
+        ("index", pa.int64()), ("name", pa.string()), ("round", pa.int32()), ("ord_label", pa.int32()),
+        ("candidates", pa.list_(pa.int32())), ("candidate_names", pa.list_(pa.string())), ("answer", pa.string()),
+        ("label", pa.int32()), ("retries", pa.int32()), ("status", pa.string()),
+    ]
+)  # fmt: skip
+
+
+def write_part(rows: list[dict], parts: Path) -> Path | None:
+    """Write finished rows as one part file, atomically (temporary name, then rename)."""
+    if not rows:
+        return None
+    parts.mkdir(parents=True, exist_ok=True)
+    first = min(r["index"] for r in rows)
+    final = parts / f"part-{first:08d}-{uuid.uuid4().hex[:12]}.parquet"
+    tmp = parts / f".{final.name}.tmp"
+    pq.write_table(pa.Table.from_pylist(rows, schema=ROW_SCHEMA), tmp)
+    os.replace(tmp, final)
+    return final
+
+
+class PartStore:
+    """The rows of every finished part file; :meth:`refresh` reads only files not seen before."""
+
+    def __init__(self, parts: Path) -> None:
+        self.parts = parts
+        self.rows: dict[tuple[int, int], dict] = {}
+        self._seen: set[str] = set()
+
+    def refresh(self) -> None:
+        merged = self.parts.parent / TABLE  # a finished run: --resume then has nothing left to do
+        found = sorted(self.parts.glob("part-*.parquet")) if self.parts.is_dir() else []
+        for path in ([merged] if merged.is_file() else []) + found:
+            if path.name in self._seen:
+                continue
+            self._seen.add(path.name)
+            for row in pq.read_table(path).to_pylist():
+                self.rows.setdefault((row["index"], row["round"]), row)
+
+    def done(self, index: int, round_: int) -> bool:
+        return (index, round_) in self.rows
+
+
+def summarise(rows: list[dict], num_classes: int, mode: str, num_rounds: int) -> dict:
+    """The statistics of the log, from the merged rows (sorted by image, then round)."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = [r for r in rows if r["status"] != "ok"]
+    attempts = sum(r["retries"] + 1 for r in rows)
+    stats: dict = {
+        "queries": len(rows),
+        "failed_queries": len(failed),
+        "failed": [{"index": r["index"], "name": r["name"], "round": r["round"]} for r in failed],
+        "retries": sum(r["retries"] for r in rows),
+        "retry_rate": sum(r["retries"] for r in rows) / attempts if attempts else 0.0,
+    }
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for r in ok:
+        counts[r["ord_label"], r["label"]] += 1
+    totals = counts.sum(axis=1, keepdims=True)
+    matrix = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    if mode == "cl":
+        stats["noise_rate"] = float(np.trace(counts) / counts.sum()) if counts.sum() else 0.0
+        stats["cls_per_class"] = counts.sum(axis=0).tolist()
+        stats["transition_matrix"] = matrix.round(6).tolist()
+        return stats
+    per_round = []
+    for rnd in range(num_rounds):
+        answered = [r for r in rows if r["round"] == rnd]
+        per_round.append(sum(r["label"] == r["ord_label"] for r in answered) / len(answered) if answered else 0.0)
+    votes: dict[int, list[int]] = {}
+    truth: dict[int, int] = {}
+    for r in rows:
+        truth[r["index"]] = r["ord_label"]
+        if r["status"] == "ok":
+            votes.setdefault(r["index"], []).append(r["label"])
+    majority = [Counter(v).most_common(1)[0][0] == truth[i] if v else False for i, v in votes.items()]
+    stats["accuracy_per_round"] = per_round
+    stats["majority_vote_accuracy"] = sum(majority) / len(truth) if truth else 0.0
+    stats["confusion_matrix"] = matrix.round(6).tolist()
+    return stats
+
+
+def write_outputs(output_dir: Path, rows: list[dict], records: list[ClRecord], mode: str, log: dict) -> None:
+    """The table, the legacy pickle (complementary mode) and the log, each written atomically."""
+    from aclbuild.loaders.legacy_pickle import write_legacy_pickle
+
+    table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    with staged_output(output_dir / TABLE, overwrite=True, is_dir=False) as staged:
+        pq.write_table(table, staged)
+    if mode == "cl":
+        labels: dict[int, list[int]] = {}
+        for r in rows:
+            labels.setdefault(r["index"], []).append(r["label"])
+        labelled = [ClRecord(rec.name, rec.image, rec.ord_label, tuple(labels[i])) for i, rec in enumerate(records)]
+        write_legacy_pickle(labelled, output_dir / PICKLE, overwrite=True)
+    with staged_output(output_dir / LOG, overwrite=True, is_dir=False) as staged:
+        staged.write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
+
+
+def drop_failed_images(data: dict, source: str) -> tuple[dict, int]:
+    """A legacy pickle dict without the images that carry a failed query (CL -1); returns it and how many went."""
+    keep = [i for i, cls in enumerate(data["cl_labels"]) if min(np.asarray(cls).reshape(-1), default=0) >= 0]
+    dropped = len(data["names"]) - len(keep)
+    if not keep:
+        raise SourceError(f"{source}: every image has a failed query; nothing is left to build")
+    images = data["images"]
+    return {
+        "names": [data["names"][i] for i in keep],
+        "images": images[keep] if isinstance(images, np.ndarray) else [images[i] for i in keep],
+        "ord_labels": [data["ord_labels"][i] for i in keep],
+        "cl_labels": [data["cl_labels"][i] for i in keep],
+    }, dropped
+
+
+def count_failed(data: dict) -> int:
+    """Images of a legacy pickle dict that carry a failed query (a CL of -1)."""
+    return sum(1 for cls in data["cl_labels"] if min(np.asarray(cls).reshape(-1), default=0) < 0)
+
+
+def refuse_failed_queries(path: str | Path) -> None:
+    """Raise a clear error when a legacy pickle carries failed queries (CL -1); return quietly otherwise."""
+    from aclbuild.loaders.safe_pickle import safe_load
+
+    try:
+        with Path(path).open("rb") as f:
+            data = safe_load(f, str(path))
+        failed = count_failed(data) if isinstance(data, dict) and "cl_labels" in data else 0
+    except (SourceError, TypeError, ValueError):
+        return
+    if failed:
+        raise SourceError(
+            f"{path}: {failed} images carry a failed query (CL -1; see labels.json beside it); "
+            "pass --drop-failed to build without those images"
+        )
+
+
+def read_pickle_dropping_failed(path: str | Path, base: Base, num_cl: int | None) -> list[ClRecord]:
+    """Records of a legacy pickle without the images that carry a failed query, checked as any pickle is."""
+    import pickle
+    import tempfile
+
+    from aclbuild.loaders.legacy_pickle import read_legacy_pickle
+    from aclbuild.loaders.safe_pickle import safe_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{path} does not exist or is not a file")
+    with path.open("rb") as f:
+        data = safe_load(f, str(path))
+    if not isinstance(data, dict) or "cl_labels" not in data or "names" not in data:
+        return read_legacy_pickle(path, base, num_cl)  # let the usual checks explain what is wrong
+    if not count_failed(data):
+        return read_legacy_pickle(path, base, num_cl)
+    kept, _ = drop_failed_images(data, str(path))
+    with tempfile.TemporaryDirectory(prefix="aclbuild-drop-") as tmp:
+        filtered = Path(tmp) / path.name
+        with filtered.open("wb") as f:
+            pickle.dump(kept, f, protocol=4)
+        return read_legacy_pickle(filtered, base, num_cl)

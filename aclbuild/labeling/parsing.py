@@ -1,0 +1,53 @@
+"""Turning a model's free-text answer into one of the options shown, by the rules of vlm-labeling.md.
+
+Strip, delete '.', lower-case; with numbered options (ord mode) "(n) name", "(n)" and a bare "n" mean option n.
+Otherwise an option matches when the answer is a substring of it or it of the answer, or when they agree ignoring
+spaces, commas, a trailing plural 's' or word order. Exactly one matching option is accepted; none or several
+return None, and the caller asks again with the options reshuffled.
+
+Example:
+    >>> parse_answer(" Truck.", ["cat", "truck", "ship", "frog"])
+    1
+    >>> parse_answer("(2) dog", ["cat", "dog", "ship"], numbered=True)
+    1
+    >>> parse_answer("cat or dog", ["cat", "dog", "ship", "frog"]) is None
+    True
+"""
+
+from __future__ import annotations
+
+import re
+
+_NUMBERED = re.compile(r"^\(?\s*(\d+)\s*\)?(?:\s+.*)?$")
+
+
+def normalise(text: str) -> str:
+    """Strip, delete '.', lower-case (the reference's first step)."""
+    return text.strip().replace(".", "").lower()
+
+
+def _loose_forms(text: str) -> set[str]:
+    words = [w[:-1] if w.endswith("s") and len(w) > 1 else w for w in re.split(r"[\s,]+", text) if w]
+    return {"".join(words), " ".join(sorted(words))}
+
+
+def option_matches(answer: str, option: str) -> bool:
+    """Whether a normalised, non-empty answer names ``option`` (substring either way, or a loose equality)."""
+    option = normalise(option)
+    if answer in option or option in answer:
+        return True
+    return bool(_loose_forms(answer) & _loose_forms(option))
+
+
+def parse_answer(answer: str, options: list[str], numbered: bool = False) -> int | None:
+    """Index (into ``options``) of the single option the answer names, or None when none or several match."""
+    text = normalise(answer)
+    if not text:
+        return None
+    if numbered:
+        match = _NUMBERED.match(text)
+        if match:
+            number = int(match.group(1))
+            return number - 1 if 1 <= number <= len(options) else None
+    hits = [i for i, option in enumerate(options) if option_matches(text, option)]
+    return hits[0] if len(hits) == 1 else None

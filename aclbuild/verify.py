@@ -1,0 +1,266 @@
+"""Checking a published dataset the way a downstream user meets it: `aclbuild verify`.
+
+The repo is loaded with plain ``load_dataset`` (and ``streaming=True`` when asked) into a fresh temporary cache.
+Checked: the card's YAML, the loaded features against the card's ``dataset_info``, split sizes, class names against
+the registry, and every row against the content hash in the repo's ``aclbuild.json``; with ``against`` also
+against the local build (hash, then the first differing row is named).
+
+Example:
+    >>> report = verify_remote("my-org/aclcifar10", against="out/aclcifar10")   # doctest: +SKIP
+    >>> report.problems                                                          # doctest: +SKIP
+    []
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aclbuild.errors import InvalidRepositoryError, UnknownNameError
+from aclbuild.hub import DEFAULT_ENDPOINT, hub_errors, quiet_hub_logs
+
+BATCH_ROWS = 1000
+
+
+@dataclass
+class VerifyReport:
+    """One line per difference found (empty when all holds) and the split sizes that were loaded."""
+
+    problems: list[str] = field(default_factory=list)
+    split_sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        sizes = ", ".join(f"{split} {n:,} rows" for split, n in self.split_sizes.items())
+        return f"{sizes}; card, features, classes and content hashes hold"
+
+
+@dataclass
+class _Expected:
+    """What the rows must match: the remote card and manifest, and the local build when given."""
+
+    card_features: object
+    declared: dict[str, int]
+    class_names: list[str] | None
+    remote_hashes: dict[str, str]
+    local: Path | None
+    local_hashes: dict[str, str]
+
+
+def verify_remote(
+    repo_id: str,
+    revision: str | None = None,
+    against: str | Path | None = None,
+    streaming: bool = False,
+    token: str | None = None,
+) -> VerifyReport:
+    """Load ``repo_id`` from the Hub (HF_ENDPOINT) and check it; see the module docstring."""
+    import datasets
+    from datasets import DatasetInfo
+    from huggingface_hub import DatasetCard
+
+    from aclbuild.build import MANIFEST
+    from aclbuild.cards import card_problems
+    from aclbuild.repository import read_features
+    from aclbuild.validate import validate_repository
+
+    endpoint = _sync_endpoint()
+    quiet_hub_logs()
+    datasets.disable_progress_bars()  # the verdict is the output; "Generating split" bars are noise here
+    if against is not None:
+        against = Path(against)
+        local_problems = validate_repository(against)
+        if local_problems:
+            raise InvalidRepositoryError(str(against), local_problems)
+    report = VerifyReport()
+    with tempfile.TemporaryDirectory(prefix="aclbuild-verify-") as cache, _fresh_hub_cache(cache):
+        with hub_errors(endpoint, repo_id, token):
+            card_text = _download(repo_id, "README.md", revision, token, cache)
+            manifest = _download(repo_id, MANIFEST, revision, token, cache, missing_ok=True)
+        card = DatasetCard(card_text)
+        report.problems += [f"card: {p}" for p in card_problems(card)]
+        data = card.data.to_dict()
+        try:
+            card_features = DatasetInfo._from_yaml_dict(dict(data.get("dataset_info") or {})).features
+        except Exception:  # noqa: BLE001 - reported by card_problems
+            card_features = None
+        remote_manifest = _parse_manifest(manifest, report.problems)
+        expected = _Expected(
+            card_features=card_features,
+            declared={s["name"]: s.get("num_examples") for s in (data.get("dataset_info") or {}).get("splits") or []},
+            class_names=_registry_class_names(remote_manifest.get("dataset")),
+            remote_hashes={k: v.get("sha256") for k, v in remote_manifest.get("splits", {}).items()},
+            local=against,
+            local_hashes={},
+        )
+        if against is not None:
+            local_manifest = json.loads((against / MANIFEST).read_text(encoding="utf-8"))
+            expected.local_hashes = {k: v["sha256"] for k, v in local_manifest["splits"].items()}
+            local_card = DatasetCard.load(against / "README.md").data.to_dict()
+            if local_card != data:
+                report.problems.append("card: YAML differs from the local build's card")
+            if card_features is not None and read_features(against) != card_features:
+                report.problems.append("card: features differ from the local build's")
+        for mode in (False, True) if streaming else (False,):
+            _check_load(repo_id, revision, token, cache, mode, expected, report)
+    return report
+
+
+def _check_load(repo_id, revision, token, cache, streaming: bool, expected: _Expected, report: VerifyReport) -> None:
+    from datasets import load_dataset
+
+    tag = "[streaming] " if streaming else ""
+    try:
+        loaded = load_dataset(repo_id, revision=revision, token=token, cache_dir=cache, streaming=streaming,
+                              download_mode="force_redownload")  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - any failure to load is the finding itself
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        report.problems.append(f"{tag}load_dataset({repo_id!r}) failed: {type(exc).__name__}: {first}")
+        return
+    if set(loaded) != set(expected.declared):
+        report.problems.append(
+            f"{tag}splits: load_dataset gives {sorted(loaded)}, the card declares {sorted(expected.declared)}"
+        )
+    if expected.local is not None and set(loaded) != set(expected.local_hashes):
+        report.problems.append(f"{tag}splits: {sorted(loaded)} on the Hub, {sorted(expected.local_hashes)} locally")
+    for split, ds in loaded.items():
+        report.problems += [tag + p for p in _check_split(split, ds, expected, report)]
+
+
+def _check_split(split: str, ds, expected: _Expected, report: VerifyReport) -> list[str]:
+    from datasets import Image
+
+    from aclbuild.repository import read_table
+
+    problems = []
+    features = ds.features
+    if expected.card_features is not None and features != expected.card_features:
+        problems.append(f"split '{split}': loaded features differ from the card's dataset_info")
+    if expected.class_names is not None and features is not None:
+        for column in ("ord_labels", "cl_labels"):
+            label = features.get(column)
+            names = getattr(getattr(label, "feature", label), "names", None)
+            if names != expected.class_names:
+                problems.append(f"split '{split}': {column} class names {names} differ from the registry's")
+    local = None
+    if expected.local is not None and split in expected.local_hashes:
+        local = list(_row_values(read_table(expected.local, split)))
+    digest, count, first_diff = hashlib.sha256(), 0, None
+    rows = ds.cast_column("images", Image(decode=False)).with_format("arrow")
+    for batch in rows.iter(batch_size=BATCH_ROWS):
+        for offset, row in enumerate(_row_values(batch)):
+            _hash_row(digest, row)
+            if local is not None and first_diff is None:
+                first_diff = _diff_row(count + offset, row, local)
+        count += batch.num_rows
+    report.split_sizes[split] = count
+    declared = expected.declared.get(split)
+    if declared is not None and declared != count:
+        problems.append(f"split '{split}': the card says {declared:,} examples, load_dataset gives {count:,}")
+    if expected.remote_hashes.get(split) and expected.remote_hashes[split] != digest.hexdigest():
+        problems.append(f"split '{split}': rows differ from the content hash in the repo's aclbuild.json")
+    if local is not None:
+        if len(local) != count:
+            problems.append(f"split '{split}': {count:,} rows on the Hub, {len(local):,} in the local build")
+        if expected.local_hashes[split] != digest.hexdigest():
+            problems.append(
+                f"split '{split}': rows differ from the local build" + (f" ({first_diff})" if first_diff else "")
+            )
+    return problems
+
+
+def _row_values(batch):
+    """(name, image bytes, ord_label, cl_labels or None) per row of an Arrow batch."""
+    from aclbuild.repository import label_arrays
+
+    names = batch.column("names").to_pylist()
+    images = batch.column("images").combine_chunks().field("bytes").to_pylist()
+    ord_labels, cl_labels = label_arrays(batch)
+    cls = [None] * len(names) if cl_labels is None else cl_labels.tolist()
+    return list(zip(names, images, ord_labels.tolist(), cls))
+
+
+def _hash_row(digest, row) -> None:
+    from aclbuild.repository import record_hash_update
+
+    name, image, y, cls = row
+    record_hash_update(digest, name or "", image or b"", y, cls)
+
+
+def _diff_row(index: int, row, local: list) -> str | None:
+    """How remote row ``index`` differs from the local one, or None when equal."""
+    if index >= len(local):
+        return f"row {index} is not in the local build"
+    if row == local[index]:
+        return None
+    for what, remote_value, local_value in zip(("name", "image bytes", "ord_label", "cl_labels"), row, local[index]):
+        if remote_value != local_value:
+            shown = "differ" if what == "image bytes" else f"{remote_value!r} on the Hub, {local_value!r} locally"
+            return f"first at row {index} ({local[index][0]}): {what} {shown}"
+    return None
+
+
+def _download(repo_id, filename, revision, token, cache, missing_ok: bool = False) -> str | None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        path = hf_hub_download(repo_id, filename, repo_type="dataset", revision=revision, token=token,
+                               cache_dir=cache, force_download=True)  # fmt: skip
+    except EntryNotFoundError:
+        if missing_ok:
+            return None
+        raise
+    return Path(path).read_text(encoding="utf-8")
+
+
+def _parse_manifest(text: str | None, problems: list[str]) -> dict:
+    if text is None:
+        problems.append("aclbuild.json (the build's content hashes) is missing from the repo")
+        return {}
+    try:
+        manifest = json.loads(text)
+        return manifest if isinstance(manifest.get("splits"), dict) else {}
+    except ValueError:
+        problems.append("aclbuild.json in the repo does not parse")
+        return {}
+
+
+def _registry_class_names(dataset: str | None) -> list[str] | None:
+    from aclbuild.registry import get_variant
+
+    try:
+        return list(get_variant(dataset).base.class_names) if dataset else None
+    except UnknownNameError:
+        return None
+
+
+@contextlib.contextmanager
+def _fresh_hub_cache(cache: str) -> Iterator[None]:
+    """Route huggingface_hub's file cache into ``cache``: a cached copy must never stand in for the remote."""
+    import huggingface_hub.constants as hub_constants
+
+    saved = hub_constants.HF_HUB_CACHE
+    hub_constants.HF_HUB_CACHE = os.path.join(cache, "hub")
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_CACHE = saved
+
+
+def _sync_endpoint() -> str:
+    """HF_ENDPOINT, pushed into huggingface_hub and datasets even when they were imported before it was set."""
+    import datasets.config
+    import huggingface_hub.constants as hub_constants
+
+    endpoint = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    hub_constants.ENDPOINT = endpoint
+    hub_constants.HUGGINGFACE_CO_URL_TEMPLATE = endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    datasets.config.HF_ENDPOINT = endpoint
+    return endpoint

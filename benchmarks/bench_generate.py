@@ -1,0 +1,215 @@
+"""How fast `aclbuild generate` labels, on CPU with the tiny test model, and on a GPU with LLaVA-NeXT-7B's shape.
+
+cpu: the tiny random LLaVA-NeXT of the tests (tests/tiny_llava.py) labels N CIFAR-sized (32x32) images through the
+     real runner (candidates, prompts, parsing, part files, merge) with both scorings. Prints images per second and
+     the share of wall time spent outside the model's forward passes (preprocessing, tokenising, parsing, I/O).
+     Goal: at most 10% at batch 32.
+gpu: llava-v1.6-mistral-7b's architecture (CLIP ViT-L/14-336 + Mistral-7B, 32,064-token vocabulary, the 336x672
+     grid) built from its configuration with random weights (nothing is downloaded), on 512 CIFAR-sized images.
+     In one run: the reference loop (batch 8, fp16, one full generation per query, 3 rounds) against the project's
+     best mode (likelihood scoring, bf16, one prefix pass per image for all rounds). Prints queries per second for
+     both, the ratio, and the share of the H100's 790 TFLOP/s bf16 peak reached at about 19 TFLOP per query
+     (vlm-labeling.md). Random weights never say end-of-answer, so the reference generates --answer-tokens tokens
+     per query (default 4: a class word and end-of-answer, as the real model answers), not 30.
+
+    python benchmarks/bench_generate.py cpu [--images 256] [--batch-size 32]
+    python benchmarks/bench_generate.py gpu [--images 512] [--batch-size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # tiny_llava and fakes: the test suite's model and archive builders
+
+PEAK_FLOPS = 790e12  # H100 SXM dense bf16, as vlm-labeling.md uses
+FLOPS_PER_QUERY = 19e12  # vlm-labeling.md: LLaVA-NeXT-7B on a 32x32 image, one full query
+
+
+class ForwardTimer:
+    """Seconds spent inside ``model.forward`` (every call, decoding steps included)."""
+
+    def __init__(self, model) -> None:
+        import torch
+
+        self.seconds, self.calls, self._start = 0.0, 0, 0.0
+        self._sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+        model.register_forward_pre_hook(self._before)
+        model.register_forward_hook(self._after)
+
+    def _before(self, *_):
+        self._sync()
+        self._start = time.perf_counter()
+
+    def _after(self, *_):
+        self._sync()
+        self.seconds += time.perf_counter() - self._start
+        self.calls += 1
+
+
+def cifar_archive(folder: Path, images: int) -> Path:
+    from fakes import make_cifar10_archive
+
+    return make_cifar10_archive(folder, n_per_batch=-(-images // 5))
+
+
+def bench_cpu(args) -> None:
+    from tiny_llava import build_tiny_llava
+
+    from aclbuild.labeling.llava import LlavaBackend
+    from aclbuild.labeling.runner import GenerateSettings, read_log, run_generate
+
+    work = Path(tempfile.mkdtemp(prefix="bench_generate_"))
+    try:
+        model = build_tiny_llava(work / "tiny")
+        archive = cifar_archive(work, args.images)
+        print(f"CPU, tiny random LLaVA-NeXT, {args.images} CIFAR-sized images x 3 rounds, batch {args.batch_size}")
+        print(f"(best of {args.repeat} runs each, interleaved: other jobs may share this machine)")
+        best: dict[str, tuple[float, float, int]] = {}
+        for run in range(args.repeat):
+            for scoring in ("likelihood", "generate"):
+                backend = LlavaBackend(str(model), scoring=scoring, batch_size=args.batch_size, max_new_tokens=4)
+                timer = ForwardTimer(backend.model)
+                settings = GenerateSettings(base="cifar10", model=str(model), scoring=scoring, limit=args.images,
+                                            max_retries=0, max_new_tokens=4)  # fmt: skip
+                out = run_generate(settings, archive, work / f"{scoring}{run}", batch_size=args.batch_size,
+                                   backend=backend)  # fmt: skip
+                seconds = read_log(out)["seconds"]
+                if scoring not in best or seconds < best[scoring][0]:
+                    best[scoring] = (seconds, timer.seconds, timer.calls)
+        for scoring, (seconds, forward, calls) in best.items():
+            timer_seconds = forward
+            outside = 1 - timer_seconds / seconds
+            print(f"  {scoring:<10} {args.images / seconds:8.1f} images/s  {3 * args.images / seconds:8.1f} queries/s"
+                  f"  wall {seconds:6.2f} s  forward passes {timer_seconds:6.2f} s ({calls} calls)"
+                  f"  outside the model {100 * outside:5.1f}%")  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def mistral_7b_llava(dtype):
+    """llava-v1.6-mistral-7b-hf's architecture from its published configuration, random weights, on the GPU."""
+    import torch
+    from tiny_llava import build_tokenizer
+    from transformers import CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+    from transformers import MistralConfig
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    tokenizer = build_tokenizer()
+    pinpoints = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336,
+            patch_size=14, projection_dim=768, hidden_act="quick_gelu",
+        ),
+        text_config=MistralConfig(
+            vocab_size=32064, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+            num_key_value_heads=8, max_position_embeddings=32768, rope_theta=1e6, sliding_window=None,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pinpoints,
+        vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=576,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = LlavaNextForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    processor = LlavaNextProcessor(
+        image_processor=LlavaNextImageProcessorPil(
+            size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, image_grid_pinpoints=pinpoints,
+            image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
+        ),
+        tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )  # fmt: skip
+    return processor, model
+
+
+def gpu_queries(images: int, rounds: int = 3):
+    from aclbuild.labeling.backend import Query
+    from aclbuild.labeling.candidates import uniform_candidates
+    from aclbuild.labeling.prompts import load_template
+    from aclbuild.registry import get_base
+
+    names, template = get_base("cifar10").short_names, load_template("cl", None)
+    pixels = np.random.default_rng(0).integers(0, 256, (images, 32, 32, 3), dtype=np.uint8)
+    by_round = []
+    for r in range(rounds):
+        batch = []
+        for i in range(images):
+            shown = [names[c] for c in uniform_candidates(1126, i, r, 10)]
+            prefix, suffix = template.split_prompt(shown)
+            batch.append(Query(i, r, 0, pixels[i], shown, shown, template.prompt(shown), prefix, suffix))
+        by_round.append(batch)
+    return by_round
+
+
+def bench_gpu(args) -> None:
+    import torch
+
+    from aclbuild.labeling.llava import LlavaBackend
+
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_generate.py gpu needs a CUDA GPU")
+    by_round = gpu_queries(args.images)
+    queries = len(by_round) * args.images
+    name = torch.cuda.get_device_name()
+    print(f"{name}: llava-v1.6-mistral-7b architecture, random weights, {args.images} 32x32 images x 3 rounds")
+    results = {}
+    for label, scoring, dtype, batch in (
+        ("reference loop (fp16, batch 8, generate)", "generate", "fp16", 8),
+        (f"aclbuild best (bf16, likelihood, batch {args.batch_size})", "likelihood", "bf16", args.batch_size),
+    ):
+        loaded = mistral_7b_llava(getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[dtype]))
+        backend = LlavaBackend("llava-v1.6-mistral-7b (random)", dtype=dtype, scoring=scoring, batch_size=batch,
+                               max_new_tokens=args.answer_tokens, loaded=loaded)  # fmt: skip
+        backend.answer(by_round[0][: min(8, args.images)])  # warm-up: kernels, allocator
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        if scoring == "generate":
+            for batch_queries in by_round:  # one full generation per query, round after round, as the reference
+                backend.answer(batch_queries)
+        else:
+            backend.answer([q for i in range(args.images) for q in (b[i] for b in by_round)])
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        results[label] = queries / seconds
+        print(f"  {label:<45} {queries / seconds:8.2f} queries/s  ({seconds:.1f} s, peak "
+              f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB)")  # fmt: skip
+        del backend, loaded
+        with contextlib.suppress(Exception):
+            torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    ref, best = results.values()
+    print(f"  speed-up {best / ref:.2f}x (goal: at least 4x)")
+    for label, qps in results.items():
+        print(f"  {label:<45} {100 * qps * FLOPS_PER_QUERY / PEAK_FLOPS:5.1f}% of 790 TFLOP/s "
+              "(counting 19 TFLOP per query, the reference's full cost)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("where", choices=("cpu", "gpu"))
+    parser.add_argument("--images", type=int, default=None, help="images (cpu: 256, gpu: 512)")
+    parser.add_argument("--batch-size", type=int, default=None, help="cpu: 32, gpu best mode: 8")
+    parser.add_argument("--repeat", type=int, default=3, help="cpu: runs per scoring; the fastest is reported")
+    parser.add_argument("--answer-tokens", type=int, default=4, help="gpu reference: tokens generated per query")
+    args = parser.parse_args()
+    args.images = args.images or (256 if args.where == "cpu" else 512)
+    args.batch_size = args.batch_size or (32 if args.where == "cpu" else 8)
+    bench_cpu(args) if args.where == "cpu" else bench_gpu(args)
+
+
+if __name__ == "__main__":
+    main()
