@@ -17,6 +17,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -189,7 +190,7 @@ def push_folder(
     if problems:
         raise InvalidRepositoryError(str(folder), problems)
     revision = revision or "main"
-    endpoint = (endpoint or _env_endpoint()).rstrip("/")
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
     if dry_run:
         from huggingface_hub import get_token
 
@@ -263,12 +264,19 @@ def _commit(api, folder: Path, repo_id: str, revision: str, plan: PushPlan, crea
     def landed() -> bool:
         # A commit whose answer was lost may still have landed: then the head moved. Retrying is safe only when
         # it did not (and parent_commit makes the Hub refuse a second copy anyway).
-        return not create_pr and api.repo_info(repo_id, repo_type="dataset", revision=revision).sha != plan.head
+        return api.repo_info(repo_id, repo_type="dataset", revision=revision).sha != plan.head
+
+    def give_up(exc: BaseException) -> bool:
+        # A pull request leaves the branch head alone, so a lost answer cannot be told from a lost request.
+        return _answer_lost(exc) if create_pr else landed()
 
     try:
-        return _retry(send, give_up=landed)
+        return _retry(send, give_up=give_up)
     except Exception as exc:
-        if not (_is_transient(exc) and landed()):
+        if create_pr and _answer_lost(exc):
+            lost = f"the answer to the pull-request commit on {repo_id} was lost; check its pull requests"
+            raise HubError(f"{lost} before pushing again (the branch is unchanged at {plan.head[:7]})") from None
+        if create_pr or not (_is_transient(exc) and landed()):
             raise
         # The head moved: our commit landed and only its answer was lost, or someone else pushed meanwhile.
         if not plan_push(api, repo_id, folder, revision).is_empty:
@@ -287,20 +295,26 @@ def quiet_hub_logs() -> None:
 
 def retry_delays() -> tuple[float, ...]:
     """The back-off schedule: RETRY_DELAYS, or ACLBUILD_HUB_RETRY_DELAYS such as ``0.5,1,2`` (empty: no retries)."""
-    import os
-
     text = os.environ.get("ACLBUILD_HUB_RETRY_DELAYS")
     if text is None:
         return RETRY_DELAYS
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise InputError(
-            f"ACLBUILD_HUB_RETRY_DELAYS={text!r}: write seconds separated by commas, e.g. 0.5,1,2"
-        ) from None
+        raise InputError(f"ACLBUILD_HUB_RETRY_DELAYS={text!r}: write seconds and commas, e.g. 0.5,1,2") from None
 
 
-def _retry(call: Callable[[], T], give_up: Callable[[], bool] | None = None) -> T:
+def _answer_lost(exc: BaseException) -> bool:
+    """Whether the request may have reached the Hub without its answer coming back (not a refused connection)."""
+    import httpx2
+
+    cause = _root_cause(exc)
+    return isinstance(cause, httpx2.TransportError) and not isinstance(
+        cause, (httpx2.ConnectError, httpx2.ConnectTimeout)
+    )
+
+
+def _retry(call: Callable[[], T], give_up: Callable[[BaseException], bool] | None = None) -> T:
     """``call()``, retried with back-off on transient failures (connection errors, 429 and 5xx answers)."""
     for delay in (*retry_delays(), None):
         try:
@@ -309,7 +323,7 @@ def _retry(call: Callable[[], T], give_up: Callable[[], bool] | None = None) -> 
             if delay is None or not _is_transient(exc):
                 raise
             time.sleep(delay)
-            if give_up is not None and give_up():
+            if give_up is not None and give_up(exc):
                 raise
     raise AssertionError("unreachable")
 
@@ -324,12 +338,6 @@ def _is_transient(exc: BaseException) -> bool:
         return exc.response.status_code in TRANSIENT_STATUS
     cause = _root_cause(exc)
     return cause is not exc and _is_transient(cause)
-
-
-def _env_endpoint() -> str:
-    import os
-
-    return os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
 
 
 @contextlib.contextmanager

@@ -14,12 +14,12 @@ gpu: llava-v1.6-mistral-7b's architecture (CLIP ViT-L/14-336 + Mistral-7B, 32,06
 
     python benchmarks/bench_generate.py cpu [--images 256] [--batch-size 32]
     python benchmarks/bench_generate.py gpu [--images 512] [--batch-size 8]
+    python benchmarks/bench_generate.py gpu --smoke --images 16     # the gpu code on CPU, with the tiny model
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import sys
 import tempfile
@@ -100,8 +100,13 @@ def mistral_7b_llava(dtype):
     """llava-v1.6-mistral-7b-hf's architecture from its published configuration, random weights, on the GPU."""
     import torch
     from tiny_llava import build_tokenizer
-    from transformers import CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
-    from transformers import MistralConfig
+    from transformers import (
+        CLIPVisionConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextProcessor,
+        MistralConfig,
+    )
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     tokenizer = build_tokenizer()
@@ -136,6 +141,15 @@ def mistral_7b_llava(dtype):
     return processor, model
 
 
+def tiny_llava_loaded():
+    """(processor, model) of the tiny test model, for --smoke."""
+    from tiny_llava import build_tiny_llava
+    from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+
+    folder = build_tiny_llava(Path(tempfile.mkdtemp(prefix="bench_generate_smoke_")) / "tiny")
+    return AutoProcessor.from_pretrained(folder), LlavaNextForConditionalGeneration.from_pretrained(folder).eval()
+
+
 def gpu_queries(images: int, rounds: int = 3):
     from aclbuild.labeling.backend import Query
     from aclbuild.labeling.candidates import uniform_candidates
@@ -160,40 +174,45 @@ def bench_gpu(args) -> None:
 
     from aclbuild.labeling.llava import LlavaBackend
 
-    if not torch.cuda.is_available():
-        raise SystemExit("bench_generate.py gpu needs a CUDA GPU")
+    if not torch.cuda.is_available() and not args.smoke:
+        raise SystemExit("bench_generate.py gpu needs a CUDA GPU (--smoke runs this code on CPU with the tiny model)")
     by_round = gpu_queries(args.images)
     queries = len(by_round) * args.images
-    name = torch.cuda.get_device_name()
-    print(f"{name}: llava-v1.6-mistral-7b architecture, random weights, {args.images} 32x32 images x 3 rounds")
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (smoke run)"
+    model = "the tiny test model" if args.smoke else "llava-v1.6-mistral-7b architecture, random weights"
+    print(f"{name}: {model}, {args.images} 32x32 images x 3 rounds")
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     results = {}
     for label, scoring, dtype, batch in (
         ("reference loop (fp16, batch 8, generate)", "generate", "fp16", 8),
         (f"aclbuild best (bf16, likelihood, batch {args.batch_size})", "likelihood", "bf16", args.batch_size),
     ):
-        loaded = mistral_7b_llava(getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[dtype]))
+        if args.smoke:  # the same code path on CPU, so that this script is checked without a GPU
+            dtype, loaded = "fp32", tiny_llava_loaded()
+        else:
+            loaded = mistral_7b_llava(getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[dtype]))
         backend = LlavaBackend("llava-v1.6-mistral-7b (random)", dtype=dtype, scoring=scoring, batch_size=batch,
                                max_new_tokens=args.answer_tokens, loaded=loaded)  # fmt: skip
         backend.answer(by_round[0][: min(8, args.images)])  # warm-up: kernels, allocator
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         if scoring == "generate":
             for batch_queries in by_round:  # one full generation per query, round after round, as the reference
                 backend.answer(batch_queries)
         else:
             backend.answer([q for i in range(args.images) for q in (b[i] for b in by_round)])
-        torch.cuda.synchronize()
+        sync()
         seconds = time.perf_counter() - start
         results[label] = queries / seconds
-        print(f"  {label:<45} {queries / seconds:8.2f} queries/s  ({seconds:.1f} s, peak "
-              f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB)")  # fmt: skip
+        peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+        print(f"  {label:<45} {queries / seconds:8.2f} queries/s  ({seconds:.1f} s, peak {peak:.1f} GiB)")
         del backend, loaded
-        with contextlib.suppress(Exception):
+        if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats()
     ref, best = results.values()
     print(f"  speed-up {best / ref:.2f}x (goal: at least 4x)")
-    for label, qps in results.items():
+    for label, qps in results.items() if not args.smoke else ():
         print(f"  {label:<45} {100 * qps * FLOPS_PER_QUERY / PEAK_FLOPS:5.1f}% of 790 TFLOP/s "
               "(counting 19 TFLOP per query, the reference's full cost)")  # fmt: skip
 
@@ -204,6 +223,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None, help="images (cpu: 256, gpu: 512)")
     parser.add_argument("--batch-size", type=int, default=None, help="cpu: 32, gpu best mode: 8")
     parser.add_argument("--repeat", type=int, default=3, help="cpu: runs per scoring; the fastest is reported")
+    parser.add_argument("--smoke", action="store_true", help="gpu: run its code on CPU with the tiny model")
     parser.add_argument("--answer-tokens", type=int, default=4, help="gpu reference: tokens generated per query")
     args = parser.parse_args()
     args.images = args.images or (256 if args.where == "cpu" else 512)

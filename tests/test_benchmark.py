@@ -304,3 +304,27 @@ def test_accelerate_two_cpu_processes(digits_repo, tmp_path):
     assert {p.name for p in (tmp_path / "out").glob("rank*")} == {"rank0-of-2", "rank1-of-2"}
     runs = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
     assert {r["strategy"] for r in runs} == {"FWD", "CPE-T"} and all(r["test_accuracy"] > 0.5 for r in runs)
+
+
+def test_benchmark_reads_a_hub_id_from_the_loopback_hub(digits_repo, tmp_path):
+    """The digits repository pushed to tests/hub_server.py, then benchmarked by its id: the datasets route."""
+    sys.path.insert(0, str(TESTS))
+    from hub_server import TOKEN, HubServer
+
+    with HubServer() as hub:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+        env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf"), HF_TOKEN=TOKEN,
+                   NO_COLOR="1", OMP_NUM_THREADS="1")  # fmt: skip
+
+        def aclbuild(*args):
+            command = [sys.executable, "-m", "aclbuild", *map(str, args)]
+            return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, check=False)
+
+        pushed = aclbuild("push", digits_repo, "--repo-id", "aclorg/digits-uniform")
+        assert pushed.returncode == 0, pushed.stderr[-2000:]
+        done = aclbuild("benchmark", "aclorg/digits-uniform", "-s", "FWD", "--model", "mlp", "--epochs", "2",
+                        "--seeds", "1207", "--lr", "1e-3", "--batch-size", "64", "-o", tmp_path / "out")  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
+    assert run["dataset"] == "aclorg/digits-uniform" and run["dataset_name"] == "digits-uniform"
+    assert run["test_accuracy"] > 0.8

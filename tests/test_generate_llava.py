@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from tiny_llava import build_tiny_llava
 
 ARGS = ["--scoring", "likelihood", "--limit", "24"]
@@ -91,7 +90,11 @@ def test_likelihood_picks_what_greedy_generation_answers(tiny_model):
     compared = 0
     for q, said, picked in zip(queries, greedy.answer(queries), scored.answer(queries)):
         said_ids = tokenizer(said.text, add_special_tokens=False)["input_ids"]
-        starts = [k for k, a in enumerate(q.answers) if said_ids[: len(ids := tokenizer(a, add_special_tokens=False)["input_ids"])] == ids]
+        starts = [
+            k
+            for k, a in enumerate(q.answers)
+            if said_ids[: len(ids := tokenizer(a, add_special_tokens=False)["input_ids"])] == ids
+        ]
         if starts:
             longest = max(starts, key=lambda k: len(q.answers[k]))
             assert picked.choice == longest, (q.options, said.text, q.answers[picked.choice])

@@ -210,6 +210,10 @@ def test_dropped_commit_leaves_remote_unchanged_and_transient_errors_retry(hub, 
     assert f"the push failed and the remote is unchanged at commit {head[:7]}" in proc.stderr
     assert proc.stderr.count("\n") == 1
     assert hub.head(REPO) == head and hub.files(REPO) == before
+    commits_sent = [r[1] for r in hub.requests].count(f"/api/datasets/{REPO}/commit/main")
+    proc = run("push", builds["other"], "--repo-id", REPO, "--create-pr")  # a lost answer is not retried: no 2nd PR
+    assert proc.returncode == 1 and "answer to the pull-request commit on aclorg/aclcifar10 was lost" in proc.stderr
+    assert [r[1] for r in hub.requests].count(f"/api/datasets/{REPO}/commit/main") == commits_sent + 1
 
     hub.drop_commits = False
     hub.fail_next = {r"/commit/": 1, r"/preupload/": 1}  # one 503 each, then service resumes

@@ -42,7 +42,10 @@ def build_tokenizer():
     tok.add_special_tokens(SPECIALS)  # matched whole, before pre-tokenisation
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(r"\s+"), behavior="removed"), pre_tokenizers.Split(Regex(r"\w+|[^\w\s]"), behavior="isolated")]
+        [
+            pre_tokenizers.Split(Regex(r"\s+"), behavior="removed"),
+            pre_tokenizers.Split(Regex(r"\w+|[^\w\s]"), behavior="isolated"),
+        ]
     )
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces, as a sentencepiece decode would
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
@@ -57,8 +60,12 @@ def build_tiny_llava(folder: str | Path, seed: int = 0) -> Path:
     """Save a tiny random LlavaNextForConditionalGeneration and its processor into ``folder``; returns it."""
     import torch
     from transformers import (
-        CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor, MistralConfig,
-    )  # fmt: skip
+        CLIPVisionConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextProcessor,
+        MistralConfig,
+    )
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     folder = Path(folder)

@@ -160,9 +160,9 @@ class CPE(Strategy):
         return -torch.log(_pick(self.cl_distribution(logits), cl) + EPS).mean()
 
     def predict(self, logits: Tensor) -> Tensor:
-        v = self.cl_distribution(logits)
-        rows = self.transition() if self.transition() is not None else self.T
-        return torch.cdist(v.float(), rows.float(), p=1).argmin(dim=1)
+        matrix = self.transition()
+        rows = self.T if matrix is None else matrix  # CPE-I decodes against the empirical T
+        return torch.cdist(self.cl_distribution(logits).float(), rows.float(), p=1).argmin(dim=1)
 
 
 class CPEI(CPE):

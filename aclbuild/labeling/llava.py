@@ -84,8 +84,8 @@ class LlavaBackend:
         self.kv_bytes_per_token = kv_bytes_per_token(self.model.config.text_config, self.model.dtype.itemsize)
         self.split_is_exact: bool | None = None  # do prefix and suffix tokenise as the whole prompt does?
         self._tokens: dict[str, list[int]] = {}
-        self._pool = None
-        self._prefetched: dict[tuple[int, ...], tuple] = {}
+        self._pool = self._pool_processor = None
+        self._prefetched: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
 
     # ---------------------------------------------------------------- the reference loop
     def answer(self, queries: list[Query]) -> list[Reply]:
@@ -121,6 +121,10 @@ class LlavaBackend:
         per_pass = self._images_per_pass(queries[0], max(len(v) for v in by_image.values()))
         for start in range(0, len(images), per_pass):
             group = images[start : start + per_pass]
+            upcoming = images[start + per_pass : start + 2 * per_pass]
+            if upcoming:  # preprocess the next group's images while the model works on this one
+                firsts = [queries[by_image[i][0]] for i in upcoming]
+                self.prefetch({q.index: q.image for q in firsts}, firsts[0].prefix)
             positions = [p for i in group for p in by_image[i]]
             choices = self._score_group([queries[by_image[i][0]] for i in group], [queries[p] for p in positions])
             for p, choice in zip(positions, choices):
@@ -167,7 +171,9 @@ class LlavaBackend:
             prefix_len = inputs["input_ids"].shape[1]
             cache = _rows(prefix.past_key_values, [row_of[q.index] for q in group_queries], self.device)
             ids, mask = self._padded(suffixes)
-            full_mask = torch.cat([torch.ones(len(suffixes), prefix_len, dtype=mask.dtype, device=self.device), mask], 1)
+            full_mask = torch.cat(
+                [torch.ones(len(suffixes), prefix_len, dtype=mask.dtype, device=self.device), mask], 1
+            )
             logits = self.model(input_ids=ids, attention_mask=full_mask, past_key_values=cache).logits
             last = torch.tensor([len(s) - 1 for s in suffixes], device=self.device)
             first_step = logits[torch.arange(len(suffixes), device=self.device), last].float()  # [queries, vocab]
@@ -206,19 +212,25 @@ class LlavaBackend:
 
     def prefetch(self, images: dict[int, np.ndarray], prefix: str) -> None:
         """Preprocess the next batch's images in a background thread while the model works on this one."""
-        if self.scoring != "likelihood" or len(images) > self.batch_size:
+        if self.scoring != "likelihood" or not images or len(images) > self.batch_size:
             return
         from concurrent.futures import ThreadPoolExecutor
 
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aclbuild-prefetch")
-        self._prefetched.clear()  # only the next batch is ever wanted
-        future = self._pool.submit(self._prefix_inputs, list(images.values()), prefix)
-        self._prefetched[tuple(images)] = (prefix, future)
+            # The thread gets its own processor: a fast tokenizer used from two threads can fail ("Already borrowed").
+            self._pool_processor = copy.deepcopy(self.processor)
+        key = tuple(images)
+        if key not in self._prefetched:
+            work = self._pool.submit(self._prefix_inputs, list(images.values()), prefix, self._pool_processor)
+            self._prefetched[key] = (prefix, work)
+        while len(self._prefetched) > 2:  # this batch and the next are all that is ever wanted
+            self._prefetched.popitem(last=False)
 
-    def _prefix_inputs(self, images: list[np.ndarray], prefix: str):
-        return self.processor(images=[_pil(im) for im in images], text=[prefix] * len(images), padding=True,
-                              return_tensors="pt")  # fmt: skip
+    def _prefix_inputs(self, images: list[np.ndarray], prefix: str, processor=None):
+        return (processor or self.processor)(
+            images=[_pil(im) for im in images], text=[prefix] * len(images), padding=True, return_tensors="pt"
+        )
 
     def _padded(self, sequences: list[list[int]]):
         """Right-padded ids and their mask (padding after the real tokens never changes what precedes it)."""

@@ -142,7 +142,9 @@ def _prepare_output(output_dir: Path, settings: GenerateSettings, resume: bool) 
             raise InputError(f"--resume: {output_dir} was started with other settings ({', '.join(changed)})")
         return
     if output_dir.exists() and any(output_dir.iterdir()) and not resume:
-        raise OutputExistsError(f"{output_dir} is not empty; pass --resume to continue a run there, or pick a new folder")
+        raise OutputExistsError(
+            f"{output_dir} is not empty; pass --resume to continue a run there, or pick a new folder"
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_file.with_name(f".{RUN_FILE}.tmp")
     tmp.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
@@ -315,5 +317,3 @@ def _finish(job: _Job, output_dir: Path, seconds: float, command: list[str] | No
 def read_log(output_dir: str | Path) -> dict:
     """The JSON log of a finished run."""
     return json.loads((Path(output_dir) / LOG).read_text(encoding="utf-8"))
-
-
