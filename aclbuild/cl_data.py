@@ -165,7 +165,17 @@ def _read_hub(repo_id: str, split: str, with_images: bool):
     if with_images:
         raw = dataset.cast_column("images", datasets.Image(decode=False))
         images = [item["bytes"] for item in raw["images"]]
-    return images, ord_labels, cl_labels, names, repo_id.split("/")[-1]
+    return images, ord_labels, cl_labels, names, _hub_pretty_name(repo_id)
+
+
+def _hub_pretty_name(repo_id: str) -> str:
+    """``pretty_name`` from the Hub card, or the repository's name when the card has none or cannot be read."""
+    from huggingface_hub import DatasetCard
+
+    try:
+        return DatasetCard.load(repo_id).data.get("pretty_name") or repo_id.split("/")[-1]
+    except Exception:  # noqa: BLE001 - a missing card or a network hiccup only costs the pretty name
+        return repo_id.split("/")[-1]
 
 
 def _decode_all(images: list[bytes], split: str) -> np.ndarray:

@@ -249,6 +249,9 @@ def benchmark_command(
     datasets: Annotated[list[str], typer.Argument(help="repository folders or Hub ids")],
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="folder for runs/, results.json, results.md")],
     strategy: Annotated[list[str], typer.Option("--strategy", "-s", help="strategy name (repeatable), or all")],
+    strategy_type: Annotated[
+        Optional[list[str]], typer.Option("--type", help="libcll spelling: --strategy URE --type NN is URE-NN")
+    ] = None,
     model: Annotated[str, typer.Option(help="resnet34, resnet18, mlp or linear")] = "resnet34",
     epochs: Annotated[int, typer.Option(help="training epochs per run")] = 300,
     lr: Annotated[float, typer.Option(help="learning rate (Adam, no weight decay)")] = 1e-4,
@@ -277,10 +280,9 @@ def benchmark_command(
         spec = BenchmarkSpec(
             datasets, strategy, model=model, epochs=epochs, lrs=parse_lr_grid(lr_grid) if lr_grid is not None else [lr],
             batch_size=batch_size, seeds=seed_list, valid_type=valid_type, eval_every=eval_every, num_cl=num_cl,
-            clean_noisy=clean_noisy, clip_model=clip_model,
+            clean_noisy=clean_noisy, clip_model=clip_model, types=strategy_type or [],
         )  # fmt: skip
-        run_benchmark(spec, output_dir, console)
-    console.print((output_dir / "results.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
+        run_benchmark(spec, output_dir, console)  # prints each run and the table (main process only)
 
 
 @app.command("generate")

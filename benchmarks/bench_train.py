@@ -50,11 +50,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on a shared CPU, 1 thread avoids spinning against other jobs
 
     train, small = synthetic(args.n, 0), synthetic(256, 1)  # evaluation sets kept small: training is timed
     data = RunData(train, small, small)
-    print(f"{machine()}; {args.model}, {args.n:,} images 32x32, batch {args.batch_size}, {args.epochs} epochs")
+    print(f"{machine()}; {args.model}, {args.n:,} images 32x32, batch {args.batch_size}, {args.epochs} epochs, "
+          f"{torch.get_num_threads()} torch threads")  # fmt: skip
     results = {}
     for loader in ("fast", "dataloader"):
         config = TrainConfig(

@@ -120,6 +120,16 @@ def test_subset_and_drop_noisy():
         data.drop_noisy(1.5, seed=0)
 
 
+def test_strategy_names_all_and_libcll_types():
+    from aclbuild.bench.benchmark import expand_strategies
+
+    assert expand_strategies(["URE", "FWD"], None, ["NN", "GA"]) == ["URE-NN", "URE-GA", "FWD"]
+    with pytest.raises(InputError):
+        expand_strategies(["MCL"], None, ["NN"])  # MCL-NN does not exist
+    assert expand_strategies(["all"], None) == [n for n in STRATEGIES if n not in ("AN", "EM", "EM-PL")]
+    assert expand_strategies(["all", "FWD"], "clip")[-3:] == ["AN", "EM", "EM-PL"]
+
+
 def test_split_is_seeded_ninety_ten():
     train, valid = split_indices(1400, seed=1207)
     assert len(valid) == 140 and len(np.intersect1d(train, valid)) == 0 and len(train) + len(valid) == 1400
@@ -212,7 +222,7 @@ def test_benchmark_command_every_strategy_one_epoch(cli, digits_repo, tmp_path):
 
 def test_benchmark_resumes_and_writes_the_results_format(cli, digits_repo, tmp_path):
     out = tmp_path / "bench"
-    args = ["benchmark", digits_repo, "-s", "FWD", "-s", "SCL-NL", "--model", "mlp", "--epochs", "2", "--seeds",
+    args = ["benchmark", digits_repo, "-s", "FWD", "-s", "SCL", "--type", "NL", "--model", "mlp", "--epochs", "2", "--seeds",
             "1207,17", "--eval-every", "1", "--lr-grid", "1e-3,1e-4", "--batch-size", "128", "-o", out]  # fmt: skip
     first = cli(*args)
     assert first.exit_code == 0, first.stderr
@@ -326,5 +336,5 @@ def test_benchmark_reads_a_hub_id_from_the_loopback_hub(digits_repo, tmp_path):
                         "--seeds", "1207", "--lr", "1e-3", "--batch-size", "64", "-o", tmp_path / "out")  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
     (run,) = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
-    assert run["dataset"] == "aclorg/digits-uniform" and run["dataset_name"] == "digits-uniform"
+    assert run["dataset"] == "aclorg/digits-uniform" and run["dataset_name"] == "Digits-Uniform"  # from the card
     assert run["test_accuracy"] > 0.8

@@ -99,6 +99,7 @@ def test_likelihood_picks_what_greedy_generation_answers(tiny_model):
             longest = max(starts, key=lambda k: len(q.answers[k]))
             assert picked.choice == longest, (q.options, said.text, q.answers[picked.choice])
             compared += 1
+    assert scored.prefix_passes == 24  # each image once for its 3 rounds
     assert compared >= 10, compared  # the check is not vacuous (pick_option's unit test covers 2-token paths)
 
 
@@ -144,3 +145,22 @@ def test_killed_run_resumes_to_the_same_result(tiny_model, reference, tmp_path, 
                  "--output-dir", out)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert rows(out) == rows(reference)
+
+
+def test_bias_reduction_encodes_each_image_once(tiny_model, tmp_path):
+    """-R asks a block's rounds one call at a time; the kept prefix caches must give the labels of recomputing them."""
+    from aclbuild.labeling.llava import LlavaBackend
+    from aclbuild.labeling.runner import GenerateSettings, run_generate
+
+    class ForgetPrefixes(LlavaBackend):
+        keep_prefixes = property(lambda self: 0, lambda self, value: None)
+
+    settings = GenerateSettings(
+        base="digits", model=str(tiny_model), scoring="likelihood", limit=24, bias_reduction=True
+    )
+    kept = LlavaBackend(str(tiny_model), scoring="likelihood", batch_size=5)
+    run_generate(settings, None, tmp_path / "kept", batch_size=5, backend=kept)
+    forgot = ForgetPrefixes(str(tiny_model), scoring="likelihood", batch_size=5)
+    run_generate(settings, None, tmp_path / "forgot", batch_size=5, backend=forgot)
+    assert kept.prefix_passes == 24 and forgot.prefix_passes == 72  # 24 images x 3 rounds
+    assert rows(tmp_path / "kept") == rows(tmp_path / "forgot")

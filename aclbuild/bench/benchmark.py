@@ -50,6 +50,7 @@ class BenchmarkSpec:
     clean_noisy: float = 0.0
     clip_model: str | None = None
     loader: str = "auto"
+    types: list[str] = field(default_factory=list)  # libcll's --type, joined to each --strategy
 
 
 def parse_lr_grid(text: str) -> list[float]:
@@ -63,8 +64,16 @@ def parse_lr_grid(text: str) -> list[float]:
     return values
 
 
-def expand_strategies(names: list[str], clip_model: str | None) -> list[str]:
-    """Canonical names; ``all`` is every CL strategy and Ord, plus the VLPL family when a CLIP model is given."""
+def expand_strategies(names: list[str], clip_model: str | None, types: list[str] | None = None) -> list[str]:
+    """Canonical names; ``all`` is every CL strategy and Ord, plus the VLPL family when a CLIP model is given.
+
+    With ``types`` (libcll's spelling, ``--strategy URE --type NN --type GA``), each name that is not a strategy by
+    itself is joined with each type: URE-NN, URE-GA. Example: ``expand_strategies(["SCL"], None, ["NL"]) ==
+    ["SCL-NL"]``.
+    """
+    complete = {n.upper() for n in STRATEGIES} | {"ALL"}
+    if types:
+        names = [j for n in names for j in ([n] if n.upper() in complete else [f"{n}-{t}" for t in types])]
     chosen: list[str] = []
     for name in names:
         if name.lower() == "all":
@@ -125,9 +134,12 @@ def load_splits(dataset: str, num_cl: int) -> tuple[ClData, ClData]:
 
 
 def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, accelerator=None) -> list[dict]:
-    """Run every missing run of the grid, then (re)write results.json and results.md; returns all runs in DIR."""
+    """Run every missing run of the grid, then (re)write results.json and results.md; returns all runs in DIR.
+
+    With a ``console``, each run's result and then the results table are printed (by the main process only).
+    """
     output_dir = Path(output_dir)
-    strategies = expand_strategies(spec.strategies, spec.clip_model)
+    strategies = expand_strategies(spec.strategies, spec.clip_model, spec.types)
     if not spec.lrs:
         raise InputError("--lr-grid is empty; give at least one learning rate")
     if not spec.seeds:
@@ -168,13 +180,17 @@ def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, acc
                     accelerator.wait_for_everyone()  # every process sees the same finished runs before the next
     if not accelerator.is_main_process:
         return collect_runs(output_dir)
-    return write_results(output_dir)
+    runs = write_results(output_dir)
+    if console:
+        text = (output_dir / RESULTS_MD).read_text(encoding="utf-8")
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+    return runs
 
 
 def _one_run(spec, output_dir, dataset, dataset_name, strategy, seed, lr, data, accelerator, console) -> None:
     folder = run_folder(output_dir, dataset, strategy, spec, seed, lr)
     if (folder / "run.json").is_file():
-        if console:
+        if console and accelerator.is_main_process:
             console.print(f"  skip (done) {folder.relative_to(output_dir)}")
         return
     folder.mkdir(parents=True, exist_ok=True)
@@ -265,17 +281,16 @@ def write_results(output_dir: str | Path) -> list[dict]:
 def quick_benchmark(repo: str | Path, output_dir: str | Path, console=None) -> list[dict]:
     """The quickstart's short run: FWD and SCL-NL, an MLP, 10 epochs on one seed; prints the results table.
 
-    Starts afresh (``output_dir`` is replaced), as the quickstart rebuilds its repository every time.
-
-    Runs on one CPU thread: for a 64-500-10 MLP, thread synchronisation costs more than it saves (3-10x faster).
+    Starts afresh (``output_dir`` is replaced), as the quickstart rebuilds its repository every time. Runs on one
+    CPU thread: for a 64-500-10 MLP, thread synchronisation costs more than it saves (3-10x faster on 2 cores).
     """
-    spec = BenchmarkSpec(
-        [str(repo)], ["FWD", "SCL-NL"], model="mlp", epochs=10, lrs=[1e-3], batch_size=64, seeds=[1207], eval_every=5
-    )
     import shutil
 
     import torch
 
+    spec = BenchmarkSpec(
+        [str(repo)], ["FWD", "SCL-NL"], model="mlp", epochs=10, lrs=[1e-3], batch_size=64, seeds=[1207], eval_every=5
+    )
     shutil.rmtree(output_dir, ignore_errors=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -283,6 +298,4 @@ def quick_benchmark(repo: str | Path, output_dir: str | Path, console=None) -> l
         runs = run_benchmark(spec, output_dir, console)
     finally:
         torch.set_num_threads(threads)
-    if console:
-        console.print((Path(output_dir) / RESULTS_MD).read_text(encoding="utf-8"), markup=False, highlight=False)
     return runs

@@ -1,1 +1,1 @@
-"""Labelers: synthetic (from a transition matrix) and, later, vision-language models."""
+"""Labelers: synthetic (from a transition matrix) and LLaVA-NeXT, run by :mod:`aclbuild.labeling.runner`."""

@@ -85,6 +85,9 @@ class LlavaBackend:
         self.split_is_exact: bool | None = None  # do prefix and suffix tokenise as the whole prompt does?
         self._tokens: dict[str, list[int]] = {}
         self._pool = self._pool_processor = None
+        self.keep_prefixes = 0  # images whose prefix caches are kept between calls (set by the -R runner)
+        self.prefix_passes = 0  # images sent through the model with their prefix (for tests and benchmarks)
+        self._kept: OrderedDict[tuple, tuple] = OrderedDict()
         self._prefetched: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
 
     # ---------------------------------------------------------------- the reference loop
@@ -153,23 +156,16 @@ class LlavaBackend:
         position predicts every answer's first token); the further tokens of answers longer than one token."""
         import torch
 
-        ready = self._prefetched.pop(tuple(q.index for q in firsts), None)
-        if ready is not None and ready[0] == firsts[0].prefix:
-            inputs = ready[1].result().to(self.device)
-        else:
-            inputs = self._prefix_inputs([q.image for q in firsts], firsts[0].prefix).to(self.device)
-        if len(firsts) > 1 and not bool(inputs["attention_mask"].all()):  # images of different sizes
+        encoded = self._encode_prefix(firsts)
+        if encoded is None:  # images of different sizes: their prefixes differ in length, score them one by one
             return [c for q in group_queries for c in self._score_group([q], [q])]
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
-        self._check_split(firsts[0], inputs["input_ids"][0].tolist())
+        prefix_cache, prefix_len = encoded
         row_of = {q.index: row for row, q in enumerate(firsts)}
         self._tokenise([q.suffix for q in group_queries] + [a for q in group_queries for a in q.answers])
         suffixes = [self._tokens[q.suffix] for q in group_queries]
         answers = [[self._tokens[a] for a in q.answers] for q in group_queries]
         with torch.inference_mode():
-            prefix = self.model(**inputs, use_cache=True)
-            prefix_len = inputs["input_ids"].shape[1]
-            cache = _rows(prefix.past_key_values, [row_of[q.index] for q in group_queries], self.device)
+            cache = _rows(prefix_cache, [row_of[q.index] for q in group_queries], self.device)
             ids, mask = self._padded(suffixes)
             full_mask = torch.cat(
                 [torch.ones(len(suffixes), prefix_len, dtype=mask.dtype, device=self.device), mask], 1
@@ -209,6 +205,36 @@ class LlavaBackend:
                     greedy.append(am)
                 choices.append(pick_option(per, lps, greedy))
         return choices
+
+    def _encode_prefix(self, firsts: list[Query]):
+        """(key/value cache, length) of the images of ``firsts`` with the prompt prefix; None when their sizes differ.
+
+        With ``keep_prefixes`` > 0 (the -R runner, whose rounds of a block are separate calls) the caches of the
+        last ``keep_prefixes`` images are kept, so that an image goes through the model once, not once per round.
+        """
+        import torch
+
+        key = (*(q.index for q in firsts), firsts[0].prefix)
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key]
+        ready = self._prefetched.pop(tuple(q.index for q in firsts), None)
+        if ready is not None and ready[0] == firsts[0].prefix:
+            inputs = ready[1].result().to(self.device)
+        else:
+            inputs = self._prefix_inputs([q.image for q in firsts], firsts[0].prefix).to(self.device)
+        if len(firsts) > 1 and not bool(inputs["attention_mask"].all()):
+            return None
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
+        self._check_split(firsts[0], inputs["input_ids"][0].tolist())
+        with torch.inference_mode():
+            encoded = (self.model(**inputs, use_cache=True).past_key_values, inputs["input_ids"].shape[1])
+        self.prefix_passes += len(firsts)
+        if self.keep_prefixes >= len(firsts):
+            self._kept[key] = encoded
+            while sum(len(k) - 1 for k in self._kept) > self.keep_prefixes:
+                self._kept.popitem(last=False)
+        return encoded
 
     def prefetch(self, images: dict[int, np.ndarray], prefix: str) -> None:
         """Preprocess the next batch's images in a background thread while the model works on this one."""

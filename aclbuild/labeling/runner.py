@@ -159,7 +159,7 @@ class _Job:
         self.batch_size, self.state = batch_size, state
         self.names = list(base.prompt_names(settings.long_label))
         self.store = PartStore(parts)
-        self.images_done = 0
+        self.images_to_label = 0
         self.noisy = self.answered = 0
 
     def _mine(self, items: list) -> list:
@@ -172,6 +172,8 @@ class _Job:
     def run(self) -> None:
         self._snapshot()
         rounds = range(self.s.num_rounds)
+        # images this run labels, over all processes (for images per second)
+        self.images_to_label = sum(not all(self.store.done(i, r) for r in rounds) for i in range(len(self.records)))
         total = len(self.records) * self.s.num_rounds
         with progress_bar(f"labeling {self.base.name} ({self.s.labeler})", total) as advance:
             advance(len(self.store.rows))
@@ -189,17 +191,22 @@ class _Job:
 
     def _run_reduced(self, advance) -> None:
         """-R: (block, round) units in order; each unit's draws use the budgets left by all earlier units."""
+        if hasattr(self.backend, "keep_prefixes"):  # a block's rounds come one after the other: keep its images
+            self.backend.keep_prefixes = budgets.BLOCK
         blocks = budgets.visit_blocks(list(range(len(self.records))), self.s.seed)
-        unit_of = {i: b for b, block in enumerate(blocks) for i in block}
         initial = budgets.initial_budgets(len(self.records), self.base.num_classes, self.s.num_rounds)
+        chosen = np.zeros(self.base.num_classes, dtype=np.int64)  # CLs of every unit before the current one
+        previous: tuple[list[int], int] | None = None
         for b, block in enumerate(blocks):
             for rnd in range(self.s.num_rounds):
                 self._snapshot()
-                counts = np.zeros(self.base.num_classes, dtype=np.int64)
-                for (i, r), row in self.store.rows.items():
-                    if row["label"] != FAILED and (unit_of[i], r) < (b, rnd):
-                        counts[row["label"]] += 1
-                snapshot = budgets.budgets_after(initial, counts)
+                if previous is not None:  # every process has finished the previous unit: count its answers
+                    for i in previous[0]:
+                        label = self.store.rows[(i, previous[1])]["label"]
+                        if label != FAILED:
+                            chosen[label] += 1
+                previous = (block, rnd)
+                snapshot = budgets.budgets_after(initial, chosen)
                 mine = self._mine([i for i in block if not self.store.done(i, rnd)])
 
                 def draw(i: int, r: int, snapshot=snapshot) -> list[int]:
@@ -282,7 +289,6 @@ class _Job:
             if row["status"] == "ok":
                 self.answered += 1
                 self.noisy += row["label"] == row["ord_label"]
-        self.images_done += len({row["index"] for row in rows})
         what = "noise" if self.s.mode == "cl" else "accuracy"
         advance(len(rows), note=f"{what} {100 * self.noisy / max(self.answered, 1):.2f}%")
 
@@ -290,7 +296,7 @@ class _Job:
 def _finish(job: _Job, output_dir: Path, seconds: float, command: list[str] | None) -> None:
     s = job.s
     rows = [job.store.rows[(i, r)] for i in range(len(job.records)) for r in range(s.num_rounds)]
-    images_per_second = job.images_done / seconds if seconds > 0 and job.images_done else 0.0
+    images_per_second = job.images_to_label / seconds if seconds > 0 else 0.0
     backend = job.backend
     provenance = {
         "labeler": s.labeler, "model": getattr(backend, "model_id", None) if s.labeler == "llava" else None,
