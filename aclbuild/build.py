@@ -113,17 +113,7 @@ def load_source(
         return attach_labels(rows, read_source_images(base, images, "train"), num_cl, str(source))
     if images is not None:
         raise InputError("--images goes with a label CSV source; a legacy pickle carries its own images")
-    if drop_failed:  # `aclbuild generate` marks a failed query with CL -1; drop those images
-        from aclbuild.labeling.outputs import read_pickle_dropping_failed
-
-        return read_pickle_dropping_failed(source, base, num_cl)
-    try:
-        return read_legacy_pickle(source, base, num_cl)
-    except SourceError:
-        from aclbuild.labeling.outputs import refuse_failed_queries
-
-        refuse_failed_queries(source)  # a clearer message when the cause is failed queries
-        raise
+    return read_legacy_pickle(source, base, num_cl, drop_failed)
 
 
 def build_from_source(

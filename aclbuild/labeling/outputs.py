@@ -27,10 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aclbuild.errors import SourceError
-from aclbuild.registry import Base
 from aclbuild.repository import staged_output
 from aclbuild.schema import ClRecord
+from aclbuild.stats import normalise_rows, transition_counts
 
 TABLE = "labels.parquet"
 PICKLE = "labels.pkl"
@@ -94,11 +93,12 @@ def summarise(rows: list[dict], num_classes: int, mode: str, num_rounds: int) ->
         "retries": sum(r["retries"] for r in rows),
         "retry_rate": sum(r["retries"] for r in rows) / attempts if attempts else 0.0,
     }
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    for r in ok:
-        counts[r["ord_label"], r["label"]] += 1
-    totals = counts.sum(axis=1, keepdims=True)
-    matrix = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    counts = transition_counts(
+        np.array([r["ord_label"] for r in ok], dtype=np.int64),
+        np.array([r["label"] for r in ok], dtype=np.int64).reshape(-1, 1),
+        num_classes,
+    )
+    matrix = normalise_rows(counts)
     if mode == "cl":
         stats["noise_rate"] = float(np.trace(counts) / counts.sum()) if counts.sum() else 0.0
         stats["cls_per_class"] = counts.sum(axis=0).tolist()
@@ -136,65 +136,3 @@ def write_outputs(output_dir: Path, rows: list[dict], records: list[ClRecord], m
         write_legacy_pickle(labelled, output_dir / PICKLE, overwrite=True)
     with staged_output(output_dir / LOG, overwrite=True, is_dir=False) as staged:
         staged.write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
-
-
-def drop_failed_images(data: dict, source: str) -> tuple[dict, int]:
-    """A legacy pickle dict without the images that carry a failed query (CL -1); returns it and how many went."""
-    keep = [i for i, cls in enumerate(data["cl_labels"]) if min(np.asarray(cls).reshape(-1), default=0) >= 0]
-    dropped = len(data["names"]) - len(keep)
-    if not keep:
-        raise SourceError(f"{source}: every image has a failed query; nothing is left to build")
-    images = data["images"]
-    return {
-        "names": [data["names"][i] for i in keep],
-        "images": images[keep] if isinstance(images, np.ndarray) else [images[i] for i in keep],
-        "ord_labels": [data["ord_labels"][i] for i in keep],
-        "cl_labels": [data["cl_labels"][i] for i in keep],
-    }, dropped
-
-
-def count_failed(data: dict) -> int:
-    """Images of a legacy pickle dict that carry a failed query (a CL of -1)."""
-    return sum(1 for cls in data["cl_labels"] if min(np.asarray(cls).reshape(-1), default=0) < 0)
-
-
-def refuse_failed_queries(path: str | Path) -> None:
-    """Raise a clear error when a legacy pickle carries failed queries (CL -1); return quietly otherwise."""
-    from aclbuild.loaders.safe_pickle import safe_load
-
-    try:
-        with Path(path).open("rb") as f:
-            data = safe_load(f, str(path))
-        failed = count_failed(data) if isinstance(data, dict) and "cl_labels" in data else 0
-    except (SourceError, TypeError, ValueError):
-        return
-    if failed:
-        raise SourceError(
-            f"{path}: {failed} images carry a failed query (CL -1; see labels.json beside it); "
-            "pass --drop-failed to build without those images"
-        )
-
-
-def read_pickle_dropping_failed(path: str | Path, base: Base, num_cl: int | None) -> list[ClRecord]:
-    """Records of a legacy pickle without the images that carry a failed query, checked as any pickle is."""
-    import pickle
-    import tempfile
-
-    from aclbuild.loaders.legacy_pickle import read_legacy_pickle
-    from aclbuild.loaders.safe_pickle import safe_load
-
-    path = Path(path)
-    if not path.is_file():
-        raise SourceError(f"{path} does not exist or is not a file")
-    with path.open("rb") as f:
-        data = safe_load(f, str(path))
-    if not isinstance(data, dict) or "cl_labels" not in data or "names" not in data:
-        return read_legacy_pickle(path, base, num_cl)  # let the usual checks explain what is wrong
-    if not count_failed(data):
-        return read_legacy_pickle(path, base, num_cl)
-    kept, _ = drop_failed_images(data, str(path))
-    with tempfile.TemporaryDirectory(prefix="aclbuild-drop-") as tmp:
-        filtered = Path(tmp) / path.name
-        with filtered.open("wb") as f:
-            pickle.dump(kept, f, protocol=4)
-        return read_legacy_pickle(filtered, base, num_cl)

@@ -24,6 +24,7 @@ from aclbuild.repository import staged_output
 from aclbuild.schema import ClRecord
 
 KEYS = ("names", "images", "ord_labels", "cl_labels")
+FAILED_QUERY = -1  # the CL `aclbuild generate` writes for a query that never got a parseable answer
 
 
 def _int_matrix(values, what: str, path: Path) -> np.ndarray:
@@ -74,8 +75,13 @@ def _images(raw, count: int, base: Base, path: Path) -> list[np.ndarray]:
     return [np.ascontiguousarray(image) for image in images]
 
 
-def read_legacy_pickle(path: str | Path, base: Base, num_cl: int | None = None) -> list[ClRecord]:
-    """Records of a legacy CL pickle, checked against ``base``; keeps the first ``num_cl`` CLs when given."""
+def read_legacy_pickle(
+    path: str | Path, base: Base, num_cl: int | None = None, drop_failed: bool = False
+) -> list[ClRecord]:
+    """Records of a legacy CL pickle, checked against ``base``; keeps the first ``num_cl`` CLs when given.
+
+    Images with a failed query (a CL of -1, from `aclbuild generate`) are refused, or left out with ``drop_failed``.
+    """
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{path} does not exist or is not a file")
@@ -106,6 +112,18 @@ def read_legacy_pickle(path: str | Path, base: Base, num_cl: int | None = None) 
     if ord_labels.shape[1] != 1:
         raise SourceError(f"{path}: ord_labels must hold one integer per image")
     cl_labels = _int_matrix(data["cl_labels"], "cl_labels", path)
+    failed = (cl_labels == FAILED_QUERY).any(axis=1)
+    if failed.any():
+        if not drop_failed:
+            raise SourceError(
+                f"{path}: {int(failed.sum())} images carry a failed query (CL -1; see labels.json beside it); "
+                "pass --drop-failed to build without those images"
+            )
+        if failed.all():
+            raise SourceError(f"{path}: every image has a failed query; nothing is left to build")
+        keep = np.flatnonzero(~failed)
+        names, images = [names[i] for i in keep], [images[i] for i in keep]
+        ord_labels, cl_labels = ord_labels[keep], cl_labels[keep]
     _check_range(ord_labels, "ord_labels", base, path)
     _check_range(cl_labels, "cl_labels", base, path)
     cl_labels = select_cls(cl_labels, num_cl, str(path))
