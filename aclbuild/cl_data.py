@@ -111,13 +111,14 @@ def estimate_transition(ord_labels: torch.Tensor, pair_image: torch.Tensor, pair
         >>> estimate_transition(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([1, 0]), 2).tolist()
         [[0.0, 1.0], [1.0, 0.0]]
     """
-    known = ord_labels[pair_image] >= 0  # images without a true label (-1) say nothing about T
-    counts = torch.zeros(k, k, dtype=torch.float64)
-    ones = torch.ones(int(known.sum()), dtype=torch.float64)
-    counts.index_put_((ord_labels[pair_image][known], pair_cl[known]), ones, accumulate=True)
-    totals = counts.sum(dim=1, keepdim=True)
-    uniform = (torch.ones(k, k, dtype=torch.float64) - torch.eye(k, dtype=torch.float64)) / (k - 1)
-    return torch.where(totals > 0, counts / totals.clamp_min(1), uniform).float()
+    from aclbuild.stats import normalise_rows, transition_counts
+
+    pair_true = ord_labels[pair_image]
+    known = pair_true >= 0  # images without a true label (-1) say nothing about T
+    counts = transition_counts(pair_true[known].numpy(), pair_cl[known].numpy().reshape(-1, 1), k)
+    uniform = (np.ones((k, k)) - np.eye(k)) / (k - 1)
+    matrix = np.where(counts.sum(axis=1, keepdims=True) > 0, normalise_rows(counts), uniform)
+    return torch.from_numpy(matrix).float()
 
 
 def _card_pretty_name(folder: Path) -> str | None:
