@@ -107,6 +107,20 @@ def render_card(
     return card
 
 
+def card_pretty_name(folder: str | Path) -> str:
+    """The card's ``pretty_name`` of a repository folder, else the folder's name (no card, or one that does not parse).
+
+    Example:
+        >>> card_pretty_name("out/aclcifar10")   # doctest: +SKIP
+        'ACLCIFAR10'
+    """
+    folder = Path(folder)
+    try:
+        return DatasetCard.load(folder / "README.md").data.pretty_name or folder.name
+    except Exception:  # noqa: BLE001 - a missing or broken card still leaves the data readable
+        return folder.name
+
+
 def card_problems(card: DatasetCard) -> list[str]:
     """What is missing or wrong in a card's YAML (empty when it is complete)."""
     data = card.data.to_dict()

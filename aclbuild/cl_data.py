@@ -121,16 +121,10 @@ def estimate_transition(ord_labels: torch.Tensor, pair_image: torch.Tensor, pair
     return torch.from_numpy(matrix).float()
 
 
-def _card_pretty_name(folder: Path) -> str | None:
-    card = folder / "README.md"
-    if not card.is_file():
-        return None
-    match = re.search(r"^pretty_name:\s*(.+)$", card.read_text(encoding="utf-8"), flags=re.MULTILINE)
-    return match.group(1).strip().strip("'\"") if match else None
-
-
 def _read_columns(repo_or_dir: str, split: str, with_images: bool):
     """(image bytes list or None, ord_labels, cl_labels N x m or None, class names, pretty name) of one split."""
+    from aclbuild.cards import card_pretty_name
+
     folder = Path(repo_or_dir)
     if folder.is_dir():
         from aclbuild.repository import label_arrays, read_features, read_table
@@ -142,7 +136,7 @@ def _read_columns(repo_or_dir: str, split: str, with_images: bool):
         ord_labels, cl_labels = label_arrays(table)
         images = table.column("images").combine_chunks().field("bytes").to_pylist() if with_images else None
         names = tuple(read_features(folder)["ord_labels"].names)
-        return images, ord_labels, cl_labels, names, _card_pretty_name(folder) or folder.name
+        return images, ord_labels, cl_labels, names, card_pretty_name(folder)
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_or_dir):
         raise SourceError(f"{repo_or_dir} is neither a repository folder nor a Hub dataset id (org/name)")
     return _read_hub(repo_or_dir, split, with_images)

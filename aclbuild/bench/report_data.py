@@ -179,17 +179,11 @@ def read_curve(path: Path) -> dict[int, float]:
 
 def read_repository(folder: Path) -> RepositorySummary:
     """Name (card YAML pretty_name, else the folder name), class names and train statistics of a repository."""
-    from huggingface_hub import DatasetCard
-
+    from aclbuild.cards import card_pretty_name
     from aclbuild.repository import read_features
     from aclbuild.stats import repository_stats
 
-    pretty_name = folder.name
-    if (folder / "README.md").is_file():
-        try:
-            pretty_name = DatasetCard.load(folder / "README.md").data.pretty_name or folder.name
-        except Exception:  # noqa: BLE001 - a card that does not parse still leaves the data readable
-            pretty_name = folder.name
+    pretty_name = card_pretty_name(folder)
     class_names = tuple(read_features(folder)["ord_labels"].names)
     train = repository_stats(folder).get("train")
     if not train or not train.get("cls_per_image"):
@@ -212,9 +206,7 @@ def load_inputs(paths: Sequence[Path | str]) -> tuple[list[Run], list[Repository
                 advance()
                 continue
             seen.add(key)
-            if path.is_file() and path.suffix.lower() == ".json":
-                runs.extend(read_results(path))
-            elif path.is_dir() and results.is_file():
+            if path.is_file() and path.suffix.lower() == ".json" or path.is_dir() and results.is_file():
                 runs.extend(read_results(path))
             elif path.is_dir() and split_shards(path):
                 repositories.append(read_repository(path))
