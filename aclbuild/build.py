@@ -74,7 +74,7 @@ def build_repository(
         np.array([r.ord_label for r in train]), np.array([r.cl_labels for r in train]), base.num_classes
     )
     with staged_output(output, overwrite) as staged, ThreadPoolExecutor(1) as background:
-        # The figure is drawn while the shards are written: matplotlib holds the GIL, zlib in the encoder does not.
+        # The figure is drawn while the shards are written: matplotlib holds the GIL, the encoder's deflate does not.
         heatmap = background.submit(
             save_heatmap, np.array(train_stats["transition_matrix"]), base.class_names,
             f"{variant.pretty_name}: P(CL | true label)", staged / HEATMAP_PATH,

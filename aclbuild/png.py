@@ -2,19 +2,18 @@
 
 PIL costs about 100 us per 32x32 image, mostly per-call overhead and its per-row filter search. Here a whole batch is
 filtered at once with the PNG "Average" filter (type 3: byte minus the mean of its left and upper neighbours, which
-compresses natural images about as well as PIL's adaptive choice), then each image is one zlib call with the
+compresses natural images about as well as PIL's adaptive choice), then each image is one deflate call with the
 fastest deflate at hand: ISA-L's (python-isal, level 1) when installed, about 2.3x faster than zlib for the same
 size, else zlib's run-length strategy (after filtering, long-distance matches are rare, so Z_RLE loses nothing).
-numpy and both deflates release the GIL, so threads scale across cores. The result is a plain PNG that every reader decodes to the same pixels.
+numpy and both deflates release the GIL, so callers run batches on several threads (see
+``aclbuild.repository.write_split``). The result is a plain PNG that every reader decodes to the same pixels.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image as PILImage
@@ -66,7 +65,7 @@ def _encode(images: np.ndarray) -> list[bytes]:
     return out
 
 
-def encode_png_batch(images: np.ndarray, threads: int | None = None) -> list[bytes]:
+def encode_png_batch(images: np.ndarray) -> list[bytes]:
     """PNG bytes of each image of an N x H x W x 3 uint8 array (all the same size).
 
     Example:
@@ -75,17 +74,7 @@ def encode_png_batch(images: np.ndarray, threads: int | None = None) -> list[byt
     """
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected N x H x W x 3 uint8 images, got {images.dtype} {images.shape}")
-    threads = max(1, min(threads or os.cpu_count() or 1, len(images) // 256))
-    if threads == 1:
-        return _encode(images)
-    with ThreadPoolExecutor(threads) as pool:
-        encoded = pool.map(_encode, np.array_split(images, threads))
-    return [data for part in encoded for data in part]
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of one H x W x 3 uint8 array."""
-    return encode_png_batch(image[None], threads=1)[0]
+    return _encode(images)
 
 
 def decode_image(data: bytes) -> np.ndarray:

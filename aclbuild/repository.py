@@ -93,7 +93,7 @@ def _cl_column(rows: Sequence[ClRecord], num_cl: int) -> pa.FixedSizeListArray:
 
 
 def _encode_chunk(records: Sequence[ClRecord]) -> list[bytes]:
-    return encode_png_batch(np.stack([r.image for r in records]), threads=1)
+    return encode_png_batch(np.stack([r.image for r in records]))
 
 
 def write_split(
@@ -111,7 +111,7 @@ def write_split(
     encoded: list[bytes] = []
     chunks = [records[start : start + ENCODE_CHUNK] for start in range(0, len(records), ENCODE_CHUNK)]
     with progress_bar(f"encoding {split} images", len(records)) as advance, ThreadPoolExecutor(os.cpu_count()) as pool:
-        # One task per chunk keeps every core busy; map returns the chunks in order.
+        # One task per chunk keeps every core busy (numpy and deflate release the GIL); map keeps the order.
         for chunk, pngs in zip(chunks, pool.map(_encode_chunk, chunks)):
             encoded.extend(pngs)
             advance(len(chunk))
