@@ -84,6 +84,21 @@ def record_hash_update(digest, name: str, image_bytes: bytes, ord_label: int, cl
     digest.update(f"{ord_label}|{'' if cl_labels is None else ','.join(map(str, cl_labels))}\n".encode())
 
 
+def row_values(table: pa.Table) -> list[tuple]:
+    """(name, image bytes, ord_label, cl_labels list or None) per row, in order: exactly what the content hash covers."""
+    names = table.column("names").to_pylist()
+    images = table.column("images").combine_chunks().field("bytes").to_pylist()
+    ord_labels, cl_labels = label_arrays(table)
+    cls = [None] * len(names) if cl_labels is None else cl_labels.tolist()
+    return list(zip(names, images, ord_labels.tolist(), cls))
+
+
+def hash_rows(digest, rows) -> None:
+    """Feed rows of :func:`row_values` into a split's content hash."""
+    for name, image, ord_label, cls in rows:
+        record_hash_update(digest, name or "", image or b"", ord_label, cls)
+
+
 def _cl_column(rows: Sequence[ClRecord], num_cl: int) -> pa.FixedSizeListArray:
     """The fixed-length cl_labels column, built from one flat int64 buffer (pa.array on nested lists is slow)."""
     missing = [r.cl_labels is None for r in rows]

@@ -17,7 +17,7 @@ from huggingface_hub import DatasetCard
 
 from aclbuild.build import MANIFEST
 from aclbuild.cards import card_problems
-from aclbuild.repository import SHARD_PATTERN, label_arrays, record_hash_update, split_shards
+from aclbuild.repository import SHARD_PATTERN, hash_rows, label_arrays, row_values, split_shards
 from aclbuild.schema import COLUMNS
 
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
@@ -121,15 +121,13 @@ def _check_split(folder, split, paths, card_features, declared_count, manifest_e
         for what, values in (("ord_labels", ord_labels), ("cl_labels", cl_labels)):
             if values is not None and values.size and (values.min() < 0 or values.max() >= num_classes):
                 problems.append(f"split '{split}': {what} outside 0..{num_classes - 1}")
-    images = table.column("images").combine_chunks().field("bytes").to_pylist()
-    bad = [n for n, b in zip(names, images) if not b or not b.startswith(_IMAGE_MAGIC)]
+    rows = row_values(table)
+    bad = [name for name, image, _, _ in rows if not image or not image.startswith(_IMAGE_MAGIC)]
     if bad:
         problems.append(f"split '{split}': {len(bad)} images are empty or not PNG/JPEG, e.g. {bad[0]!r}")
     if manifest_entry:
         digest = hashlib.sha256()
-        cl_rows = [None] * len(names) if cl_labels is None else cl_labels.tolist()
-        for name, image, y, cls in zip(names, images, ord_labels.tolist(), cl_rows):
-            record_hash_update(digest, name or "", image or b"", y, cls)
+        hash_rows(digest, rows)
         if digest.hexdigest() != manifest_entry.get("sha256"):
             problems.append(f"split '{split}': content differs from the build's recorded hash in {MANIFEST}")
     return problems

@@ -136,7 +136,7 @@ def _check_load(repo_id, revision, token, cache, streaming: bool, expected: _Exp
 def _check_split(split: str, ds, expected: _Expected, report: VerifyReport) -> list[str]:
     from datasets import Image
 
-    from aclbuild.repository import read_table
+    from aclbuild.repository import hash_rows, read_table, row_values
 
     problems = []
     features = ds.features
@@ -150,12 +150,13 @@ def _check_split(split: str, ds, expected: _Expected, report: VerifyReport) -> l
                 problems.append(f"split '{split}': {column} class names {names} differ from the registry's")
     local = None
     if expected.local is not None and split in expected.local_hashes:
-        local = list(_row_values(read_table(expected.local, split)))
+        local = row_values(read_table(expected.local, split))
     digest, count, first_diff = hashlib.sha256(), 0, None
     rows = ds.cast_column("images", Image(decode=False)).with_format("arrow")
     for batch in rows.iter(batch_size=BATCH_ROWS):
-        for offset, row in enumerate(_row_values(batch)):
-            _hash_row(digest, row)
+        batch_rows = row_values(batch)
+        hash_rows(digest, batch_rows)
+        for offset, row in enumerate(batch_rows):
             if local is not None and first_diff is None:
                 first_diff = _diff_row(count + offset, row, local)
         count += batch.num_rows
@@ -173,24 +174,6 @@ def _check_split(split: str, ds, expected: _Expected, report: VerifyReport) -> l
                 f"split '{split}': rows differ from the local build" + (f" ({first_diff})" if first_diff else "")
             )
     return problems
-
-
-def _row_values(batch):
-    """(name, image bytes, ord_label, cl_labels or None) per row of an Arrow batch."""
-    from aclbuild.repository import label_arrays
-
-    names = batch.column("names").to_pylist()
-    images = batch.column("images").combine_chunks().field("bytes").to_pylist()
-    ord_labels, cl_labels = label_arrays(batch)
-    cls = [None] * len(names) if cl_labels is None else cl_labels.tolist()
-    return list(zip(names, images, ord_labels.tolist(), cls))
-
-
-def _hash_row(digest, row) -> None:
-    from aclbuild.repository import record_hash_update
-
-    name, image, y, cls = row
-    record_hash_update(digest, name or "", image or b"", y, cls)
 
 
 def _diff_row(index: int, row, local: list) -> str | None:
