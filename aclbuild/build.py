@@ -20,7 +20,7 @@ from aclbuild.cards import HEATMAP_PATH, render_card, save_heatmap
 from aclbuild.errors import InputError, OutputExistsError, SourceError
 from aclbuild.registry import Base, Variant, get_variant
 from aclbuild.repository import staged_output, write_split
-from aclbuild.schema import ClRecord, features
+from aclbuild.schema import ClRecord, arrow_schema
 from aclbuild.stats import label_stats
 
 MANIFEST = "aclbuild.json"
@@ -69,7 +69,7 @@ def build_repository(
         check_records(test, base, "test", need_cls=False)
         test = [r if r.cl_labels is None else ClRecord(r.name, r.image, r.ord_label) for r in test]
     num_cl = len(train[0].cl_labels or ())
-    feats = features(base.class_names, num_cl)
+    schema = arrow_schema(base.class_names, num_cl)
     train_stats = label_stats(
         np.array([r.ord_label for r in train]), np.array([r.cl_labels for r in train]), base.num_classes
     )
@@ -79,11 +79,11 @@ def build_repository(
             save_heatmap, np.array(train_stats["transition_matrix"]), base.class_names,
             f"{variant.pretty_name}: P(CL | true label)", staged / HEATMAP_PATH,
         )  # fmt: skip
-        splits = [write_split(staged, "train", train, feats, max_shard_size)]
+        splits = [write_split(staged, "train", train, schema, max_shard_size)]
         if test:
-            splits.append(write_split(staged, "test", test, feats, max_shard_size))
+            splits.append(write_split(staged, "test", test, schema, max_shard_size))
         heatmap.result()
-        card = render_card(variant, feats, splits, train_stats, provenance, repo_id)
+        card = render_card(variant, num_cl, splits, train_stats, provenance, repo_id)
         (staged / "README.md").write_text(str(card), encoding="utf-8")
         manifest = {
             "dataset": variant.name,

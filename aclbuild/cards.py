@@ -12,12 +12,12 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from datasets import DatasetInfo, Features
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from aclbuild import __version__
 from aclbuild.registry import Variant
 from aclbuild.repository import SplitInfo
+from aclbuild.schema import card_features
 
 HEATMAP_PATH = "figures/transition_matrix.png"
 REQUIRED_YAML = (
@@ -40,9 +40,9 @@ def size_category(num_examples: int) -> str:
     return "1M<n<10M"
 
 
-def card_metadata(variant: Variant, feats: Features, splits: list[SplitInfo]) -> DatasetCardData:
+def card_metadata(variant: Variant, num_cl: int, splits: list[SplitInfo]) -> DatasetCardData:
     """The card's YAML: licence, names, tags, configs and dataset_info (features, split sizes)."""
-    info = DatasetInfo(features=feats)._to_yaml_dict()
+    info: dict = {"features": card_features(variant.base.class_names, num_cl)}
     info["splits"] = [{"name": s.name, "num_bytes": s.num_bytes, "num_examples": s.num_examples} for s in splits]
     info["dataset_size"] = sum(s.num_bytes for s in splits)
     extra = {}
@@ -70,7 +70,7 @@ def card_metadata(variant: Variant, feats: Features, splits: list[SplitInfo]) ->
 
 def render_card(
     variant: Variant,
-    feats: Features,
+    num_cl: int,
     splits: list[SplitInfo],
     train_stats: dict,
     provenance: dict | None = None,
@@ -80,7 +80,7 @@ def render_card(
     template = resources.files("aclbuild").joinpath("dataset_cards/dataset_card.md").read_text(encoding="utf-8")
     base = variant.base
     card = DatasetCard.from_template(
-        card_metadata(variant, feats, splits),
+        card_metadata(variant, num_cl, splits),
         template_str=template,
         name=variant.name,
         kind=variant.kind,
@@ -101,7 +101,8 @@ def render_card(
         heatmap=HEATMAP_PATH,
         version=__version__,
     )
-    problems = card_problems(DatasetCard(str(card)))
+    # dataset_info is not parsed with datasets here (a 0.7 s import); tests/test_schema.py checks its features list.
+    problems = card_yaml_problems(DatasetCard(str(card)))
     if problems:  # a template or metadata bug, not bad input
         raise RuntimeError("generated card is invalid: " + "; ".join(problems))
     return card
@@ -121,12 +122,21 @@ def card_pretty_name(folder: str | Path) -> str:
         return folder.name
 
 
-def card_problems(card: DatasetCard) -> list[str]:
-    """What is missing or wrong in a card's YAML (empty when it is complete)."""
+def card_yaml_problems(card: DatasetCard) -> list[str]:
+    """Required YAML keys or the complementary-label-learning tag that a card lacks (empty when none)."""
     data = card.data.to_dict()
     problems = [f"card YAML lacks '{key}'" for key in REQUIRED_YAML if not data.get(key)]
     if "complementary-label-learning" not in (data.get("tags") or []):
         problems.append("card YAML tags lack 'complementary-label-learning'")
+    return problems
+
+
+def card_problems(card: DatasetCard) -> list[str]:
+    """What is missing or wrong in a card's YAML, its dataset_info parsed by datasets (empty when it is complete)."""
+    from datasets import DatasetInfo
+
+    problems = card_yaml_problems(card)
+    data = card.data.to_dict()
     if data.get("dataset_info"):
         try:
             DatasetInfo._from_yaml_dict(dict(data["dataset_info"]))

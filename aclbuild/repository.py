@@ -5,7 +5,7 @@ carry the Features in their Arrow metadata, so ``load_dataset(folder)`` and ``lo
 ClassLabel names and fixed-length lists with no extra code.
 
 Example:
-    >>> info = write_split(tmp, "train", records, features(names, 3))   # doctest: +SKIP
+    >>> info = write_split(tmp, "train", records, arrow_schema(names, 3))   # doctest: +SKIP
     >>> [r.name for r in iter_records(tmp, "train")][:2]                 # doctest: +SKIP
 """
 
@@ -22,21 +22,24 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Features
 
 from aclbuild.errors import OutputExistsError, SourceError
 from aclbuild.png import decode_image, encode_png_batch
 from aclbuild.progress import progress_bar
 from aclbuild.schema import ClRecord
 
+if TYPE_CHECKING:
+    from datasets import Features
+
 SPLITS = ("train", "test")
 SHARD_PATTERN = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 ROWS_PER_ROW_GROUP = 1000
-ENCODE_CHUNK = 2000
+ENCODE_CHUNK = 500  # images per encoder task: small temporaries are reused rather than page-faulted in anew
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,44 @@ def hash_rows(digest, rows) -> None:
         record_hash_update(digest, name or "", image or b"", ord_label, cls)
 
 
-def _cl_column(rows: Sequence[ClRecord], num_cl: int) -> pa.FixedSizeListArray:
-    """The fixed-length cl_labels column, built from one flat int64 buffer (pa.array on nested lists is slow)."""
-    missing = [r.cl_labels is None for r in rows]
-    flat = np.array([r.cl_labels or (0,) * num_cl for r in rows], dtype=np.int64).reshape(-1)
-    mask = pa.array(missing, pa.bool_()) if any(missing) else None
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat), num_cl, mask=mask)
+# Columns are built from flat buffers: faster than pa.array on Python lists, which also imports pandas (0.15 s) to
+# test whether a list is array-like.
+def _validity(missing: np.ndarray) -> pa.Buffer | None:
+    """Arrow's validity bitmap (1 = present) of a boolean "missing" vector, or None when nothing is missing."""
+    return pa.py_buffer(np.packbits(~missing, bitorder="little")) if missing.any() else None
+
+
+def _packed(values: Sequence[bytes], arrow_type: pa.DataType) -> pa.Array:
+    """A binary or string array of ``values`` (bytes; UTF-8 for strings)."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
+
+
+def _int_labels(values: list, arrow_type: pa.DataType, width: int = 1) -> pa.Array:
+    """int64 labels (None = null): a plain array for ``width`` 1, else a fixed-size list of ``width`` per row."""
+    missing = np.array([v is None for v in values], dtype=bool)
+    empty = 0 if width == 1 else (0,) * width
+    flat = np.array([empty if v is None else v for v in values], dtype=np.int64).reshape(-1)
+    if width == 1:
+        return pa.Array.from_buffers(arrow_type, len(values), [_validity(missing), pa.py_buffer(flat)])
+    items = pa.Array.from_buffers(pa.int64(), len(flat), [None, pa.py_buffer(flat)])
+    return pa.Array.from_buffers(arrow_type, len(values), [_validity(missing)], children=[items])
+
+
+def _record_batch(rows: Sequence[ClRecord], pngs: Sequence[bytes], schema: pa.Schema) -> pa.RecordBatch:
+    """One row group of the repository's columns."""
+    images = pa.StructArray.from_arrays(
+        [_packed(pngs, pa.binary()), pa.nulls(len(rows), pa.string())], fields=list(schema.field("images").type)
+    )
+    cl_type = schema.field("cl_labels").type
+    columns = [
+        _packed([r.name.encode() for r in rows], pa.string()),
+        images,
+        _int_labels([r.ord_label for r in rows], pa.int64()),
+        _int_labels([r.cl_labels for r in rows], cl_type, cl_type.list_size),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def _encode_chunk(records: Sequence[ClRecord]) -> list[bytes]:
@@ -115,14 +150,16 @@ def write_split(
     folder: Path | str,
     split: str,
     records: Sequence[ClRecord],
-    feats: Features,
+    schema: pa.Schema,
     max_shard_size: int = 500 * 10**6,
 ) -> SplitInfo:
-    """Write ``records`` as ``folder/data/{split}-*.parquet`` shards of at most ``max_shard_size`` bytes each."""
+    """Write ``records`` as ``folder/data/{split}-*.parquet`` shards of at most ``max_shard_size`` bytes each.
+
+    ``schema`` is :func:`aclbuild.schema.arrow_schema` of the repository's class names and CLs per image.
+    """
     data = Path(folder) / "data"
     data.mkdir(parents=True, exist_ok=True)
-    schema = feats.arrow_schema
-    num_cl = feats["cl_labels"].length
+    num_cl = schema.field("cl_labels").type.list_size
     encoded: list[bytes] = []
     chunks = [records[start : start + ENCODE_CHUNK] for start in range(0, len(records), ENCODE_CHUNK)]
     with progress_bar(f"encoding {split} images", len(records)) as advance, ThreadPoolExecutor(os.cpu_count()) as pool:
@@ -136,20 +173,10 @@ def write_split(
     digest = hashlib.sha256()
     for index in range(count):
         lo, hi = bounds[index], bounds[index + 1]
-        rows = records[lo:hi]
-        table = pa.table(
-            {
-                "names": pa.array([r.name for r in rows], pa.string()),
-                "images": pa.StructArray.from_arrays(
-                    [pa.array(encoded[lo:hi], pa.binary()), pa.nulls(hi - lo, pa.string())], names=["bytes", "path"]
-                ),
-                "ord_labels": pa.array([r.ord_label for r in rows], pa.int64()),
-                "cl_labels": _cl_column(rows, num_cl),
-            },
-            schema=schema,
-        )
+        groups = [(a, min(a + ROWS_PER_ROW_GROUP, hi)) for a in range(lo, hi, ROWS_PER_ROW_GROUP)]
+        table = pa.Table.from_batches([_record_batch(records[a:b], encoded[a:b], schema) for a, b in groups], schema)
         pq.write_table(table, data / shard_name(split, index, count), row_group_size=ROWS_PER_ROW_GROUP)
-        for r, image_bytes in zip(rows, encoded[lo:hi]):
+        for r, image_bytes in zip(records[lo:hi], encoded[lo:hi]):
             record_hash_update(digest, r.name, image_bytes, r.ord_label, r.cl_labels)
     return SplitInfo(split, len(records), total, count, digest.hexdigest())
 
@@ -167,6 +194,8 @@ def read_table(folder: Path | str, split: str, columns: list[str] | None = None)
 
 def read_features(folder: Path | str) -> Features:
     """The Features stored in the Arrow metadata of the repository's first shard."""
+    from datasets import Features
+
     shards = split_shards(folder)
     if not shards:
         raise SourceError(f"{folder} holds no data/*.parquet shards; is it a repository that `aclbuild build` wrote?")

@@ -24,7 +24,7 @@ from aclbuild.labeling.synthetic import label_records, transition_matrix
 from aclbuild.loaders.digits import read_digits
 from aclbuild.registry import get_variant
 from aclbuild.repository import write_split
-from aclbuild.schema import ClRecord, features
+from aclbuild.schema import ClRecord, arrow_schema
 from aclbuild.stats import repository_stats
 
 TESTS = Path(__file__).resolve().parent
@@ -187,9 +187,10 @@ def test_mlp_learns_digits_from_complementary_labels(strategy, digits_splits, tm
 
 def test_resnet_runs_through_both_input_paths(tmp_path):
     rng = np.random.default_rng(0)
-    make = lambda n, cls: [
-        ClRecord(f"img_{i}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), i % 10, cls(i)) for i in range(n)
-    ]
+    def make(n, cls):
+        return [
+            ClRecord(f"img_{i}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), i % 10, cls(i)) for i in range(n)
+        ]
     train = make(40, lambda i: ((i + 1) % 10, (i + 2) % 10))
     repo = build_repository(get_variant("aclcifar10"), train, make(20, lambda i: None), tmp_path / "tiny")
     data = prepare_run_data(*[load_cl_dataset(repo, s, num_cl=2, channels_first=True) for s in ("train", "test")],
@@ -251,10 +252,11 @@ def test_clean_noisy_and_num_cl_runs(cli, digits_repo, tmp_path):
 def repo_without_true_labels(tmp_path) -> Path:
     """A repository whose train split has CLs but null ord_labels (what a CL-only release could hold)."""
     rng = np.random.default_rng(0)
-    feats = features(tuple(str(d) for d in range(10)), 2)
-    image = lambda: rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    write_split(tmp_path, "train", [ClRecord(f"t{i}", image(), None, (1, 2)) for i in range(20)], feats)
-    write_split(tmp_path, "test", [ClRecord(f"s{i}", image(), i % 10) for i in range(10)], feats)
+    schema = arrow_schema(tuple(str(d) for d in range(10)), 2)
+    def image():
+        return rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    write_split(tmp_path, "train", [ClRecord(f"t{i}", image(), None, (1, 2)) for i in range(20)], schema)
+    write_split(tmp_path, "test", [ClRecord(f"s{i}", image(), i % 10) for i in range(10)], schema)
     return tmp_path
 
 
