@@ -3,7 +3,7 @@
 The folder goes up as it is (its Parquet shards are never decoded or re-encoded) in one commit that adds changed
 files and removes stale ones under ``data/`` and ``figures/``; unchanged data makes no commit. A commit is atomic on
 the Hub, so a failed push leaves the remote at its previous commit. The token is never printed, logged or written:
-every message that leaves this module passes through :func:`scrub`.
+every message that leaves this module passes through :func:`aclbuild.hub_errors.scrub`.
 
 Example:
     >>> result = push_folder("out/aclcifar10", "my-org/aclcifar10", token="hf_...")   # doctest: +SKIP
@@ -13,27 +13,22 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from aclbuild.errors import AuthError, HubError, InputError, InvalidRepositoryError
+from aclbuild.hub_errors import answer_lost, hub_errors, is_transient, quiet_hub_logs, with_retries
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MANAGED_PREFIXES = ("data/", "figures/")  # remote files here that the folder lacks are stale and get deleted
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before each retry of a transient failure; ACLBUILD_HUB_RETRY_DELAYS overrides
-TRANSIENT_STATUS = (429, 500, 502, 503, 504)
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -65,13 +60,6 @@ class PushResult:
     files: int
     bytes: int
     seconds: float
-
-
-def scrub(text: str, token: str | None) -> str:
-    """``text`` with the token (and any ``Bearer`` value) masked: messages must never carry it."""
-    if token:
-        text = text.replace(token, "***")
-    return re.sub(r"(Bearer\s+)\S+", r"\1***", text)
 
 
 def resolve_token(token: str | None) -> str:
@@ -202,12 +190,12 @@ def push_folder(
     started = time.perf_counter()
     with hub_errors(endpoint, repo_id, token):
         if dry_run:
-            plan = _retry(lambda: plan_push(api, repo_id, folder, revision))
+            plan = with_retries(lambda: plan_push(api, repo_id, folder, revision))
             return PushResult(repo_id, revision, plan, None, plan.head, None, 0, 0, time.perf_counter() - started)
-        _retry(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True))
+        with_retries(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True))
         if revision != "main":
-            _retry(lambda: api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True))
-        plan = _retry(lambda: plan_push(api, repo_id, folder, revision))
+            with_retries(lambda: api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True))
+        plan = with_retries(lambda: plan_push(api, repo_id, folder, revision))
     if plan.is_empty:
         return PushResult(repo_id, revision, plan, None, plan.head, None, 0, 0, time.perf_counter() - started)
     with hub_errors(endpoint, repo_id, token, unchanged_at=plan.head):
@@ -253,7 +241,7 @@ def _commit(api, folder: Path, repo_id: str, revision: str, plan: PushPlan, crea
         for op in additions:
             upload = functools.partial(api.preupload_lfs_files, repo_id, [op], repo_type="dataset",
                                        revision=revision, create_pr=create_pr, free_memory=False)  # fmt: skip
-            _retry(upload)
+            with_retries(upload)
             advance(op.upload_info.size, note=op.path_in_repo)
     operations = additions + [CommitOperationDelete(rel) for rel in plan.deleted]
 
@@ -268,15 +256,15 @@ def _commit(api, folder: Path, repo_id: str, revision: str, plan: PushPlan, crea
 
     def give_up(exc: BaseException) -> bool:
         # A pull request leaves the branch head alone, so a lost answer cannot be told from a lost request.
-        return _answer_lost(exc) if create_pr else landed()
+        return answer_lost(exc) if create_pr else landed()
 
     try:
-        return _retry(send, give_up=give_up)
+        return with_retries(send, give_up=give_up)
     except Exception as exc:
-        if create_pr and _answer_lost(exc):
+        if create_pr and answer_lost(exc):
             lost = f"the answer to the pull-request commit on {repo_id} was lost; check its pull requests"
             raise HubError(f"{lost} before pushing again (the branch is unchanged at {plan.head[:7]})") from None
-        if create_pr or not (_is_transient(exc) and landed()):
+        if create_pr or not (is_transient(exc) and landed()):
             raise
         # The head moved: our commit landed and only its answer was lost, or someone else pushed meanwhile.
         if not plan_push(api, repo_id, folder, revision).is_empty:
@@ -284,122 +272,3 @@ def _commit(api, folder: Path, repo_id: str, revision: str, plan: PushPlan, crea
         head = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
         url = f"{api.endpoint}/datasets/{repo_id}/commit/{head}"
         return CommitInfo(commit_url=url, commit_message=message, commit_description="", oid=head)
-
-
-def quiet_hub_logs() -> None:
-    """Silence huggingface_hub's warnings: our errors say what went wrong, in one line each."""
-    from huggingface_hub.utils import logging as hub_logging
-
-    hub_logging.set_verbosity_error()
-
-
-def retry_delays() -> tuple[float, ...]:
-    """The back-off schedule: RETRY_DELAYS, or ACLBUILD_HUB_RETRY_DELAYS such as ``0.5,1,2`` (empty: no retries)."""
-    text = os.environ.get("ACLBUILD_HUB_RETRY_DELAYS")
-    if text is None:
-        return RETRY_DELAYS
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise InputError(f"ACLBUILD_HUB_RETRY_DELAYS={text!r}: write seconds and commas, e.g. 0.5,1,2") from None
-
-
-def _answer_lost(exc: BaseException) -> bool:
-    """Whether the request may have reached the Hub without its answer coming back (not a refused connection)."""
-    import httpx2
-
-    cause = _root_cause(exc)
-    return isinstance(cause, httpx2.TransportError) and not isinstance(
-        cause, (httpx2.ConnectError, httpx2.ConnectTimeout)
-    )
-
-
-def _retry(call: Callable[[], T], give_up: Callable[[BaseException], bool] | None = None) -> T:
-    """``call()``, retried with back-off on transient failures (connection errors, 429 and 5xx answers)."""
-    for delay in (*retry_delays(), None):
-        try:
-            return call()
-        except Exception as exc:  # only transient ones are retried; the rest are re-raised as they are
-            if delay is None or not _is_transient(exc):
-                raise
-            time.sleep(delay)
-            if give_up is not None and give_up(exc):
-                raise
-    raise AssertionError("unreachable")
-
-
-def _is_transient(exc: BaseException) -> bool:
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if isinstance(exc, httpx2.TransportError):
-        return True
-    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
-        return exc.response.status_code in TRANSIENT_STATUS
-    cause = _root_cause(exc)
-    return cause is not exc and _is_transient(cause)
-
-
-@contextlib.contextmanager
-def hub_errors(endpoint: str, repo_id: str, token: str | None, unchanged_at: str | None = None) -> Iterator[None]:
-    """Turn huggingface_hub and transport exceptions into one-line project errors, token scrubbed."""
-    try:
-        yield
-    except (HubError, InputError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - every failure talking to the Hub becomes one line
-        error = describe_hub_error(exc, endpoint, repo_id, has_token=bool(token))
-        if unchanged_at:
-            error = type(error)(f"{error}; the push failed and the remote is unchanged at commit {unchanged_at[:7]}")
-        raise type(error)(scrub(str(error), token)) from None
-
-
-def describe_hub_error(exc: BaseException, endpoint: str, repo_id: str, has_token: bool = True) -> HubError:
-    """One clear line for a failure talking to the Hub."""
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-    cause = _root_cause(exc)
-    if isinstance(cause, httpx2.ConnectError):
-        return HubError(f"cannot reach the Hub at {endpoint} ({_first_line(cause) or 'connection refused'})")
-    if isinstance(cause, httpx2.TransportError):
-        return HubError(f"the connection to {endpoint} failed ({type(cause).__name__}: {_first_line(cause)})")
-    if isinstance(cause, RevisionNotFoundError):
-        return HubError(f"{repo_id}: the revision does not exist")
-    status = cause.response.status_code if isinstance(cause, HfHubHTTPError) and cause.response is not None else None
-    if status == 401 and not has_token:
-        return AuthError(f"{repo_id} is not readable without a token at {endpoint} (401): it is private or missing")
-    if status == 401:
-        return AuthError(f"the Hub at {endpoint} refused the token (401 Unauthorized); check --token or HF_TOKEN")
-    if status == 403:
-        return AuthError(f"you may not write to {repo_id} (403 Forbidden): the namespace belongs to someone else "
-                         "or the token lacks write access")  # fmt: skip
-    if isinstance(cause, RepositoryNotFoundError):
-        return HubError(f"dataset repository {repo_id} not found at {endpoint} (or it is private to another account)")
-    if status == 412:
-        return HubError(f"{repo_id} changed on the Hub while pushing; run the push again")
-    if status is not None:
-        return HubError(f"the Hub answered {status} for {repo_id}: {_server_message(cause)}")
-    return HubError(f"talking to the Hub at {endpoint} failed: {type(cause).__name__}: {_first_line(cause)}")
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The HTTP or transport error behind a wrapper (huggingface_hub wraps them in RuntimeError and ValueError)."""
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError
-
-    seen, current = set(), exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, (HfHubHTTPError, httpx2.TransportError)):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return exc
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0]
-
-
-def _server_message(exc) -> str:
-    return getattr(exc, "server_message", None) or _first_line(exc)

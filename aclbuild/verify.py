@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aclbuild.errors import InvalidRepositoryError, UnknownNameError
-from aclbuild.hub import DEFAULT_ENDPOINT, hub_errors, quiet_hub_logs
+from aclbuild.hub import DEFAULT_ENDPOINT
+from aclbuild.hub_errors import hub_errors, quiet_hub_logs
 
 BATCH_ROWS = 1000
 

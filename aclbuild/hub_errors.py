@@ -1,0 +1,151 @@
+"""Talking to the Hub safely: retries with back-off, one-line project errors, and a token that never leaks.
+
+Every failure of huggingface_hub or the transport becomes a :class:`aclbuild.errors.HubError` (or
+:class:`AuthError`) with one clear line; every message passes through :func:`scrub` first.
+
+Example:
+    >>> scrub("401 for Bearer hf_secret", "hf_secret")
+    '401 for Bearer ***'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from aclbuild.errors import AuthError, HubError, InputError
+
+RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before each retry of a transient failure; ACLBUILD_HUB_RETRY_DELAYS overrides
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+
+T = TypeVar("T")
+
+
+def scrub(text: str, token: str | None) -> str:
+    """``text`` with the token (and any ``Bearer`` value) masked: messages must never carry it."""
+    if token:
+        text = text.replace(token, "***")
+    return re.sub(r"(Bearer\s+)\S+", r"\1***", text)
+
+
+def quiet_hub_logs() -> None:
+    """Silence huggingface_hub's warnings: our errors say what went wrong, in one line each."""
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
+
+
+def retry_delays() -> tuple[float, ...]:
+    """The back-off schedule: RETRY_DELAYS, or ACLBUILD_HUB_RETRY_DELAYS such as ``0.5,1,2`` (empty: no retries)."""
+    text = os.environ.get("ACLBUILD_HUB_RETRY_DELAYS")
+    if text is None:
+        return RETRY_DELAYS
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"ACLBUILD_HUB_RETRY_DELAYS={text!r}: write seconds and commas, e.g. 0.5,1,2") from None
+
+
+def answer_lost(exc: BaseException) -> bool:
+    """Whether the request may have reached the Hub without its answer coming back (not a refused connection)."""
+    import httpx2
+
+    cause = _root_cause(exc)
+    return isinstance(cause, httpx2.TransportError) and not isinstance(
+        cause, (httpx2.ConnectError, httpx2.ConnectTimeout)
+    )
+
+
+def with_retries(call: Callable[[], T], give_up: Callable[[BaseException], bool] | None = None) -> T:
+    """``call()``, retried with back-off on transient failures (connection errors, 429 and 5xx answers)."""
+    for delay in (*retry_delays(), None):
+        try:
+            return call()
+        except Exception as exc:  # only transient ones are retried; the rest are re-raised as they are
+            if delay is None or not is_transient(exc):
+                raise
+            time.sleep(delay)
+            if give_up is not None and give_up(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+def is_transient(exc: BaseException) -> bool:
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, httpx2.TransportError):
+        return True
+    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+        return exc.response.status_code in TRANSIENT_STATUS
+    cause = _root_cause(exc)
+    return cause is not exc and is_transient(cause)
+
+
+@contextlib.contextmanager
+def hub_errors(endpoint: str, repo_id: str, token: str | None, unchanged_at: str | None = None) -> Iterator[None]:
+    """Turn huggingface_hub and transport exceptions into one-line project errors, token scrubbed."""
+    try:
+        yield
+    except (HubError, InputError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure talking to the Hub becomes one line
+        error = describe_hub_error(exc, endpoint, repo_id, has_token=bool(token))
+        if unchanged_at:
+            error = type(error)(f"{error}; the push failed and the remote is unchanged at commit {unchanged_at[:7]}")
+        raise type(error)(scrub(str(error), token)) from None
+
+
+def describe_hub_error(exc: BaseException, endpoint: str, repo_id: str, has_token: bool = True) -> HubError:
+    """One clear line for a failure talking to the Hub."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    cause = _root_cause(exc)
+    if isinstance(cause, httpx2.ConnectError):
+        return HubError(f"cannot reach the Hub at {endpoint} ({_first_line(cause) or 'connection refused'})")
+    if isinstance(cause, httpx2.TransportError):
+        return HubError(f"the connection to {endpoint} failed ({type(cause).__name__}: {_first_line(cause)})")
+    if isinstance(cause, RevisionNotFoundError):
+        return HubError(f"{repo_id}: the revision does not exist")
+    status = cause.response.status_code if isinstance(cause, HfHubHTTPError) and cause.response is not None else None
+    if status == 401 and not has_token:
+        return AuthError(f"{repo_id} is not readable without a token at {endpoint} (401): it is private or missing")
+    if status == 401:
+        return AuthError(f"the Hub at {endpoint} refused the token (401 Unauthorized); check --token or HF_TOKEN")
+    if status == 403:
+        return AuthError(f"you may not write to {repo_id} (403 Forbidden): the namespace belongs to someone else "
+                         "or the token lacks write access")  # fmt: skip
+    if isinstance(cause, RepositoryNotFoundError):
+        return HubError(f"dataset repository {repo_id} not found at {endpoint} (or it is private to another account)")
+    if status == 412:
+        return HubError(f"{repo_id} changed on the Hub while pushing; run the push again")
+    if status is not None:
+        return HubError(f"the Hub answered {status} for {repo_id}: {_server_message(cause)}")
+    return HubError(f"talking to the Hub at {endpoint} failed: {type(cause).__name__}: {_first_line(cause)}")
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The HTTP or transport error behind a wrapper (huggingface_hub wraps them in RuntimeError and ValueError)."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    seen, current = set(), exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (HfHubHTTPError, httpx2.TransportError)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _server_message(exc) -> str:
+    return getattr(exc, "server_message", None) or _first_line(exc)
