@@ -207,11 +207,19 @@ def read_features(folder: Path | str) -> Features:
 
 
 def label_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
-    """(ord_labels as an int64 vector, cl_labels as an N x m int64 matrix or None when all are null)."""
+    """(ord_labels as an int64 vector, cl_labels as an N x m int64 matrix or None when all are null).
+
+    Raises :class:`SourceError` when only some rows have complementary labels (no split a build writes does).
+    """
     ord_labels = table.column("ord_labels").to_numpy().astype(np.int64)
     column = table.column("cl_labels").combine_chunks()
     if column.null_count == len(column):
         return ord_labels, None
+    if column.null_count:
+        raise SourceError(
+            f"{column.null_count} of {len(column)} rows have no cl_labels: a split has complementary labels on "
+            "every row (train) or on none (test); `aclbuild validate` lists the problems of the folder"
+        )
     width = column.type.list_size if pa.types.is_fixed_size_list(column.type) else None
     values = column.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
     return ord_labels, values.reshape(len(column), width or -1)

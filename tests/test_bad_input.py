@@ -139,3 +139,25 @@ def test_num_cl_too_large(cli, tmp_path, legacy_pickle):
     _assert_clean_failure(
         cli("build", legacy_pickle, "--dataset", "aclcifar10", "-o", out, "--num-cl", "4"), out, "--num-cl must be 1..3"
     )
+
+
+def test_split_with_some_rows_lacking_cls(cli, tmp_path, legacy_pickle):
+    """A hand-edited train split where some rows lost their CLs: validate lists it, stats and export refuse it."""
+    from aclbuild.registry import get_variant
+    from aclbuild.repository import iter_records, split_shards, write_split
+    from aclbuild.schema import ClRecord, arrow_schema
+
+    repo = tmp_path / "repo"
+    assert cli("build", legacy_pickle, "--dataset", "aclcifar10", "-o", repo).exit_code == 0
+    records = list(iter_records(repo, "train"))
+    for path in split_shards(repo)["train"]:
+        path.unlink()
+    holes = [ClRecord(r.name, r.image, r.ord_label, None if i % 4 == 0 else r.cl_labels) for i, r in enumerate(records)]
+    write_split(repo, "train", holes, arrow_schema(get_variant("aclcifar10").base.class_names, 3))
+    validate = cli("validate", repo)
+    assert validate.exit_code == 2 and "every image needs complementary labels (10 rows have none)" in validate.output
+    for args in (("stats", repo), ("export", repo, "--to", "pickle", "--output", tmp_path / "back.pkl")):
+        result = cli(*args)
+        assert result.exit_code == 2 and "10 of 40 rows have no cl_labels" in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "back.pkl").exists()
