@@ -87,8 +87,15 @@ def test_likelihood_picks_what_greedy_generation_answers(tiny_model):
     for backend in (greedy, scored):  # favour min10's words, so that greedy answers often start with an option
         with torch.no_grad():
             backend.model.get_output_embeddings().weight[words] *= 3.0
+    scored.prefetch_images = True  # the GPU's background preprocessing, exercised here on CPU
+    picks = scored.answer(queries)
+    assert scored._pool is not None  # the background thread did preprocess later groups
+    unprefetched = LlavaBackend(str(tiny_model), scoring="likelihood", batch_size=4)
+    with torch.no_grad():
+        unprefetched.model.get_output_embeddings().weight[words] *= 3.0
+    assert [r.choice for r in unprefetched.answer(queries)] == [r.choice for r in picks]
     compared = 0
-    for q, said, picked in zip(queries, greedy.answer(queries), scored.answer(queries)):
+    for q, said, picked in zip(queries, greedy.answer(queries), picks):
         said_ids = tokenizer(said.text, add_special_tokens=False)["input_ids"]
         starts = [
             k
