@@ -75,6 +75,7 @@ def with_retries(call: Callable[[], T], give_up: Callable[[BaseException], bool]
 
 
 def is_transient(exc: BaseException) -> bool:
+    """Whether a failure is worth retrying: a transport error, or a 429 or 5xx answer, possibly wrapped."""
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
 

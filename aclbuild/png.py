@@ -18,17 +18,21 @@ import zlib
 import numpy as np
 from PIL import Image as PILImage
 
+
+def _zlib_deflate(data) -> bytes:
+    """Plain zlib's run-length deflate: the same format as ISA-L's, slower."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    return compressor.compress(data) + compressor.flush()
+
+
 try:
     from isal import isal_zlib
 
-    def _deflate(data: bytes) -> bytes:
+    def _deflate(data) -> bytes:
         return isal_zlib.compress(data, 1)
 
-except ImportError:  # plain zlib: same format, slower
-
-    def _deflate(data: bytes) -> bytes:
-        compressor = zlib.compressobj(6, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-        return compressor.compress(data) + compressor.flush()
+except ImportError:
+    _deflate = _zlib_deflate
 
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
