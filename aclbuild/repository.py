@@ -116,9 +116,10 @@ def _packed(values: Sequence[bytes], arrow_type: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
 
 
-def _int_labels(values: list, arrow_type: pa.DataType, width: int = 1) -> pa.Array:
-    """int64 labels (None = null): a plain array for ``width`` 1, else a fixed-size list of ``width`` per row."""
+def _int_labels(values: list, arrow_type: pa.DataType) -> pa.Array:
+    """int64 labels (None = null): one per row for int64, a tuple per row for a fixed-size list of int64."""
     missing = np.array([v is None for v in values], dtype=bool)
+    width = arrow_type.list_size if pa.types.is_fixed_size_list(arrow_type) else 1
     empty = 0 if width == 1 else (0,) * width
     flat = np.array([empty if v is None else v for v in values], dtype=np.int64).reshape(-1)
     if width == 1:
@@ -132,12 +133,11 @@ def _record_batch(rows: Sequence[ClRecord], pngs: Sequence[bytes], schema: pa.Sc
     images = pa.StructArray.from_arrays(
         [_packed(pngs, pa.binary()), pa.nulls(len(rows), pa.string())], fields=list(schema.field("images").type)
     )
-    cl_type = schema.field("cl_labels").type
     columns = [
         _packed([r.name.encode() for r in rows], pa.string()),
         images,
         _int_labels([r.ord_label for r in rows], pa.int64()),
-        _int_labels([r.cl_labels for r in rows], cl_type, cl_type.list_size),
+        _int_labels([r.cl_labels for r in rows], schema.field("cl_labels").type),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
