@@ -136,7 +136,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, bias_reduction)
     whole = run_generate(settings, None, tmp_path / "whole", batch_size=8, backend=Scripted(lowest_option))
     with pytest.raises(KeyboardInterrupt):
         run_generate(settings, None, tmp_path / "cut", batch_size=4, backend=Scripted(lowest_option, die_after=5))
-    assert len(list((tmp_path / "cut" / "parts").glob("part-*.parquet"))) == 5
+    assert len(list((tmp_path / "cut" / "parts").glob("part-*.arrow"))) == 5
     with pytest.raises(OutputExistsError):
         run_generate(settings, None, tmp_path / "cut", backend=Scripted(lowest_option))
     resumed_backend = Scripted(lowest_option)

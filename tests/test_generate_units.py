@@ -10,7 +10,7 @@ import pytest
 from aclbuild.errors import InputError
 from aclbuild.labeling import budgets
 from aclbuild.labeling.candidates import reshuffled, uniform_candidates
-from aclbuild.labeling.llava import kv_bytes_per_token, pick_option
+from aclbuild.labeling.llava import choose_options, kv_bytes_per_token
 from aclbuild.labeling.parsing import parse_answer
 from aclbuild.labeling.prompts import load_template
 
@@ -88,13 +88,28 @@ def test_templates_default_custom_and_refused(tmp_path):
         load_template("cl", bad)
 
 
-def test_pick_option_prefers_the_greedy_path():
-    # candidate 0's tokens are each the arg-max (greedy generation would say it) though candidate 1 is likelier
-    assert pick_option([[5, 6], [7]], [[-0.7, -1.6], [-0.8]], [[5, 6], [5]]) == 0
-    # no greedy path: the most likely wins
-    assert pick_option([[5, 6], [7]], [[-0.7, -1.6], [-0.8]], [[5, 9], [5]]) == 1
-    # two greedy paths (one a prefix of the other): the longer is what greedy decoding continues into
-    assert pick_option([[5], [5, 6]], [[-0.1], [-0.1, -0.2]], [[5], [5, 6]]) == 1
+def _logits(probabilities: dict[int, float], vocab: int = 10):
+    import torch
+
+    p = torch.full((vocab,), 1e-3)
+    for token, prob in probabilities.items():
+        p[token] = prob
+    return p.log()
+
+
+def test_choose_prefers_the_greedy_path():
+    import torch
+
+    # candidate 0 ("5 6") is what greedy decoding says, though candidate 1 ("7") is likelier as a whole
+    first = torch.stack([_logits({5: 0.5, 7: 0.45})] * 2)
+    greedy_6, likely_9 = _logits({6: 0.3, 9: 0.2}), _logits({6: 0.2, 9: 0.7})
+    answers = [[[5, 6], [7]], [[5, 6], [7]]]
+    later = torch.stack([greedy_6, likely_9])[:, None, :]  # one further step of "5 6" for each query
+    assert choose_options(answers, first, later, [(0, 0), (1, 0)]).tolist() == [0, 1]  # no greedy path: the likeliest
+    # two greedy paths, one the start of the other: the longer is what greedy decoding continues into
+    assert choose_options([[[5], [5, 6]]], first[:1], greedy_6[None, None, :], [(0, 1)]).tolist() == [1]
+    # single-token answers only; ties go to the earlier candidate
+    assert choose_options([[[7], [3], [3]]], _logits({3: 0.6})[None, :], None, []).tolist() == [1]
 
 
 def test_kv_bytes_per_token_of_mistral_7b():

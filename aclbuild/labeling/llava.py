@@ -26,27 +26,31 @@ import numpy as np
 
 from aclbuild.errors import InputError
 from aclbuild.labeling.backend import Query, Reply
+from aclbuild.labeling.inputs import BatchInputs
 
 DTYPES = ("bf16", "fp16", "fp32")
 SCORINGS = ("generate", "likelihood")
 
 
-def pick_option(token_ids: list[list[int]], logprobs: list[list[float]], argmax_ids: list[list[int]]) -> int:
-    """Index of the winning candidate: a full greedy path first (the longest if several), else the most likely.
+def pick_options(greedy, lengths, logprobs):
+    """Index of each query's winning candidate: a full greedy path first (the longest if several), else the most
+    likely; ties go to the earlier candidate.
 
-    ``logprobs[c][t]`` is log p(token t of candidate c | prefix, earlier tokens) and ``argmax_ids[c][t]`` the
-    arg-max token at that step.
+    All three are [queries, candidates] tensors: ``greedy[q, c]`` says every token of candidate c is the arg-max
+    given the prefix and its earlier tokens, ``lengths`` counts its tokens (0 for a missing candidate) and
+    ``logprobs`` sums their log-probabilities.
 
     Example:
-        >>> pick_option([[5, 6], [7]], [[-0.7, -1.6], [-0.8]], [[5, 6], [5]])   # greedy path beats likelihood
-        0
+        >>> import torch
+        >>> pick_options(torch.tensor([[True, False]]), torch.tensor([[2, 1]]), torch.tensor([[-2.3, -0.8]])).tolist()
+        [0]
     """
+    import torch
 
-    def key(c: int) -> tuple[bool, int, float]:
-        greedy = all(t == a for t, a in zip(token_ids[c], argmax_ids[c]))
-        return greedy, len(token_ids[c]) if greedy else 0, float(sum(logprobs[c]))
-
-    return max(range(len(token_ids)), key=key)
+    greedy = greedy & (lengths > 0)
+    longest = torch.where(greedy, lengths, -1).amax(dim=1, keepdim=True)
+    contenders = torch.where(greedy.any(dim=1, keepdim=True), greedy & (lengths == longest), lengths > 0)
+    return torch.where(contenders, logprobs, float("-inf")).argmax(dim=1)  # argmax: the first of equal maxima
 
 
 def kv_bytes_per_token(text_config, dtype_bytes: int) -> int:
@@ -78,25 +82,44 @@ class LlavaBackend:
         self.processor, self.model = loaded or _load(self.model_id, self.torch_dtype, self.device)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
+        self.inputs = BatchInputs(self.processor)
         self.revision = getattr(self.model.config, "_commit_hash", None) or (
             "local" if Path(self.model_id).is_dir() else "unknown"
         )
         self.kv_bytes_per_token = kv_bytes_per_token(self.model.config.text_config, self.model.dtype.itemsize)
         self.split_is_exact: bool | None = None  # do prefix and suffix tokenise as the whole prompt does?
         self._tokens: dict[str, list[int]] = {}
-        self._pool = self._pool_processor = None
-        # Preprocess the next batch's images on a background thread only on a GPU, where the forward passes release
-        # the GIL while the device works. On CPU the thread's Python competes with the forward passes for the GIL
-        # and the cores: measured on 2 cores, it doubled their time and made labeling about 6% slower overall.
-        self.prefetch_images = self.device.type == "cuda"
         self.keep_prefixes = 0  # images whose prefix caches are kept between calls (set by the -R runner)
         self.prefix_passes = 0  # images sent through the model with their prefix (for tests and benchmarks)
         self._kept: OrderedDict[tuple, tuple] = OrderedDict()
-        self._prefetched: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
+        self._ready: dict = {}  # what prepare() computed for the current answer() call
+
+    def answer(self, queries: list[Query], prepared: dict | None = None) -> list[Reply]:
+        """The replies to ``queries``; ``prepared`` is what :meth:`prepare` returned for them, if it was called."""
+        self._ready = prepared or {}
+        try:
+            return self._likelihood(queries) if self.scoring == "likelihood" else self._generate(queries)
+        finally:
+            self._ready = {}
+
+    def prepare(self, queries: list[Query]) -> dict:
+        """The model inputs of ``queries`` that need no model (pixels, token ids), for :meth:`answer`.
+
+        The runner calls this for the next batch in a data-loader worker process while the model answers the
+        current batch, so that preprocessing and tokenising overlap the forward passes. Arrays are numpy: they
+        travel back by value, which unlike tensors in shared memory needs no answer from the busy worker.
+        """
+        if self.scoring == "generate":
+            chunks = (queries[s : s + self.batch_size] for s in range(0, len(queries), self.batch_size))
+            return {"prompts": {_keys(c): _numpy(self.inputs([q.image for q in c], [q.prompt for q in c])) for c in chunks}}
+        firsts = list({q.index: q for q in queries}.values())
+        rows = {q.index: row for row, q in enumerate(firsts)}
+        prefix = (firsts[0].prefix, rows, _numpy(self._prefix_inputs([q.image for q in firsts], firsts[0].prefix)))
+        texts = [q.suffix for q in queries] + [a for q in queries for a in q.answers]
+        self._tokenise(texts)
+        return {"prefix": prefix, "tokens": {t: self._tokens[t] for t in texts}}
 
     # ---------------------------------------------------------------- the reference loop
-    def answer(self, queries: list[Query]) -> list[Reply]:
-        return self._likelihood(queries) if self.scoring == "likelihood" else self._generate(queries)
 
     def _generate(self, queries: list[Query]) -> list[Reply]:
         import torch
@@ -104,10 +127,11 @@ class LlavaBackend:
         replies: list[Reply] = []
         for start in range(0, len(queries), self.batch_size):
             chunk = queries[start : start + self.batch_size]
-            inputs = self.processor(
-                images=[_pil(q.image) for q in chunk], text=[q.prompt for q in chunk], padding=True,
-                return_tensors="pt",
-            ).to(self.device)  # fmt: skip
+            ready = self._ready.get("prompts", {}).get(_keys(chunk))
+            if ready is not None:
+                inputs = {k: torch.from_numpy(v).to(self.device) for k, v in ready.items()}
+            else:
+                inputs = self.inputs([q.image for q in chunk], [q.prompt for q in chunk]).to(self.device)
             inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
             with torch.inference_mode():
                 out = self.model.generate(
@@ -128,10 +152,6 @@ class LlavaBackend:
         per_pass = self._images_per_pass(queries[0], max(len(v) for v in by_image.values()))
         for start in range(0, len(images), per_pass):
             group = images[start : start + per_pass]
-            upcoming = images[start + per_pass : start + 2 * per_pass]
-            if upcoming:  # preprocess the next group's images while the model works on this one
-                firsts = [queries[by_image[i][0]] for i in upcoming]
-                self.prefetch({q.index: q.image for q in firsts}, firsts[0].prefix)
             positions = [p for i in group for p in by_image[i]]
             choices = self._score_group([queries[by_image[i][0]] for i in group], [queries[p] for p in positions])
             for p, choice in zip(positions, choices):
@@ -150,7 +170,7 @@ class LlavaBackend:
             return self.batch_size
         import torch
 
-        prefix_tokens = len(self.processor(images=[_pil(query.image)], text=[query.prefix])["input_ids"][0])
+        prefix_tokens = self.inputs([query.image], [query.prefix])["input_ids"].shape[1]
         per_image = self.kv_bytes_per_token * prefix_tokens * (1 + queries_per_image * len(query.answers))
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(self.batch_size, int(0.5 * free // per_image)))
@@ -191,24 +211,7 @@ class LlavaBackend:
                     input_ids=ids2, attention_mask=torch.cat([past_mask, mask2], 1), past_key_values=cache,
                     position_ids=positions,
                 ).logits.float()  # fmt: skip
-            first_lp = torch.log_softmax(first_step, dim=-1)
-            first_max = first_step.argmax(dim=-1).tolist()
-            later_lp = torch.log_softmax(later, dim=-1) if later is not None else None
-            later_max = later.argmax(dim=-1).tolist() if later is not None else None
-            where = {key: row for row, key in enumerate(longer)}
-            choices = []
-            for qi, per in enumerate(answers):
-                lps, greedy = [], []
-                for c, tokens in enumerate(per):
-                    lp, am = [float(first_lp[qi, tokens[0]])], [first_max[qi]]
-                    if len(tokens) > 1:
-                        row = where[(qi, c)]
-                        lp += [float(later_lp[row, j, t]) for j, t in enumerate(tokens[1:])]
-                        am += later_max[row][: len(tokens) - 1]
-                    lps.append(lp)
-                    greedy.append(am)
-                choices.append(pick_option(per, lps, greedy))
-        return choices
+            return choose_options(answers, first_step, later, longer).tolist()
 
     def _encode_prefix(self, firsts: list[Query]):
         """(key/value cache, length) of the images of ``firsts`` with the prompt prefix; None when their sizes differ.
@@ -222,9 +225,11 @@ class LlavaBackend:
         if key in self._kept:
             self._kept.move_to_end(key)
             return self._kept[key]
-        ready = self._prefetched.pop(tuple(q.index for q in firsts), None)
-        if ready is not None and ready[0] == firsts[0].prefix:
-            inputs = ready[1].result().to(self.device)
+        prefix, rows, ready = self._ready.get("prefix", (None, {}, None))
+        if prefix == firsts[0].prefix and all(q.index in rows for q in firsts):
+            picked = [rows[q.index] for q in firsts]
+            whole = picked == list(range(len(rows)))
+            inputs = {k: torch.from_numpy(v if whole else v[picked]).to(self.device) for k, v in ready.items()}
         else:
             inputs = self._prefix_inputs([q.image for q in firsts], firsts[0].prefix).to(self.device)
         if len(firsts) > 1 and not bool(inputs["attention_mask"].all()):
@@ -240,27 +245,8 @@ class LlavaBackend:
                 self._kept.popitem(last=False)
         return encoded
 
-    def prefetch(self, images: dict[int, np.ndarray], prefix: str) -> None:
-        """On a GPU (see ``prefetch_images``), preprocess the next batch's images on a background thread meanwhile."""
-        if not self.prefetch_images or self.scoring != "likelihood" or not images or len(images) > self.batch_size:
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aclbuild-prefetch")
-            # The thread gets its own processor: a fast tokenizer used from two threads can fail ("Already borrowed").
-            self._pool_processor = copy.deepcopy(self.processor)
-        key = tuple(images)
-        if key not in self._prefetched:
-            work = self._pool.submit(self._prefix_inputs, list(images.values()), prefix, self._pool_processor)
-            self._prefetched[key] = (prefix, work)
-        while len(self._prefetched) > 2:  # this batch and the next are all that is ever wanted
-            self._prefetched.popitem(last=False)
-
-    def _prefix_inputs(self, images: list[np.ndarray], prefix: str, processor=None):
-        return (processor or self.processor)(
-            images=[_pil(im) for im in images], text=[prefix] * len(images), padding=True, return_tensors="pt"
-        )
+    def _prefix_inputs(self, images: list[np.ndarray], prefix: str):
+        return self.inputs(images, [prefix] * len(images))
 
     def _padded(self, sequences: list[list[int]]):
         """Right-padded ids and their mask (padding after the real tokens never changes what precedes it)."""
@@ -274,10 +260,11 @@ class LlavaBackend:
 
     def _tokenise(self, texts: list[str]) -> None:
         """Token ids of suffixes and answers, memoised (the same class names and option lists recur)."""
+        self._tokens.update(self._ready.get("tokens", ()))
         new = list(dict.fromkeys(t for t in texts if t not in self._tokens))
         if new:
-            for text, ids in zip(new, self.tokenizer(new, add_special_tokens=False)["input_ids"]):
-                self._tokens[text] = list(ids)
+            for text, ids in zip(new, _token_ids(self.tokenizer, new)):
+                self._tokens[text] = ids
         if len(self._tokens) > 200_000:  # option lists of a long run: keep memory bounded
             self._tokens.clear()
             self._tokenise(texts)
@@ -286,9 +273,54 @@ class LlavaBackend:
         """Record once whether prefix + suffix tokens equal the whole prompt's tokens (logged; not fatal)."""
         if self.split_is_exact is not None:
             return
-        whole = self.processor(images=[_pil(query.image)], text=[query.prompt], return_tensors="pt")["input_ids"]
+        whole = self.inputs([query.image], [query.prompt])["input_ids"]
         suffix = self.tokenizer(query.suffix, add_special_tokens=False)["input_ids"]
         self.split_is_exact = whole[0].tolist() == prefix_ids + suffix
+
+
+def _numpy(inputs) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in inputs.items()}
+
+
+def _keys(queries: list[Query]) -> tuple:
+    return tuple((q.index, q.round_, q.attempt) for q in queries)
+
+
+def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    """``tokenizer(texts, add_special_tokens=False)["input_ids"]``, without the Python wrapping of every encoding."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+
+
+def choose_options(answers: list[list[list[int]]], first_step, later, longer: list[tuple[int, int]]):
+    """Each query's winning candidate (:func:`pick_options`) from the logits that predict each answer token.
+
+    ``first_step[q]`` predicts the first token of query q's answers; ``later[k, j]`` the token j + 1 of the answer
+    ``longer[k]`` = (query, candidate), for the answers of several tokens.
+    """
+    import torch
+
+    width = max(len(per) for per in answers)
+    depth = max(len(a) for per in answers for a in per)
+    flat = [a + [-1] * (depth - len(a)) for per in answers for a in per + [[]] * (width - len(per))]
+    tokens = torch.tensor(flat, device=first_step.device).view(len(answers), width, depth)
+    present = tokens >= 0
+    tokens = tokens.clamp(min=0)
+    first_lp = torch.log_softmax(first_step, dim=-1)
+    logprob = torch.zeros(tokens.shape, device=tokens.device)
+    greedy = torch.ones(tokens.shape, dtype=torch.bool, device=tokens.device)
+    logprob[:, :, 0] = first_lp.gather(1, tokens[:, :, 0])
+    greedy[:, :, 0] = tokens[:, :, 0] == first_step.argmax(dim=-1, keepdim=True)
+    if later is not None:
+        qs, cs = (torch.tensor(v, device=tokens.device) for v in zip(*longer))
+        following = tokens[qs, cs, 1:]  # [answers, depth - 1]
+        logprob[qs, cs, 1:] = torch.log_softmax(later, dim=-1).gather(2, following[..., None]).squeeze(-1)
+        greedy[qs, cs, 1:] = following == later.argmax(dim=-1)
+    return pick_options(
+        (greedy | ~present).all(dim=2), present.sum(dim=2), (logprob * present).sum(dim=2)
+    ).cpu()
 
 
 def _rows(cache, owners: list[int], device):
@@ -299,12 +331,6 @@ def _rows(cache, owners: list[int], device):
     picked = copy.deepcopy(cache, memo)  # shares the tensors; selecting rows then makes new ones
     picked.batch_select_indices(torch.tensor(owners, device=device))
     return picked
-
-
-def _pil(image: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
 
 
 def _load(model_id: str, torch_dtype, device):

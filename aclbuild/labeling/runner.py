@@ -32,6 +32,7 @@ from aclbuild.labeling.backend import Backend, Query
 from aclbuild.labeling.candidates import ordinary_options, reshuffled, uniform_candidates
 from aclbuild.labeling.outputs import FAILED, LOG, PARTS, PartStore, summarise, write_outputs, write_part
 from aclbuild.labeling.parsing import parse_answer
+from aclbuild.labeling.prefetch import prepared_batches
 from aclbuild.labeling.prompts import load_template
 from aclbuild.progress import progress_bar
 from aclbuild.registry import DEFAULT_VLM, SYNTHETIC_MATRICES, Base, get_base
@@ -182,12 +183,16 @@ class _Job:
                 return
             pending = [i for i in range(len(self.records)) if not all(self.store.done(i, r) for r in rounds)]
             mine = self._mine(pending)
-            for start in range(0, len(mine), self.batch_size):
-                self._prefetch(mine[start + self.batch_size : start + 2 * self.batch_size])
-                jobs = [(i, r) for i in mine[start : start + self.batch_size] for r in rounds]
-                jobs = [(i, r) for i, r in jobs if not self.store.done(i, r)]
-                rows = self._synthetic(jobs) if self.s.labeler == "synthetic" else self._ask(jobs, self._uniform)
-                self._commit(rows, advance)
+            batches = [
+                [(i, r) for i in mine[start : start + self.batch_size] for r in rounds if not self.store.done(i, r)]
+                for start in range(0, len(mine), self.batch_size)
+            ]  # fmt: skip
+            if self.s.labeler == "synthetic":
+                for jobs in batches:
+                    self._commit(self._synthetic(jobs), advance)
+                return
+            for jobs, first in prepared_batches(batches, self._first_attempt):
+                self._commit(self._ask(jobs, self._uniform, first), advance)
 
     def _run_reduced(self, advance) -> None:
         """-R: (block, round) units in order; each unit's draws use the budgets left by all earlier units."""
@@ -227,29 +232,37 @@ class _Job:
             return ordinary_options(self.base.num_classes)
         return uniform_candidates(self.s.seed, i, r, self.base.num_classes)
 
-    def _prefetch(self, upcoming: list[int]) -> None:
-        """Let a backend that can (LLaVA, likelihood scoring) preprocess the next batch while this one runs."""
-        prefetch = getattr(self.backend, "prefetch", None)
-        if prefetch is not None and upcoming and self.template is not None:
-            prefix, _ = self.template.split_prompt(self.names[:2])
-            prefetch({i: self.records[i].image for i in upcoming}, prefix)
-
     def _query(self, i: int, r: int, attempt: int, shown: list[int]) -> Query:
         names = [self.names[c] for c in shown]
         answers = names if self.s.mode == "cl" else [str(k + 1) for k in range(len(shown))]
         prefix, suffix = self.template.split_prompt(names)
         return Query(i, r, attempt, self.records[i].image, names, answers, f"{prefix} {suffix}", prefix, suffix)
 
-    def _ask(self, jobs: list[tuple[int, int]], draw) -> list[dict]:
-        """Ask every (image, round) of ``jobs``; unparseable answers are asked again, reshuffled, up to the limit."""
-        drawn = {(i, r): draw(i, r) for i, r in jobs}
+    def _first_attempt(self, jobs: list[tuple[int, int]]) -> tuple[dict, list[Query], object]:
+        """The draws and first queries of ``jobs`` and what the backend prepares for them without its model (run
+        ahead in a worker process by :func:`aclbuild.labeling.prefetch.prepared_batches`)."""
+        drawn = {(i, r): self._uniform(i, r) for i, r in jobs}
+        queries = [self._query(i, r, 0, drawn[(i, r)]) for i, r in jobs]
+        prepare = getattr(self.backend, "prepare", None)
+        return drawn, queries, prepare(queries) if prepare is not None and queries else None
+
+    def _ask(self, jobs: list[tuple[int, int]], draw, first: tuple | None = None) -> list[dict]:
+        """Ask every (image, round) of ``jobs``; unparseable answers are asked again, reshuffled, up to the limit.
+
+        ``first`` is :meth:`_first_attempt`'s result for ``jobs`` when it was prepared ahead.
+        """
+        drawn, first_queries, prepared = first or ({(i, r): draw(i, r) for i, r in jobs}, None, None)
         rows, waiting = [], list(jobs)
         for attempt in range(self.s.max_retries + 1):
             if not waiting:
                 break
             shown = {(i, r): reshuffled(drawn[(i, r)], self.s.seed, i, r, attempt) for i, r in waiting}
-            queries = [self._query(i, r, attempt, shown[(i, r)]) for i, r in waiting]
-            replies = self.backend.answer(queries)
+            if attempt == 0 and first_queries is not None:
+                queries = first_queries
+                replies = self.backend.answer(queries, prepared) if prepared is not None else self.backend.answer(queries)
+            else:
+                queries = [self._query(i, r, attempt, shown[(i, r)]) for i, r in waiting]
+                replies = self.backend.answer(queries)
             still = []
             for (i, r), query, reply in zip(waiting, queries, replies):
                 pick = reply.choice if reply.choice is not None else parse_answer(
