@@ -84,7 +84,7 @@ class _CropPlan:
         ip = getattr(processor, "image_processor", None)
         if type(ip).__name__ not in SUPPORTED_IMAGE_PROCESSORS or not hasattr(processor, "image_token"):
             return None
-        size, crop = ip.size, ip.crop_size
+        size, crop = _size_dict(ip.size), _size_dict(ip.crop_size)
         side = crop.height if crop and crop.height else (size.height or size.shortest_edge)
         base_size = (size.height, size.width) if size.height and size.width else (size.shortest_edge,) * 2
         # Every crop is then side x side; the processor's per-crop resize and centre crop must leave it unchanged.
@@ -121,6 +121,13 @@ class _CropPlan:
         for channel in range(3):
             np.take(self.table[channel], out[..., channel], out=values[:, :, channel])
         return torch.from_numpy(values)
+
+
+def _size_dict(size):
+    """transformers' SizeDict of a size given as one or as a plain dict (set on the processor after it was made)."""
+    from transformers.image_utils import SizeDict
+
+    return SizeDict(**size) if isinstance(size, dict) else size
 
 
 def _fit(height: int, width: int, grid_h: int, grid_w: int) -> tuple[int, int]:
