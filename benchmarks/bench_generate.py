@@ -12,7 +12,7 @@ gpu: llava-v1.6-mistral-7b's architecture (CLIP ViT-L/14-336 + Mistral-7B, 32,06
      (vlm-labeling.md). Random weights never say end-of-answer, so the reference generates --answer-tokens tokens
      per query (default 4: a class word and end-of-answer, as the real model answers), not 30.
 
-    python benchmarks/bench_generate.py cpu [--images 256] [--batch-size 32]
+    python benchmarks/bench_generate.py cpu [--images 1024] [--batch-size 32]
     python benchmarks/bench_generate.py gpu [--images 512] [--batch-size 8]
     python benchmarks/bench_generate.py gpu --smoke --images 16     # the gpu code on CPU, with the tiny model
 """
@@ -173,6 +173,7 @@ def bench_gpu(args) -> None:
     import torch
 
     from aclbuild.labeling.llava import LlavaBackend
+    from aclbuild.labeling.prefetch import prepared_batches
 
     if not torch.cuda.is_available() and not args.smoke:
         raise SystemExit("bench_generate.py gpu needs a CUDA GPU (--smoke runs this code on CPU with the tiny model)")
@@ -199,8 +200,11 @@ def bench_gpu(args) -> None:
         if scoring == "generate":
             for batch_queries in by_round:  # one full generation per query, round after round, as the reference
                 backend.answer(batch_queries)
-        else:
-            backend.answer([q for i in range(args.images) for q in (b[i] for b in by_round)])
+        else:  # as the runner does it: each batch's images and prompts prepared ahead in a worker process
+            per_image = [[b[i] for b in by_round] for i in range(args.images)]
+            chunks = [[q for qs in per_image[s : s + batch] for q in qs] for s in range(0, args.images, batch)]
+            for chunk, ready in prepared_batches(chunks, backend.prepare):
+                backend.answer(chunk, ready)
         sync()
         seconds = time.perf_counter() - start
         results[label] = queries / seconds
@@ -220,13 +224,13 @@ def bench_gpu(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("where", choices=("cpu", "gpu"))
-    parser.add_argument("--images", type=int, default=None, help="images (cpu: 256, gpu: 512)")
+    parser.add_argument("--images", type=int, default=None, help="images (cpu: 1024, gpu: 512)")
     parser.add_argument("--batch-size", type=int, default=None, help="cpu: 32, gpu best mode: 8")
     parser.add_argument("--repeat", type=int, default=3, help="cpu: runs per scoring; the fastest is reported")
     parser.add_argument("--smoke", action="store_true", help="gpu: run its code on CPU with the tiny model")
     parser.add_argument("--answer-tokens", type=int, default=4, help="gpu reference: tokens generated per query")
     args = parser.parse_args()
-    args.images = args.images or (256 if args.where == "cpu" else 512)
+    args.images = args.images or (1024 if args.where == "cpu" else 512)
     args.batch_size = args.batch_size or (32 if args.where == "cpu" else 8)
     bench_cpu(args) if args.where == "cpu" else bench_gpu(args)
 

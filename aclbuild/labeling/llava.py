@@ -106,8 +106,8 @@ class LlavaBackend:
         """The model inputs of ``queries`` that need no model (pixels, token ids), for :meth:`answer`.
 
         The runner calls this for the next batch in a data-loader worker process while the model answers the
-        current batch, so that preprocessing and tokenising overlap the forward passes. Arrays are numpy: they
-        travel back by value, which unlike tensors in shared memory needs no answer from the busy worker.
+        current batch, so that preprocessing and tokenising overlap the forward passes. Arrays are numpy, sent back by
+        value: no shared-memory segment per tensor, and measured no slower than tensors on 2 cores.
         """
         if self.scoring == "generate":
             chunks = (queries[s : s + self.batch_size] for s in range(0, len(queries), self.batch_size))
@@ -120,7 +120,6 @@ class LlavaBackend:
         return {"prefix": prefix, "tokens": {t: self._tokens[t] for t in texts}}
 
     # ---------------------------------------------------------------- the reference loop
-
     def _generate(self, queries: list[Query]) -> list[Reply]:
         import torch
 

@@ -7,7 +7,9 @@ process, not a thread: the work is mostly Python, which would hold the GIL) up t
 results back in order, tensors through shared memory.
 
 The worker is forked, so it starts with the parent's model, records and tokenizer without pickling them, and it
-never touches the GPU. Where fork is not available, or for a single batch, batches are prepared in place.
+never touches the GPU. It writes nothing: a main process killed at any moment leaves no half-done work behind it,
+and the worker exits when it sees its parent gone. Where fork is not available, or for a single batch, batches are
+prepared in place.
 
 Example:
     >>> for batch, ready in prepared_batches([[0, 1], [2, 3]], lambda b: [x * x for x in b]):   # doctest: +SKIP
@@ -18,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -43,7 +46,7 @@ def prepared_batches(batches: list[Batch], prepare: Callable[[Batch], Ready]) ->
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     loader = DataLoader(
         _Prepared(batches, prepare), batch_size=None, num_workers=1, prefetch_factor=AHEAD,
-        collate_fn=_as_is, multiprocessing_context="fork",
+        collate_fn=_as_is, multiprocessing_context="fork", worker_init_fn=functools.partial(_die_with, os.getpid()),
     )  # fmt: skip
     # Leave the worker a core: on 2 CPU cores, 2 model threads beside it made labeling ~15% slower than 1.
     threads = torch.get_num_threads()
@@ -65,6 +68,20 @@ class _Prepared:
 
     def __getitem__(self, k: int):
         return self.prepare(self.batches[k])
+
+
+def _die_with(parent: int, _worker_id: int) -> None:
+    """Make the worker die with the main process (kill -9 included). Left alive, it would keep the main process's
+    output pipes open, and torch's worker can hang at exit with a result half-written into a full pipe."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the main process died before prctl took effect
+        os._exit(0)
 
 
 def _as_is(item):
