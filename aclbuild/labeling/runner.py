@@ -6,7 +6,8 @@ is the same for 1 or N processes, for any batch size, and with or without an int
 
 Under ``accelerate launch --num_processes N`` each process takes a contiguous slice of the pending images, loads
 its own model, and writes finished batches as part files; the main process merges them. ``--resume`` reads the
-part files and skips every (image, round) already done.
+part files and skips every (image, round) already done. Within a process, the next batches' candidates, prompts
+and model inputs are prepared in a data-loader worker while the model answers (:mod:`aclbuild.labeling.prefetch`).
 
 Example:
     >>> settings = GenerateSettings(base="digits", labeler="synthetic", limit=50)
