@@ -1,7 +1,8 @@
 """What `aclbuild generate` writes: part files while it runs, then the table, the legacy pickle and the JSON log.
 
-While running, every finished batch becomes one Arrow IPC part file under ``DIR/parts`` (uncompressed: a third of
-a small Parquet file's write time; written to a temporary name, then renamed), so a run killed at any moment loses only the batches in flight and ``--resume`` finds the rest.
+While running, every finished batch becomes one uncompressed Arrow IPC part file under ``DIR/parts`` (a third of
+a small Parquet file's write time), written to a temporary name, then renamed, so a run killed at any moment loses
+only the batches in flight and ``--resume`` finds the rest.
 At the end the main process merges the parts into:
 
 - ``labels.parquet``: one row per (image, round): the candidates in the order shown, the raw answer, the parsed

@@ -193,7 +193,7 @@ class _Job:
                     self._commit(self._synthetic(jobs), advance)
                 return
             for jobs, first in prepared_batches(batches, self._first_attempt):
-                self._commit(self._ask(jobs, self._uniform, first), advance)
+                self._commit(self._ask(jobs, first), advance)
 
     def _run_reduced(self, advance) -> None:
         """-R: (block, round) units in order; each unit's draws use the budgets left by all earlier units."""
@@ -220,7 +220,9 @@ class _Job:
                     return budgets.budget_candidates(snapshot, [c for c in earlier if c != FAILED], self.s.seed, i, r)
 
                 for start in range(0, len(mine), self.batch_size):
-                    self._commit(self._ask([(i, rnd) for i in mine[start : start + self.batch_size]], draw), advance)
+                    jobs = [(i, rnd) for i in mine[start : start + self.batch_size]]
+                    # prepared in place, model inputs not at all: after its first round a block's prefix caches are kept
+                    self._commit(self._ask(jobs, self._first_attempt(jobs, draw, prepare=False)), advance)
                 self.state.wait_for_everyone()  # the next unit's budgets need every process's answers
 
     def _snapshot(self) -> None:
@@ -239,31 +241,27 @@ class _Job:
         prefix, suffix = self.template.split_prompt(names)
         return Query(i, r, attempt, self.records[i].image, names, answers, f"{prefix} {suffix}", prefix, suffix)
 
-    def _first_attempt(self, jobs: list[tuple[int, int]]) -> tuple[dict, list[Query], object]:
-        """The draws and first queries of ``jobs`` and what the backend prepares for them without its model (run
-        ahead in a worker process by :func:`aclbuild.labeling.prefetch.prepared_batches`)."""
-        drawn = {(i, r): self._uniform(i, r) for i, r in jobs}
+    def _first_attempt(self, jobs: list[tuple[int, int]], draw=None, prepare: bool = True) -> tuple:
+        """(draws, first queries, what the backend prepares for them without its model) of ``jobs``: the work that
+        :func:`aclbuild.labeling.prefetch.prepared_batches` runs ahead in a worker process."""
+        drawn = {(i, r): (draw or self._uniform)(i, r) for i, r in jobs}
         queries = [self._query(i, r, 0, drawn[(i, r)]) for i, r in jobs]
-        prepare = getattr(self.backend, "prepare", None)
-        return drawn, queries, prepare(queries) if prepare is not None and queries else None
+        backend_prepare = getattr(self.backend, "prepare", None) if prepare and queries else None
+        return drawn, queries, backend_prepare(queries) if backend_prepare is not None else None
 
-    def _ask(self, jobs: list[tuple[int, int]], draw, first: tuple | None = None) -> list[dict]:
-        """Ask every (image, round) of ``jobs``; unparseable answers are asked again, reshuffled, up to the limit.
-
-        ``first`` is :meth:`_first_attempt`'s result for ``jobs`` when it was prepared ahead.
-        """
-        drawn, first_queries, prepared = first or ({(i, r): draw(i, r) for i, r in jobs}, None, None)
+    def _ask(self, jobs: list[tuple[int, int]], first: tuple) -> list[dict]:
+        """Ask every (image, round) of ``jobs``, starting from :meth:`_first_attempt`'s ``first``; unparseable
+        answers are asked again, reshuffled, up to the limit."""
+        drawn, queries, prepared = first
         rows, waiting = [], list(jobs)
         for attempt in range(self.s.max_retries + 1):
             if not waiting:
                 break
             shown = {(i, r): reshuffled(drawn[(i, r)], self.s.seed, i, r, attempt) for i, r in waiting}
-            if attempt == 0 and first_queries is not None:
-                queries = first_queries
-                replies = self.backend.answer(queries, prepared) if prepared is not None else self.backend.answer(queries)
-            else:
+            if attempt > 0:
                 queries = [self._query(i, r, attempt, shown[(i, r)]) for i, r in waiting]
-                replies = self.backend.answer(queries)
+            replies = self.backend.answer(queries, prepared) if prepared is not None else self.backend.answer(queries)
+            prepared = None  # it served the first attempt only
             still = []
             for (i, r), query, reply in zip(waiting, queries, replies):
                 pick = reply.choice if reply.choice is not None else parse_answer(
