@@ -170,3 +170,22 @@ def test_bias_reduction_encodes_each_image_once(tiny_model, tmp_path):
     run_generate(settings, None, tmp_path / "forgot", batch_size=5, backend=forgot)
     assert kept.prefix_passes == 24 and forgot.prefix_passes == 72  # 24 images x 3 rounds
     assert rows(tmp_path / "kept") == rows(tmp_path / "forgot")
+
+
+def test_images_per_pass_fit_half_the_free_gpu_memory(tiny_model, monkeypatch):
+    """On a GPU a pass takes fewer images when their key/value caches would not fit (faked here on CPU)."""
+    import torch
+
+    from aclbuild.labeling.backend import Query
+    from aclbuild.labeling.llava import LlavaBackend
+
+    backend = LlavaBackend(str(tiny_model), scoring="likelihood", batch_size=32)
+    image = np.zeros((32, 32, 3), np.uint8)
+    prefix = "[INST] <image>\nWhich of these"
+    query = Query(0, 0, 0, image, ["cat"] * 4, ["cat"] * 4, prefix + " [cat] [/INST]", prefix, "[cat] [/INST]")
+    per_image = backend.kv_bytes_per_token * backend.inputs.length(image, prefix) * (1 + 3 * 4)
+    backend.device = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * per_image, 100 * per_image))
+    assert backend._images_per_pass(query, queries_per_image=3) == 5
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1000 * per_image, 2000 * per_image))
+    assert backend._images_per_pass(query, queries_per_image=3) == 32  # never more than --batch-size

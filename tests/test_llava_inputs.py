@@ -44,6 +44,7 @@ def test_equal_to_the_transformers_processor(side, pinpoints, shape):
         assert sorted(got.keys()) == sorted(expected.keys())
         for key in expected:
             assert got[key].dtype == expected[key].dtype and torch.equal(got[key], expected[key]), key
+    assert batch.length(images[0], texts[0]) == expected["input_ids"].shape[1]
 
 
 def test_mixed_sizes_and_unknown_processors_use_transformers():

@@ -33,6 +33,7 @@ class BatchInputs:
         self.tokenizer = processor.tokenizer
         self._image_tokens: dict[tuple[int, int], str] = {}  # (height, width) -> the placeholder's expansion
         self._shared: dict[tuple[str, int, int], dict] = {}  # the last text given alone (the prompt prefix)
+        self._lengths: dict[tuple[str, int, int], int] = {}
         self.plan = _CropPlan.of(processor)
 
     def __call__(self, images: list[np.ndarray], texts: list[str]):
@@ -57,6 +58,13 @@ class BatchInputs:
         sizes = np.tile(np.array([[height, width]], dtype=np.int64), (len(images), 1))
         data = {**encoded, "pixel_values": crops, "image_sizes": sizes}
         return BatchFeature(data=data, tensor_type="pt")
+
+    def length(self, image: np.ndarray, text: str) -> int:
+        """How many tokens ``text`` takes with ``image`` in its placeholder (memoised by text and image size)."""
+        key = (text, *np.shape(image)[:2])
+        if key not in self._lengths:
+            self._lengths[key] = int(self([image], [text])["input_ids"].shape[1])
+        return self._lengths[key]
 
     def _reference(self, images: list[np.ndarray], texts: list[str]):
         return self.processor(images=[to_pil(im) for im in images], text=texts, padding=True, return_tensors="pt")

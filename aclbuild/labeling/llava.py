@@ -169,7 +169,7 @@ class LlavaBackend:
             return self.batch_size
         import torch
 
-        prefix_tokens = self.inputs([query.image], [query.prefix])["input_ids"].shape[1]
+        prefix_tokens = self.inputs.length(query.image, query.prefix)
         per_image = self.kv_bytes_per_token * prefix_tokens * (1 + queries_per_image * len(query.answers))
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(self.batch_size, int(0.5 * free // per_image)))
