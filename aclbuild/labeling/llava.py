@@ -97,6 +97,7 @@ class LlavaBackend:
     def answer(self, queries: list[Query], prepared: dict | None = None) -> list[Reply]:
         """The replies to ``queries``; ``prepared`` is what :meth:`prepare` returned for them, if it was called."""
         self._ready = prepared or {}
+        self._tokens.update(self._ready.get("tokens", ()))
         try:
             return self._likelihood(queries) if self.scoring == "likelihood" else self._generate(queries)
         finally:
@@ -259,7 +260,6 @@ class LlavaBackend:
 
     def _tokenise(self, texts: list[str]) -> None:
         """Token ids of suffixes and answers, memoised (the same class names and option lists recur)."""
-        self._tokens.update(self._ready.get("tokens", ()))
         new = list(dict.fromkeys(t for t in texts if t not in self._tokens))
         if new:
             for text, ids in zip(new, _token_ids(self.tokenizer, new)):

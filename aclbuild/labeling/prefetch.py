@@ -4,7 +4,7 @@ Preparing a batch (candidate draws, prompts, the backend's image preprocessing a
 Done in between the forward passes it leaves the model idle: about two thirds of the wall time with the tiny test
 model on 2 CPU cores, and on a GPU the device waits for the CPU. torch's DataLoader runs it in a worker process (a
 process, not a thread: the work is mostly Python, which would hold the GIL) up to two batches ahead and hands the
-results back in order, tensors through shared memory.
+results back in order, through a pipe.
 
 The worker is forked, so it starts with the parent's model, records and tokenizer without pickling them, and it
 never touches the GPU. It writes nothing: a main process killed at any moment leaves no half-done work behind it,
