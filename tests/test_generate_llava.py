@@ -173,7 +173,7 @@ def test_bias_reduction_encodes_each_image_once(tiny_model, tmp_path):
 
 
 def test_images_per_pass_fit_half_the_free_gpu_memory(tiny_model, monkeypatch):
-    """On a GPU a pass takes fewer images when their key/value caches would not fit (faked here on CPU)."""
+    """On a GPU a pass takes fewer images when their key/value caches and logits would not fit (faked on CPU)."""
     import torch
 
     from aclbuild.labeling.backend import Query
@@ -183,7 +183,10 @@ def test_images_per_pass_fit_half_the_free_gpu_memory(tiny_model, monkeypatch):
     image = np.zeros((32, 32, 3), np.uint8)
     prefix = "[INST] <image>\nWhich of these"
     query = Query(0, 0, 0, image, ["cat"] * 4, ["cat"] * 4, prefix + " [cat] [/INST]", prefix, "[cat] [/INST]")
-    per_image = backend.kv_bytes_per_token * backend.inputs.length(image, prefix) * (1 + 3 * 4)
+    tokens = lambda text: len(backend.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    packed = 3 * (tokens("[cat] [/INST]") + 4 * tokens("cat"))  # 3 queries per image: suffixes and answers
+    vocab = backend.model.config.text_config.vocab_size
+    per_image = backend.kv_bytes_per_token * (backend.inputs.length(image, prefix) + packed) + packed * vocab * 4
     backend.device = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * per_image, 100 * per_image))
     assert backend._images_per_pass(query, queries_per_image=3) == 5

@@ -10,7 +10,8 @@ import pytest
 from aclbuild.errors import InputError
 from aclbuild.labeling import budgets
 from aclbuild.labeling.candidates import reshuffled, uniform_candidates
-from aclbuild.labeling.llava import choose_options, kv_bytes_per_token
+from aclbuild.labeling.llava import kv_bytes_per_token
+from aclbuild.labeling.packing import choose_from_logits, pack_suffixes
 from aclbuild.labeling.parsing import parse_answer
 from aclbuild.labeling.prompts import load_template
 
@@ -97,19 +98,42 @@ def _logits(probabilities: dict[int, float], vocab: int = 10):
     return p.log()
 
 
-def test_choose_prefers_the_greedy_path():
+def _choose(answers: list[list[list[int]]], predictions: list) -> list[int]:
+    """Pack one query per image (suffix [1, 2]) and choose, with ``predictions[k]`` the logits of predictor k."""
     import torch
 
+    pack = pack_suffixes(list(range(len(answers))), [[1, 2]] * len(answers), answers, images=len(answers))
+    logits = torch.zeros(pack.ids.size, 10)
+    logits[torch.from_numpy(pack.predictors)] = torch.stack(predictions)
+    return choose_from_logits(logits.view(*pack.ids.shape, 10), pack).tolist()
+
+
+def test_choose_prefers_the_greedy_path():
     # candidate 0 ("5 6") is what greedy decoding says, though candidate 1 ("7") is likelier as a whole
-    first = torch.stack([_logits({5: 0.5, 7: 0.45})] * 2)
+    first = _logits({5: 0.5, 7: 0.45})
     greedy_6, likely_9 = _logits({6: 0.3, 9: 0.2}), _logits({6: 0.2, 9: 0.7})
-    answers = [[[5, 6], [7]], [[5, 6], [7]]]
-    later = torch.stack([greedy_6, likely_9])[:, None, :]  # one further step of "5 6" for each query
-    assert choose_options(answers, first, later, [(0, 0), (1, 0)]).tolist() == [0, 1]  # no greedy path: the likeliest
+    # predictors, per image: its suffix's last token, then the "5" fed after it
+    assert _choose([[[5, 6], [7]], [[5, 6], [7]]], [first, greedy_6, first, likely_9]) == [0, 1]  # else the likeliest
     # two greedy paths, one the start of the other: the longer is what greedy decoding continues into
-    assert choose_options([[[5], [5, 6]]], first[:1], greedy_6[None, None, :], [(0, 1)]).tolist() == [1]
+    assert _choose([[[5], [5, 6]]], [first, greedy_6]) == [1]
     # single-token answers only; ties go to the earlier candidate
-    assert choose_options([[[7], [3], [3]]], _logits({3: 0.6})[None, :], None, []).tolist() == [1]
+    assert _choose([[[7], [3], [3]]], [_logits({3: 0.6})]) == [1]
+
+
+def test_packed_suffixes_see_the_prefix_their_suffix_and_themselves():
+    # image 0: query 0 (suffix 7 8; answers "5", "6 4"), query 2 (suffix 9); image 1: query 1 (suffix 3)
+    pack = pack_suffixes([0, 1, 0], [[7, 8], [3], [9]], [[[5], [6, 4]], [[5]], [[5], [6, 4]]], images=2, pad=0)
+    assert pack.ids.tolist() == [[7, 8, 6, 9, 6], [3, 0, 0, 0, 0]]
+    assert pack.offsets.tolist() == [[0, 1, 2, 0, 1], [0, 0, 0, 0, 0]]
+    assert pack.visible[0].astype(int).tolist() == [
+        [1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0],  # query 0's suffix, then "6" of its answer "6 4"
+        [0, 0, 0, 1, 0], [0, 0, 0, 1, 1],  # query 2's suffix, and its "6"
+    ]  # fmt: skip
+    assert pack.visible[1].astype(int).tolist() == np.eye(5, dtype=int).tolist()  # padding sees only itself
+    # predictors: q0's suffix end (0,1), its "6" (0,2), q1's suffix end (1,0), q2's suffix end (0,3), its "6" (0,4)
+    assert pack.predictors.tolist() == [1, 2, 5, 3, 4]
+    assert pack.reads[0].tolist() == [[0, -1], [0, 1]] and pack.tokens[0].tolist() == [[5, -1], [6, 4]]
+    assert pack.reads[1].tolist() == [[2, -1], [-1, -1]] and pack.reads[2].tolist() == [[3, -1], [3, 4]]
 
 
 def test_kv_bytes_per_token_of_mistral_7b():

@@ -5,7 +5,8 @@ query, then up to ``max_new_tokens`` greedy tokens (batched, left padding, ``ima
 
 ``scoring="likelihood"`` encodes each image once together with the prompt prefix that precedes the options
 (:meth:`aclbuild.labeling.prompts.PromptTemplate.split_prompt`), keeps that key/value cache, and scores every
-round's and retry's candidate answers in one batched pass over the short suffixes. The winner is the candidate
+round's and retry's candidate answers in one more pass over the short suffixes, all of an image's queries packed
+into one sequence (:mod:`aclbuild.labeling.packing`). The winner is the candidate
 whose tokens greedy decoding would produce (each token the arg-max given the previous ones); only when no candidate
 is such a greedy path is the most likely one taken. So it picks the same option as greedy generation whenever greedy
 generation starts its answer with an option, and it never needs a retry.
@@ -19,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
 from pathlib import Path
 
@@ -27,30 +29,10 @@ import numpy as np
 from aclbuild.errors import InputError
 from aclbuild.labeling.backend import Query, Reply
 from aclbuild.labeling.inputs import BatchInputs
+from aclbuild.labeling.packing import SuffixPack, choose_from_logits, pack_suffixes
 
 DTYPES = ("bf16", "fp16", "fp32")
 SCORINGS = ("generate", "likelihood")
-
-
-def pick_options(greedy, lengths, logprobs):
-    """Index of each query's winning candidate: a full greedy path first (the longest if several), else the most
-    likely; ties go to the earlier candidate.
-
-    All three are [queries, candidates] tensors: ``greedy[q, c]`` says every token of candidate c is the arg-max
-    given the prefix and its earlier tokens, ``lengths`` counts its tokens (0 for a missing candidate) and
-    ``logprobs`` sums their log-probabilities.
-
-    Example:
-        >>> import torch
-        >>> pick_options(torch.tensor([[True, False]]), torch.tensor([[2, 1]]), torch.tensor([[-2.3, -0.8]])).tolist()
-        [0]
-    """
-    import torch
-
-    greedy = greedy & (lengths > 0)
-    longest = torch.where(greedy, lengths, -1).amax(dim=1, keepdim=True)
-    contenders = torch.where(greedy.any(dim=1, keepdim=True), greedy & (lengths == longest), lengths > 0)
-    return torch.where(contenders, logprobs, float("-inf")).argmax(dim=1)  # argmax: the first of equal maxima
 
 
 def kv_bytes_per_token(text_config, dtype_bytes: int) -> int:
@@ -97,18 +79,18 @@ class LlavaBackend:
     def answer(self, queries: list[Query], prepared: dict | None = None) -> list[Reply]:
         """The replies to ``queries``; ``prepared`` is what :meth:`prepare` returned for them, if it was called."""
         self._ready = prepared or {}
-        self._tokens.update(self._ready.get("tokens", ()))
         try:
             return self._likelihood(queries) if self.scoring == "likelihood" else self._generate(queries)
         finally:
             self._ready = {}
 
     def prepare(self, queries: list[Query]) -> dict:
-        """The model inputs of ``queries`` that need no model (pixels, token ids), for :meth:`answer`.
+        """The model inputs of ``queries`` that need no model (pixels, token ids, the packed suffixes), for
+        :meth:`answer`.
 
-        The runner calls this for the next batch in a data-loader worker process while the model answers the
-        current batch, so that preprocessing and tokenising overlap the forward passes. Arrays are numpy, sent back by
-        value: no shared-memory segment per tensor, and measured no slower than tensors on 2 cores.
+        The runner calls this for the next batch in a worker process while the model answers the current batch, so
+        that preprocessing and tokenising overlap the forward passes. Arrays are numpy, sent back by value: no
+        shared-memory segment per tensor, and measured no slower than tensors on 2 cores.
         """
         if self.scoring == "generate":
             chunks = (queries[s : s + self.batch_size] for s in range(0, len(queries), self.batch_size))
@@ -116,9 +98,7 @@ class LlavaBackend:
         firsts = list({q.index: q for q in queries}.values())
         rows = {q.index: row for row, q in enumerate(firsts)}
         prefix = (firsts[0].prefix, rows, _numpy(self._prefix_inputs([q.image for q in firsts], firsts[0].prefix)))
-        texts = [q.suffix for q in queries] + [a for q in queries for a in q.answers]
-        self._tokenise(texts)
-        return {"prefix": prefix, "tokens": {t: self._tokens[t] for t in texts}}
+        return {"prefix": prefix, "pack": (_keys(queries), self._pack(firsts, queries))}
 
     # ---------------------------------------------------------------- the reference loop
     def _generate(self, queries: list[Query]) -> list[Reply]:
@@ -162,56 +142,51 @@ class LlavaBackend:
         return [r for r in replies if r is not None]
 
     def _images_per_pass(self, query: Query, queries_per_image: int) -> int:
-        """At most --batch-size images, fewer when their key/value caches would not fit in half the free GPU memory.
-
-        Each image holds its prefix cache once, plus one copy per candidate sequence scored against it.
-        """
+        """At most --batch-size images, fewer when their key/value caches and logits would not fit in half the free
+        GPU memory. Each image holds its prefix cache and its packed suffixes (:mod:`aclbuild.labeling.packing`)."""
         if self.device.type != "cuda":
             return self.batch_size
         import torch
 
+        self._tokenise([query.suffix, *query.answers])
+        packed = queries_per_image * (len(self._tokens[query.suffix]) + sum(len(self._tokens[a]) for a in query.answers))
         prefix_tokens = self.inputs.length(query.image, query.prefix)
-        per_image = self.kv_bytes_per_token * prefix_tokens * (1 + queries_per_image * len(query.answers))
+        vocab = self.model.config.text_config.vocab_size
+        per_image = self.kv_bytes_per_token * (prefix_tokens + packed) + packed * vocab * 4
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(self.batch_size, int(0.5 * free // per_image)))
 
     def _score_group(self, firsts: list[Query], group_queries: list[Query]) -> list[int]:
-        """Three passes: the prefix of each image of ``firsts``; each query's suffix (the options, whose last
-        position predicts every answer's first token); the further tokens of answers longer than one token."""
+        """Two passes: the prefix of each image of ``firsts``, then all of their queries' suffixes and candidate
+        answers packed one sequence per image (:mod:`aclbuild.labeling.packing`)."""
         import torch
 
         encoded = self._encode_prefix(firsts)
         if encoded is None:  # images of different sizes: their prefixes differ in length, score them one by one
             return [c for q in group_queries for c in self._score_group([q], [q])]
         prefix_cache, prefix_len = encoded
+        keys, pack = self._ready.get("pack", (None, None))
+        if keys != _keys(group_queries):
+            pack = self._pack(firsts, group_queries)
+        tensor = functools.partial(torch.as_tensor, device=self.device)
+        visible = tensor(pack.visible)[:, None]  # [images, 1, width, width]: one mask for every head
+        sees_prefix = torch.ones(*visible.shape[:3], prefix_len, dtype=torch.bool, device=self.device)
+        # a kept prefix cache (-R) must stay the prefix alone: the pass appends to a copy that shares its tensors
+        cache = _shallow_copy(prefix_cache) if self.keep_prefixes else prefix_cache
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=tensor(pack.ids), attention_mask=torch.cat([sees_prefix, visible], dim=-1),
+                position_ids=prefix_len + tensor(pack.offsets), past_key_values=cache,
+            ).logits  # fmt: skip
+            return choose_from_logits(logits, pack).tolist()
+
+    def _pack(self, firsts: list[Query], group_queries: list[Query]) -> SuffixPack:
         row_of = {q.index: row for row, q in enumerate(firsts)}
         self._tokenise([q.suffix for q in group_queries] + [a for q in group_queries for a in q.answers])
-        suffixes = [self._tokens[q.suffix] for q in group_queries]
-        answers = [[self._tokens[a] for a in q.answers] for q in group_queries]
-        with torch.inference_mode():
-            cache = _rows(prefix_cache, [row_of[q.index] for q in group_queries], self.device)
-            ids, mask = self._padded(suffixes)
-            full_mask = torch.cat(
-                [torch.ones(len(suffixes), prefix_len, dtype=mask.dtype, device=self.device), mask], 1
-            )
-            logits = self.model(input_ids=ids, attention_mask=full_mask, past_key_values=cache).logits
-            last = torch.tensor([len(s) - 1 for s in suffixes], device=self.device)
-            first_step = logits[torch.arange(len(suffixes), device=self.device), last].float()  # [queries, vocab]
-            # Answers of several tokens: feed all but their last token after their query's suffix, at the positions
-            # they would have without the suffix padding, and read the prediction of each next token.
-            longer = [(qi, c) for qi, per in enumerate(answers) for c, a in enumerate(per) if len(a) > 1]
-            later = None
-            if longer:
-                cache = _rows(cache, [qi for qi, _ in longer], self.device)
-                ids2, mask2 = self._padded([answers[qi][c][:-1] for qi, c in longer])
-                past_mask = full_mask[[qi for qi, _ in longer]]
-                start = torch.tensor([prefix_len + len(suffixes[qi]) for qi, _ in longer], device=self.device)
-                positions = start[:, None] + torch.arange(ids2.shape[1], device=self.device)[None, :]
-                later = self.model(
-                    input_ids=ids2, attention_mask=torch.cat([past_mask, mask2], 1), past_key_values=cache,
-                    position_ids=positions,
-                ).logits.float()  # fmt: skip
-            return choose_options(answers, first_step, later, longer).tolist()
+        return pack_suffixes(
+            [row_of[q.index] for q in group_queries], [self._tokens[q.suffix] for q in group_queries],
+            [[self._tokens[a] for a in q.answers] for q in group_queries], len(firsts), self.tokenizer.pad_token_id or 0,
+        )  # fmt: skip
 
     def _encode_prefix(self, firsts: list[Query]):
         """(key/value cache, length) of the images of ``firsts`` with the prompt prefix; None when their sizes differ.
@@ -248,16 +223,6 @@ class LlavaBackend:
     def _prefix_inputs(self, images: list[np.ndarray], prefix: str):
         return self.inputs(images, [prefix] * len(images))
 
-    def _padded(self, sequences: list[list[int]]):
-        """Right-padded ids and their mask (padding after the real tokens never changes what precedes it)."""
-        import torch
-
-        width = max(len(s) for s in sequences)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=self.device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=self.device)
-        return ids, mask
-
     def _tokenise(self, texts: list[str]) -> None:
         """Token ids of suffixes and answers, memoised (the same class names and option lists recur)."""
         new = list(dict.fromkeys(t for t in texts if t not in self._tokens))
@@ -293,43 +258,10 @@ def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
 
 
-def choose_options(answers: list[list[list[int]]], first_step, later, longer: list[tuple[int, int]]):
-    """Each query's winning candidate (:func:`pick_options`) from the logits that predict each answer token.
-
-    ``first_step[q]`` predicts the first token of query q's answers; ``later[k, j]`` the token j + 1 of the answer
-    ``longer[k]`` = (query, candidate), for the answers of several tokens.
-    """
-    import torch
-
-    width = max(len(per) for per in answers)
-    depth = max(len(a) for per in answers for a in per)
-    flat = [a + [-1] * (depth - len(a)) for per in answers for a in per + [[]] * (width - len(per))]
-    tokens = torch.tensor(flat, device=first_step.device).view(len(answers), width, depth)
-    present = tokens >= 0
-    tokens = tokens.clamp(min=0)
-    first_lp = torch.log_softmax(first_step, dim=-1)
-    logprob = torch.zeros(tokens.shape, device=tokens.device)
-    greedy = torch.ones(tokens.shape, dtype=torch.bool, device=tokens.device)
-    logprob[:, :, 0] = first_lp.gather(1, tokens[:, :, 0])
-    greedy[:, :, 0] = tokens[:, :, 0] == first_step.argmax(dim=-1, keepdim=True)
-    if later is not None:
-        qs, cs = (torch.tensor(v, device=tokens.device) for v in zip(*longer))
-        following = tokens[qs, cs, 1:]  # [answers, depth - 1]
-        logprob[qs, cs, 1:] = torch.log_softmax(later, dim=-1).gather(2, following[..., None]).squeeze(-1)
-        greedy[qs, cs, 1:] = following == later.argmax(dim=-1)
-    return pick_options(
-        (greedy | ~present).all(dim=2), present.sum(dim=2), (logprob * present).sum(dim=2)
-    ).cpu()
-
-
-def _rows(cache, owners: list[int], device):
-    """A cache holding row ``owners[k]`` of ``cache`` as its row k; ``cache`` itself is left as it was."""
-    import torch
-
+def _shallow_copy(cache):
+    """A cache that holds the same tensors as ``cache``; appending to it leaves ``cache`` as it was."""
     memo = {id(t): t for layer in cache.layers for t in (layer.keys, layer.values)}
-    picked = copy.deepcopy(cache, memo)  # shares the tensors; selecting rows then makes new ones
-    picked.batch_select_indices(torch.tensor(owners, device=device))
-    return picked
+    return copy.deepcopy(cache, memo)
 
 
 def _load(model_id: str, torch_dtype, device):

@@ -1,0 +1,130 @@
+"""Likelihood scoring in one pass: every query of an image, and every candidate answer, packed after its prefix.
+
+An image's prompt prefix (the image and the question up to the options) is encoded once into a key/value cache.
+Its queries (one per round, or per retry) differ only in their suffix: the options in the order shown. One
+sequence per image then holds, one after the other, each query's suffix and, for each candidate answer of several
+tokens, all of its tokens but the last. An attention mask lets each suffix see the prefix and itself, and each
+answer see the prefix, its query's suffix and itself; positions continue from the end of what each token sees. So
+one forward pass over short sequences yields every logit that predicts an answer token, and the prefix cache is
+read once per image instead of once per query and candidate.
+
+:func:`pack_suffixes` builds the sequences from token ids alone (numpy, no model: the runner's worker process does
+it ahead); :func:`choose_from_logits` reads the pass's logits and picks each query's option (:func:`pick_options`).
+
+Example:
+    >>> pack = pack_suffixes([0, 0], [[7, 8], [9]], [[[5], [6, 4]], [[5], [6, 4]]], images=1)
+    >>> pack.ids.tolist(), pack.offsets.tolist()
+    ([[7, 8, 6, 9, 6]], [[0, 1, 2, 0, 1]])
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SuffixPack:
+    """The packed suffix pass of some images' queries, and where to read each answer token's prediction.
+
+    ``ids``, ``offsets`` (position after the prefix) and ``visible`` (token t may attend to token u of the same
+    row; the prefix is visible to all) are [images, width] and [images, width, width]. ``reads[q, c, j]`` indexes
+    ``predictors`` (flat positions image * width + t) for the logits that predict token j of query q's candidate c,
+    which is ``tokens[q, c, j]``; both are -1 past the end of a candidate.
+    """
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    visible: np.ndarray
+    predictors: np.ndarray
+    reads: np.ndarray
+    tokens: np.ndarray
+
+
+def pack_suffixes(
+    rows: list[int], suffixes: list[list[int]], answers: list[list[list[int]]], images: int, pad: int = 0
+) -> SuffixPack:
+    """Pack query q (suffix token ids ``suffixes[q]``, candidate answers ``answers[q]``) into the sequence of image
+    ``rows[q]`` of ``images``. Padding tokens (``pad``) see only the prefix and themselves, and are never read."""
+    cursor = [0] * images
+    layout = []  # per query: where its suffix starts, and where each longer answer's tokens start
+    for q, row in enumerate(rows):
+        start = cursor[row]
+        cursor[row] += len(suffixes[q])
+        longer = []
+        for c, answer in enumerate(answers[q]):
+            if len(answer) > 1:
+                longer.append((c, cursor[row]))
+                cursor[row] += len(answer) - 1
+        layout.append((start, longer))
+    width = max(cursor)
+    ids = np.full((images, width), pad, dtype=np.int64)
+    offsets = np.zeros((images, width), dtype=np.int64)
+    visible = np.zeros((images, width, width), dtype=bool)
+    visible[:, np.arange(width), np.arange(width)] = True  # a padding row attends to something: no empty softmax
+    depth = max(len(a) for per in answers for a in per)
+    reads = np.full((len(rows), max(len(per) for per in answers), depth), -1, dtype=np.int64)
+    tokens = np.full(reads.shape, -1, dtype=np.int64)
+    predictors: list[int] = []
+    for q, (row, (start, longer)) in enumerate(zip(rows, layout)):
+        n = len(suffixes[q])
+        ids[row, start : start + n] = suffixes[q]
+        offsets[row, start : start + n] = np.arange(n)
+        visible[row, start : start + n, start : start + n] = _causal(n)
+        predictors.append(row * width + start + n - 1)  # the suffix's last token predicts every first answer token
+        for c, answer in enumerate(answers[q]):
+            tokens[q, c, : len(answer)] = answer
+            reads[q, c, 0] = len(predictors) - 1
+        for c, at in longer:
+            fed = answers[q][c][:-1]
+            m = len(fed)
+            ids[row, at : at + m] = fed
+            offsets[row, at : at + m] = n + np.arange(m)
+            visible[row, at : at + m, start : start + n] = True
+            visible[row, at : at + m, at : at + m] = _causal(m)
+            reads[q, c, 1 : m + 1] = len(predictors) + np.arange(m)
+            predictors.extend(row * width + at + np.arange(m))
+    return SuffixPack(ids, offsets, visible, np.asarray(predictors, dtype=np.int64), reads, tokens)
+
+
+@functools.lru_cache(maxsize=64)
+def _causal(n: int) -> np.ndarray:
+    return np.tril(np.ones((n, n), dtype=bool))
+
+
+def choose_from_logits(logits, pack: SuffixPack):
+    """Each query's winning candidate (:func:`pick_options`) from the packed pass's logits [images, width, vocab]."""
+    import torch
+
+    device = logits.device
+    picked = logits.reshape(-1, logits.shape[-1])[torch.from_numpy(pack.predictors).to(device)].float()  # [K, vocab]
+    norm, best = torch.logsumexp(picked, dim=-1), picked.argmax(dim=-1)
+    reads, tokens = torch.from_numpy(pack.reads).to(device), torch.from_numpy(pack.tokens).to(device)
+    present = reads >= 0
+    reads, tokens = reads.clamp(min=0), tokens.clamp(min=0)
+    logprob = torch.where(present, picked[reads, tokens] - norm[reads], 0.0)
+    greedy = (best[reads] == tokens) | ~present
+    return pick_options(greedy.all(dim=2), present.sum(dim=2), logprob.sum(dim=2)).cpu()
+
+
+def pick_options(greedy, lengths, logprobs):
+    """Index of each query's winning candidate: a full greedy path first (the longest if several), else the most
+    likely; ties go to the earlier candidate.
+
+    All three are [queries, candidates] tensors: ``greedy[q, c]`` says every token of candidate c is the arg-max
+    given the prefix and its earlier tokens, ``lengths`` counts its tokens (0 for a missing candidate) and
+    ``logprobs`` sums their log-probabilities.
+
+    Example:
+        >>> import torch
+        >>> pick_options(torch.tensor([[True, False]]), torch.tensor([[2, 1]]), torch.tensor([[-2.3, -0.8]])).tolist()
+        [0]
+    """
+    import torch
+
+    greedy = greedy & (lengths > 0)
+    longest = torch.where(greedy, lengths, -1).amax(dim=1, keepdim=True)
+    contenders = torch.where(greedy.any(dim=1, keepdim=True), greedy & (lengths == longest), lengths > 0)
+    return torch.where(contenders, logprobs, float("-inf")).argmax(dim=1)  # argmax: the first of equal maxima
