@@ -66,6 +66,17 @@ def test_prepared_batches_in_order_through_a_worker_process():
     assert torch.get_num_threads() == threads  # the model's threads are given back
 
 
+def test_large_arrays_come_through_shared_slots_intact():
+    """Arrays past the in-band size lie in shared-memory slots that the worker must not overwrite while read."""
+    import time
+
+    sizes = [200_000] * 7 + [300_000, 1000]  # the second to last is larger than the first batch's: through the pipe
+    batches = list(enumerate(sizes))
+    for k, (batch, ready) in enumerate(prepared_batches(batches, lambda b: {"values": np.full(b[1], float(b[0]))})):
+        time.sleep(0.02)  # the worker runs ahead meanwhile
+        assert ready["values"].shape == (sizes[k],) and bool((ready["values"] == k).all()), k
+
+
 def test_a_failing_preparation_reaches_the_caller():
     def prepare(batch):
         if batch == [3]:
