@@ -173,11 +173,13 @@ def bench_gpu(args) -> None:
     import torch
 
     from aclbuild.labeling.llava import LlavaBackend
-    from aclbuild.labeling.prefetch import prepared_batches
+    from aclbuild.labeling.runner import GenerateSettings, read_log, run_generate
 
     if not torch.cuda.is_available() and not args.smoke:
         raise SystemExit("bench_generate.py gpu needs a CUDA GPU (--smoke runs this code on CPU with the tiny model)")
     by_round = gpu_queries(args.images)
+    work = Path(tempfile.mkdtemp(prefix="bench_generate_gpu_"))
+    archive = cifar_archive(work, args.images)
     queries = len(by_round) * args.images
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (smoke run)"
     model = "the tiny test model" if args.smoke else "llava-v1.6-mistral-7b architecture, random weights"
@@ -200,13 +202,13 @@ def bench_gpu(args) -> None:
         if scoring == "generate":
             for batch_queries in by_round:  # one full generation per query, round after round, as the reference
                 backend.answer(batch_queries)
-        else:  # as the runner does it: each batch's images and prompts prepared ahead in a worker process
-            per_image = [[b[i] for b in by_round] for i in range(args.images)]
-            chunks = [[q for qs in per_image[s : s + batch] for q in qs] for s in range(0, args.images, batch)]
-            for chunk, ready in prepared_batches(chunks, backend.prepare):
-                backend.answer(chunk, ready)
+        else:  # through the runner, as `aclbuild generate` does it (a worker process prepares and records)
+            settings = GenerateSettings(base="cifar10", scoring="likelihood", limit=args.images, max_retries=0)
+            run_generate(settings, archive, work / "best", batch_size=batch, backend=backend)
         sync()
         seconds = time.perf_counter() - start
+        if scoring == "likelihood":  # the labeling loop alone, not reading the archive or writing the outputs
+            seconds = read_log(work / "best")["seconds"]
         results[label] = queries / seconds
         peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
         print(f"  {label:<45} {queries / seconds:8.2f} queries/s  ({seconds:.1f} s, peak {peak:.1f} GiB)")
@@ -214,6 +216,7 @@ def bench_gpu(args) -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
+    shutil.rmtree(work, ignore_errors=True)
     ref, best = results.values()
     print(f"  speed-up {best / ref:.2f}x (goal: at least 4x)")
     for label, qps in results.items() if not args.smoke else ():

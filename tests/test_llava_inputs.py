@@ -1,4 +1,4 @@
-"""BatchInputs gives exactly what transformers' LLaVA-NeXT processor gives; prepared_batches keeps order."""
+"""BatchInputs gives exactly what transformers' LLaVA-NeXT processor gives."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from aclbuild.labeling.inputs import BatchInputs, to_pil
-from aclbuild.labeling.prefetch import prepared_batches
 
 
 def _processor(side: int, pinpoints: list[list[int]]):
@@ -55,33 +54,3 @@ def test_mixed_sizes_and_unknown_processors_use_transformers():
     assert all(torch.equal(got[k], expected[k]) for k in expected)
     processor.image_processor.crop_size = {"height": 14, "width": 14}  # crops that would need another resize
     assert BatchInputs(processor).plan is None
-
-
-def test_prepared_batches_in_order_through_a_worker_process():
-    batches = [[k, k + 1] for k in range(0, 12, 2)]
-    threads = torch.get_num_threads()
-    seen = [(batch, ready) for batch, ready in prepared_batches(batches, lambda b: (len(b), sum(b), np.arange(3)))]
-    assert [b for b, _ in seen] == batches
-    assert [r[:2] for _, r in seen] == [(2, sum(b)) for b in batches]
-    assert torch.get_num_threads() == threads  # the model's threads are given back
-
-
-def test_large_arrays_come_through_shared_slots_intact():
-    """Arrays past the in-band size lie in shared-memory slots that the worker must not overwrite while read."""
-    import time
-
-    sizes = [200_000] * 7 + [300_000, 1000]  # the second to last is larger than the first batch's: through the pipe
-    batches = list(enumerate(sizes))
-    for k, (batch, ready) in enumerate(prepared_batches(batches, lambda b: {"values": np.full(b[1], float(b[0]))})):
-        time.sleep(0.02)  # the worker runs ahead meanwhile
-        assert ready["values"].shape == (sizes[k],) and bool((ready["values"] == k).all()), k
-
-
-def test_a_failing_preparation_reaches_the_caller():
-    def prepare(batch):
-        if batch == [3]:
-            raise ValueError("bad batch")
-        return batch
-
-    with pytest.raises(ValueError, match="bad batch"):
-        list(prepared_batches([[1], [2], [3]], prepare))

@@ -6,8 +6,8 @@ is the same for 1 or N processes, for any batch size, and with or without an int
 
 Under ``accelerate launch --num_processes N`` each process takes a contiguous slice of the pending images, loads
 its own model, and writes finished batches as part files; the main process merges them. ``--resume`` reads the
-part files and skips every (image, round) already done. Within a process, the next batches' candidates, prompts
-and model inputs are prepared in a data-loader worker while the model answers (:mod:`aclbuild.labeling.prefetch`).
+part files and skips every (image, round) already done. Within a process the model answers in the main process
+and a forked worker does the rest of the loop (:class:`_Asking`, driven by :mod:`aclbuild.labeling.pipeline`).
 
 Example:
     >>> settings = GenerateSettings(base="digits", labeler="synthetic", limit=50)
@@ -21,6 +21,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from aclbuild.labeling.backend import Backend, Query
 from aclbuild.labeling.candidates import ordinary_options, reshuffled, uniform_candidates
 from aclbuild.labeling.outputs import FAILED, LOG, PARTS, PartStore, summarise, write_outputs, write_part
 from aclbuild.labeling.parsing import parse_answer
-from aclbuild.labeling.prefetch import prepared_batches
+from aclbuild.labeling.pipeline import answer_all
 from aclbuild.labeling.prompts import load_template
 from aclbuild.progress import progress_bar
 from aclbuild.registry import DEFAULT_VLM, SYNTHETIC_MATRICES, Base, get_base
@@ -192,8 +193,7 @@ class _Job:
                 for jobs in batches:
                     self._commit(self._synthetic(jobs), advance)
                 return
-            for jobs, first in prepared_batches(batches, self._first_attempt):
-                self._commit(self._ask(jobs, first), advance)
+            answer_all(_Asking(self, batches), self._answer, self._advancer(advance))
 
     def _run_reduced(self, advance) -> None:
         """-R: (block, round) units in order; each unit's draws use the budgets left by all earlier units."""
@@ -219,10 +219,11 @@ class _Job:
                     earlier = [self.store.rows[(i, q)]["label"] for q in range(r)]
                     return budgets.budget_candidates(snapshot, [c for c in earlier if c != FAILED], self.s.seed, i, r)
 
-                for start in range(0, len(mine), self.batch_size):
-                    jobs = [(i, rnd) for i in mine[start : start + self.batch_size]]
-                    # prepared in place, model inputs not at all: after its first round a block's prefix caches are kept
-                    self._commit(self._ask(jobs, self._first_attempt(jobs, draw, prepare=False)), advance)
+                batches = [[(i, rnd) for i in mine[s : s + self.batch_size]] for s in range(0, len(mine), self.batch_size)]
+                # asked in place, model inputs not prepared: after its first round a block's prefix caches are kept
+                asking, record = _Asking(self, batches, draw, prepare=False), self._advancer(advance)
+                while (batch := asking.next_batch()) is not None:
+                    record(*asking.record(batch[0], self._answer(batch[1], batch[2])))
                 self.state.wait_for_everyone()  # the next unit's budgets need every process's answers
 
     def _snapshot(self) -> None:
@@ -241,39 +242,18 @@ class _Job:
         prefix, suffix = self.template.split_prompt(names)
         return Query(i, r, attempt, self.records[i].image, names, answers, f"{prefix} {suffix}", prefix, suffix)
 
-    def _first_attempt(self, jobs: list[tuple[int, int]], draw=None, prepare: bool = True) -> tuple:
-        """(draws, first queries, what the backend prepares for them without its model) of ``jobs``: the work that
-        :func:`aclbuild.labeling.prefetch.prepared_batches` runs ahead in a worker process."""
-        drawn = {(i, r): (draw or self._uniform)(i, r) for i, r in jobs}
-        queries = [self._query(i, r, 0, drawn[(i, r)]) for i, r in jobs]
-        backend_prepare = getattr(self.backend, "prepare", None) if prepare and queries else None
-        return drawn, queries, backend_prepare(queries) if backend_prepare is not None else None
+    def _answer(self, queries: list[Query], prepared) -> list:
+        return self.backend.answer(queries, prepared) if prepared is not None else self.backend.answer(queries)
 
-    def _ask(self, jobs: list[tuple[int, int]], first: tuple) -> list[dict]:
-        """Ask every (image, round) of ``jobs``, starting from :meth:`_first_attempt`'s ``first``; unparseable
-        answers are asked again, reshuffled, up to the limit."""
-        drawn, queries, prepared = first
-        rows, waiting = [], list(jobs)
-        for attempt in range(self.s.max_retries + 1):
-            if not waiting:
-                break
-            shown = {(i, r): reshuffled(drawn[(i, r)], self.s.seed, i, r, attempt) for i, r in waiting}
-            if attempt > 0:
-                queries = [self._query(i, r, attempt, shown[(i, r)]) for i, r in waiting]
-            replies = self.backend.answer(queries, prepared) if prepared is not None else self.backend.answer(queries)
-            prepared = None  # it served the first attempt only
-            still = []
-            for (i, r), query, reply in zip(waiting, queries, replies):
-                pick = reply.choice if reply.choice is not None else parse_answer(
-                    reply.text, query.options, numbered=self.s.mode == "ord"
-                )  # fmt: skip
-                if pick is None and attempt < self.s.max_retries:
-                    still.append((i, r))
-                    continue
-                label = FAILED if pick is None else shown[(i, r)][pick]
-                rows.append(self._row(i, r, shown[(i, r)], reply.text, label, attempt))
-            waiting = still
-        return rows
+    def _advancer(self, advance):
+        """``advance`` of the progress bar, fed with :meth:`_Asking.record`'s counts, showing the running noise."""
+        what = "noise" if self.s.mode == "cl" else "accuracy"
+
+        def record(done: int, answered: int, noisy: int) -> None:
+            self.answered, self.noisy = self.answered + answered, self.noisy + noisy
+            advance(done, note=f"{what} {100 * self.noisy / max(self.answered, 1):.2f}%")
+
+        return record
 
     def _synthetic(self, jobs: list[tuple[int, int]]) -> list[dict]:
         """The foundation's seeded draw: image i's CLs come from rng(seed, i), the same in any batch or process."""
@@ -294,15 +274,62 @@ class _Job:
             "retries": retries, "status": "ok" if label != FAILED else "failed",
         }  # fmt: skip
 
-    def _commit(self, rows: list[dict], advance) -> None:
+    def _commit(self, rows: list[dict], advance=None) -> tuple[int, int, int]:
+        """Write finished rows as a part file; returns (rows, answered, noisy or right) for the progress bar."""
         write_part(rows, self.store.parts)
+        answered = noisy = 0
         for row in rows:
             self.store.rows[(row["index"], row["round"])] = row
             if row["status"] == "ok":
-                self.answered += 1
-                self.noisy += row["label"] == row["ord_label"]
-        what = "noise" if self.s.mode == "cl" else "accuracy"
-        advance(len(rows), note=f"{what} {100 * self.noisy / max(self.answered, 1):.2f}%")
+                answered += 1
+                noisy += row["label"] == row["ord_label"]
+        if advance is not None:
+            self._advancer(advance)(len(rows), answered, noisy)
+        return len(rows), answered, noisy
+
+
+class _Asking:
+    """The labeling loop of one process without the model (:class:`aclbuild.labeling.pipeline.Asking`): batches of
+    (image, round) jobs to ask, and what the replies make. An unparseable reply is asked again later, reshuffled,
+    in a batch of its own, up to --max-retries times; then the query is recorded as failed."""
+
+    def __init__(self, job: _Job, batches: list[list[tuple[int, int]]], draw=None, prepare: bool = True) -> None:
+        self.job, self.draw = job, draw or job._uniform
+        self.waiting = deque((jobs, 0) for jobs in batches if jobs)  # (jobs, attempt) not yet asked
+        self.asked: dict[int, tuple] = {}  # batch number -> (jobs, attempt, shown, queries)
+        self.drawn: dict[tuple[int, int], list[int]] = {}  # candidates of the jobs not yet recorded
+        self.prepare = getattr(job.backend, "prepare", None) if prepare else None
+        self.numbered = 0
+
+    def next_batch(self) -> tuple[int, list[Query], object] | None:
+        if not self.waiting:
+            return None
+        jobs, attempt = self.waiting.popleft()
+        s = self.job.s
+        for i, r in jobs:
+            self.drawn.setdefault((i, r), self.draw(i, r))
+        shown = {(i, r): reshuffled(self.drawn[(i, r)], s.seed, i, r, attempt) for i, r in jobs}
+        queries = [self.job._query(i, r, attempt, shown[(i, r)]) for i, r in jobs]
+        number, self.numbered = self.numbered, self.numbered + 1
+        self.asked[number] = (jobs, attempt, shown, queries)
+        return number, queries, self.prepare(queries) if self.prepare is not None else None
+
+    def record(self, number: int, replies: list) -> tuple[int, int, int]:
+        jobs, attempt, shown, queries = self.asked.pop(number)
+        s, rows, again = self.job.s, [], []
+        for (i, r), query, reply in zip(jobs, queries, replies):
+            pick = reply.choice if reply.choice is not None else parse_answer(
+                reply.text, query.options, numbered=s.mode == "ord"
+            )  # fmt: skip
+            if pick is None and attempt < s.max_retries:
+                again.append((i, r))
+                continue
+            label = FAILED if pick is None else shown[(i, r)][pick]
+            rows.append(self.job._row(i, r, shown[(i, r)], reply.text, label, attempt))
+            del self.drawn[(i, r)]
+        if again:
+            self.waiting.appendleft((again, attempt + 1))
+        return self.job._commit(rows)
 
 
 def _finish(job: _Job, output_dir: Path, seconds: float, command: list[str] | None) -> None:
