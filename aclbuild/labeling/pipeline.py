@@ -78,6 +78,7 @@ def answer_all(asking: Asking, answer: Callable[[list, Any], list], advance: Cal
     # Leave the worker a core: on 2 CPU cores, 2 model threads beside it made labeling ~15% slower than 1.
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads - 1))
+    done = False
     try:
         worker.start()
         batch_sender.close()  # the worker holds the only writing end: its death reads as end of file here
@@ -91,19 +92,24 @@ def answer_all(asking: Asking, answer: Callable[[list, Any], list], advance: Cal
             if kind == "failed":
                 raise message[0]
             advance(*progress)
-            if kind == "done":
+            if kind == "done":  # every batch recorded: the worker is exiting (not waited for: ~10 ms of teardown)
+                done = True
                 break
             number, (queries, prepared) = message[0], slots.unpack(*message)
             replies.send((number, _compact(answer(queries, prepared))))
     finally:
         torch.set_num_threads(threads)
-        _stop(worker, batches, replies)
+        if done:
+            batches.close()
+            replies.close()
+        else:
+            _stop(worker, batches, replies)
 
 
 def _stop(worker, batches, replies, wait: float = 30.0) -> None:
-    """Let the worker record every batch already answered, then end it. After "done" it has ended by itself; after
-    an error here (Ctrl-C included) it reads the replies sent, then the end of the pipe, and stops. Meanwhile its
-    messages are read and dropped, so that it never waits on a full pipe."""
+    """After an error here (Ctrl-C included), let the worker record every batch already answered, then end it: it
+    reads the replies sent, then the end of the pipe, and stops. Meanwhile its messages are read and dropped, so
+    that it never waits on a full pipe."""
     import time
 
     replies.close()
