@@ -88,9 +88,9 @@ class LlavaBackend:
         """The model inputs of ``queries`` that need no model (pixels, token ids, the packed suffixes), for
         :meth:`answer`.
 
-        The runner calls this for the next batch in a worker process while the model answers the current batch, so
-        that preprocessing and tokenising overlap the forward passes. Arrays are numpy, sent back by value: no
-        shared-memory segment per tensor, and measured no slower than tensors on 2 cores.
+        The runner calls this for the next batches in its worker process while the model answers the current one,
+        so that preprocessing and tokenising overlap the forward passes (:mod:`aclbuild.labeling.pipeline`, which
+        hands numpy arrays over through shared memory).
         """
         if self.scoring == "generate":
             chunks = (queries[s : s + self.batch_size] for s in range(0, len(queries), self.batch_size))
