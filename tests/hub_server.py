@@ -21,50 +21,15 @@ import hashlib
 import json
 import re
 import threading
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from hub_store import Blob, Repo, git_sha1, is_utf8
 
 TOKEN = "hf_aclbuildTESTtoken0123456789abcdef"
 USERS = {TOKEN: ("tester", {"tester", "aclorg"})}
 GITATTRIBUTES = b"*.parquet filter=lfs diff=lfs merge=lfs -text\n*.png filter=lfs diff=lfs merge=lfs -text\n"
-LFS_POINTER_SIZE = 134
 DATE = "2026-01-01T00:00:00.000Z"  # every timestamp the server reports
-
-
-def git_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-@dataclass(frozen=True)
-class Blob:
-    data: bytes
-    lfs: bool
-
-    def etag(self) -> str:
-        return hashlib.sha256(self.data).hexdigest() if self.lfs else git_sha1(self.data)
-
-    def entry(self, path: str) -> dict:
-        """The tree / paths-info JSON of this file, as the Hub writes it."""
-        info = {"type": "file", "path": path, "size": len(self.data), "oid": git_sha1(self.data)}
-        if self.lfs:
-            sha = hashlib.sha256(self.data).hexdigest()
-            info["lfs"] = {"oid": sha, "size": len(self.data), "pointerSize": LFS_POINTER_SIZE}
-            info["oid"] = git_sha1(f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\n".encode())
-        return info
-
-
-@dataclass
-class Repo:
-    repo_id: str
-    private: bool
-    commits: dict[str, dict[str, Blob]] = field(default_factory=dict)
-    branches: dict[str, str] = field(default_factory=dict)
-
-    def resolve(self, rev: str) -> str | None:
-        if rev in self.branches:
-            return self.branches[rev]
-        return rev if rev in self.commits else None
 
 
 class HubServer:
@@ -322,7 +287,7 @@ def _handler_for(hub: HubServer):
             out = []
             for f in payload["files"]:
                 sample = base64.b64decode(f["sample"])
-                lfs = f["size"] > 10 * 2**20 or b"\0" in sample or not _is_utf8(sample)
+                lfs = f["size"] > 10 * 2**20 or b"\0" in sample or not is_utf8(sample)
                 remote = files.get(f["path"])
                 oid = remote and (hashlib.sha256(remote.data).hexdigest() if lfs else git_sha1(remote.data))
                 out.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
@@ -404,14 +369,3 @@ def _handler_for(hub: HubServer):
         ("HEAD", r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", Handler.get_resolve),
     ]
     return Handler
-
-
-def _is_utf8(sample: bytes) -> bool:
-    """Whether a 512-byte sample is text (a multi-byte character may be cut at its end)."""
-    for cut in range(4):
-        try:
-            sample[: len(sample) - cut].decode("utf-8")
-            return True
-        except UnicodeDecodeError:
-            continue
-    return False
