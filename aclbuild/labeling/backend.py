@@ -34,6 +34,11 @@ class Query:
     prefix: str
     suffix: str
 
+    def __reduce__(self):
+        # plain constructor arguments: unpickled in half the time of a dataclass's default (the worker's batches)
+        return Query, (self.index, self.round_, self.attempt, self.image, self.options, self.answers, self.prompt,
+                       self.prefix, self.suffix)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Reply:

@@ -42,6 +42,10 @@ class SuffixPack:
     reads: np.ndarray
     tokens: np.ndarray
 
+    @property
+    def present(self) -> np.ndarray:
+        return self.reads >= 0
+
 
 def pack_suffixes(
     rows: list[int], suffixes: list[list[int]], answers: list[list[list[int]]], images: int, pad: int = 0
@@ -99,14 +103,14 @@ def choose_from_logits(logits, pack: SuffixPack):
     import torch
 
     device = logits.device
-    picked = logits.reshape(-1, logits.shape[-1])[torch.from_numpy(pack.predictors).to(device)].float()  # [K, vocab]
-    norm, best = torch.logsumexp(picked, dim=-1), picked.argmax(dim=-1)
-    reads, tokens = torch.from_numpy(pack.reads).to(device), torch.from_numpy(pack.tokens).to(device)
-    present = reads >= 0
-    reads, tokens = reads.clamp(min=0), tokens.clamp(min=0)
-    logprob = torch.where(present, picked[reads, tokens] - norm[reads], 0.0)
-    greedy = (best[reads] == tokens) | ~present
-    return pick_options(greedy.all(dim=2), present.sum(dim=2), logprob.sum(dim=2)).cpu()
+    as_tensor = functools.partial(torch.as_tensor, device=device)
+    picked = logits.reshape(-1, logits.shape[-1])[as_tensor(pack.predictors)].float().log_softmax(dim=-1)  # [K, vocab]
+    present = pack.present
+    reads, tokens = as_tensor(np.where(present, pack.reads, 0)), as_tensor(np.where(present, pack.tokens, 0))
+    absent = as_tensor(~present)
+    logprob = picked[reads, tokens].masked_fill_(absent, 0.0)
+    greedy = (picked.argmax(dim=-1)[reads] == tokens) | absent
+    return pick_options(greedy.all(dim=2), as_tensor(present.sum(axis=2)), logprob.sum(dim=2)).cpu()
 
 
 def pick_options(greedy, lengths, logprobs):
