@@ -94,7 +94,9 @@ class LlavaBackend:
         """
         if self.scoring == "generate":
             chunks = (queries[s : s + self.batch_size] for s in range(0, len(queries), self.batch_size))
-            return {"prompts": {_keys(c): _numpy(self.inputs([q.image for q in c], [q.prompt for q in c])) for c in chunks}}
+            return {
+                "prompts": {_keys(c): _numpy(self.inputs([q.image for q in c], [q.prompt for q in c])) for c in chunks}
+            }
         firsts = list({q.index: q for q in queries}.values())
         rows = {q.index: row for row, q in enumerate(firsts)}
         prefix = (firsts[0].prefix, rows, _numpy(self._prefix_inputs([q.image for q in firsts], firsts[0].prefix)))
@@ -149,7 +151,9 @@ class LlavaBackend:
         import torch
 
         self._tokenise([query.suffix, *query.answers])
-        packed = queries_per_image * (len(self._tokens[query.suffix]) + sum(len(self._tokens[a]) for a in query.answers))
+        packed = queries_per_image * (
+            len(self._tokens[query.suffix]) + sum(len(self._tokens[a]) for a in query.answers)
+        )
         prefix_tokens = self.inputs.length(query.image, query.prefix)
         vocab = self.model.config.text_config.vocab_size
         per_image = self.kv_bytes_per_token * (prefix_tokens + packed) + packed * vocab * 4

@@ -48,13 +48,16 @@ class Asking(Protocol):
         """Take the replies to batch ``number``: rows, part files, retries to ask later."""
 
 
-def answer_all(asking: Asking, answer: Callable[[list, Any], list], advance: Callable[..., None]) -> None:
+def answer_all(
+    asking: Asking, answer: Callable[[list, Any], list], advance: Callable[..., None], in_place: bool = False
+) -> None:
     """Ask every batch of ``asking`` until none is left, ``answer(queries, prepared)`` giving the replies here and
-    everything else running in a worker process; ``advance(*progress)`` reports finished queries."""
+    everything else running in a worker process (or here too, with ``in_place`` or without fork); ``advance(*progress)``
+    reports finished queries."""
     first = asking.next_batch()
     if first is None:
         return
-    if "fork" not in multiprocessing.get_all_start_methods():
+    if in_place or "fork" not in multiprocessing.get_all_start_methods():
         while first is not None:
             number, queries, prepared = first
             advance(*asking.record(number, answer(queries, prepared)))

@@ -190,8 +190,9 @@ class _Job:
                 for start in range(0, len(mine), self.batch_size)
             ]  # fmt: skip
             if self.s.labeler == "synthetic":
+                record = self._advancer(advance)
                 for jobs in batches:
-                    self._commit(self._synthetic(jobs), advance)
+                    record(*self._commit(self._synthetic(jobs)))
                 return
             answer_all(_Asking(self, batches), self._answer, self._advancer(advance))
 
@@ -219,11 +220,13 @@ class _Job:
                     earlier = [self.store.rows[(i, q)]["label"] for q in range(r)]
                     return budgets.budget_candidates(snapshot, [c for c in earlier if c != FAILED], self.s.seed, i, r)
 
-                batches = [[(i, rnd) for i in mine[s : s + self.batch_size]] for s in range(0, len(mine), self.batch_size)]
-                # asked in place, model inputs not prepared: after its first round a block's prefix caches are kept
-                asking, record = _Asking(self, batches, draw, prepare=False), self._advancer(advance)
-                while (batch := asking.next_batch()) is not None:
-                    record(*asking.record(batch[0], self._answer(batch[1], batch[2])))
+                batches = [
+                    [(i, rnd) for i in mine[s : s + self.batch_size]] for s in range(0, len(mine), self.batch_size)
+                ]
+                # in place, model inputs not prepared: the unit's rows are needed next, and after its first round a
+                # block's prefix caches are kept
+                asking = _Asking(self, batches, draw, prepare=False)
+                answer_all(asking, self._answer, self._advancer(advance), in_place=True)
                 self.state.wait_for_everyone()  # the next unit's budgets need every process's answers
 
     def _snapshot(self) -> None:
@@ -274,7 +277,7 @@ class _Job:
             "retries": retries, "status": "ok" if label != FAILED else "failed",
         }  # fmt: skip
 
-    def _commit(self, rows: list[dict], advance=None) -> tuple[int, int, int]:
+    def _commit(self, rows: list[dict]) -> tuple[int, int, int]:
         """Write finished rows as a part file; returns (rows, answered, noisy or right) for the progress bar."""
         write_part(rows, self.store.parts)
         answered = noisy = 0
@@ -283,8 +286,6 @@ class _Job:
             if row["status"] == "ok":
                 answered += 1
                 noisy += row["label"] == row["ord_label"]
-        if advance is not None:
-            self._advancer(advance)(len(rows), answered, noisy)
         return len(rows), answered, noisy
 
 
