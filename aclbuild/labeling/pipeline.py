@@ -13,7 +13,7 @@ them, and it never touches the GPU. It dies with the main process: a kill -9 los
 included) the worker first records every batch already answered. Where fork is not available everything runs in the
 main process, in the same order.
 
-Large arrays (the pixels: about 0.9 MB for 32 CIFAR images, 220 MB with LLaVA-NeXT-7B's grid) do not go through
+Large arrays (the pixels: about 0.9 MB for 32 CIFAR images, 130 MB with LLaVA-NeXT-7B's 336 grid) do not go through
 the pipe: pickle protocol 5 hands them over out of band, in one of ``SLOTS`` shared-memory slots made before the
 fork, and the main process reads them where they lie (through a pipe, 0.9 MB took 0.85 ms to receive on 2 cores).
 A batch's slot is reused once the worker has its replies.
