@@ -143,7 +143,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_model, reference, tmp_path, 
         assert time.monotonic() < deadline, "the run never wrote a part file"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)  # a data-loader worker left alive would hold the output pipe open: a hang here
+    proc.communicate(timeout=60)  # a labeling worker left alive would hold the output pipe open: a hang here
     assert proc.returncode == -signal.SIGKILL and not (out / "labels.parquet").exists()
     done = len(list((out / "parts").glob("part-*.arrow")))
     assert 3 <= done < 12
