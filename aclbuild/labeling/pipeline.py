@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import gc
 import mmap
 import multiprocessing
 import os
@@ -83,7 +84,13 @@ def answer_all(
     torch.set_num_threads(max(1, threads - 1))
     done = False
     try:
-        worker.start()
+        # The parent's objects go to the GC's permanent generation for the fork: the worker's collections then never
+        # touch them (no copy-on-write of their pages, and no freeing of pre-fork garbage, CUDA tensors included).
+        gc.freeze()
+        try:
+            worker.start()
+        finally:
+            gc.unfreeze()
         batch_sender.close()  # the worker holds the only writing end: its death reads as end of file here
         replies_receiver.close()
         replies.send((first[0], _compact(answer(first[1], first[2]))))
