@@ -13,10 +13,10 @@ them, and it never touches the GPU. It dies with the main process: a kill -9 los
 included) the worker first records every batch already answered. Where fork is not available everything runs in the
 main process, in the same order.
 
-Large arrays (the pixels: about 0.9 MB for 32 CIFAR images, 130 MB with LLaVA-NeXT-7B's 336 grid) do not go through
-the pipe: pickle protocol 5 hands them over out of band, in one of ``SLOTS`` shared-memory slots made before the
-fork, and the main process reads them where they lie (through a pipe, 0.9 MB took 0.85 ms to receive on 2 cores).
-A batch's slot is reused once the worker has its replies.
+Arrays (the images, and the pixels: about 0.9 MB for 32 CIFAR images, 130 MB with LLaVA-NeXT-7B's 336 grid) do
+not go through the pipe: pickle protocol 5 hands them over out of band, in one of ``SLOTS`` shared-memory slots
+made before the fork, and the main process reads them where they lie (through a pipe, 0.9 MB took 0.85 ms to
+receive on 2 cores). A batch's slot is reused once the worker has its replies.
 
 Example:
     >>> answer_all(asking, backend.answer, lambda done, answered, noisy: None)   # doctest: +SKIP
@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 PIPE_BYTES = 1 << 20  # the most an unprivileged process may ask for
 SLOTS = 3  # batches in flight: the one being answered, and two prepared ahead
-IN_BAND = 1 << 16  # arrays smaller than this are copied through the pipe (cheap, and no lifetime to watch)
+IN_BAND = 1 << 10  # arrays smaller than this are copied through the pipe; larger ones (images too) lie in a slot
 
 Progress = tuple[int, int, int]  # queries finished, of which answered, of which noisy (cl) or right (ord)
 
@@ -54,7 +54,8 @@ def answer_all(
 ) -> None:
     """Ask every batch of ``asking`` until none is left, ``answer(queries, prepared)`` giving the replies here and
     everything else running in a worker process (or here too, with ``in_place`` or without fork); ``advance(*progress)``
-    reports finished queries."""
+    reports finished queries. The arrays in ``queries`` and ``prepared`` may lie in shared memory that the worker
+    reuses: ``answer`` must not keep them past its return."""
     first = asking.next_batch()
     if first is None:
         return
@@ -76,9 +77,8 @@ def answer_all(
     # The first batch was prepared here, before the fork: the worker then starts with warm caches (template, token
     # ids, the image-token count) and with that batch in flight, and its size sizes the slots.
     slots = _Slots(_out_of_band_bytes(first[1:]))
-    worker = context.Process(
-        target=_drive, args=(asking, batch_sender, replies_receiver, slots, os.getpid(), (batches, replies)), daemon=True
-    )  # fmt: skip
+    work = (asking, batch_sender, replies_receiver, slots, os.getpid(), (batches, replies))
+    worker = context.Process(target=_drive, args=work, daemon=True)
     # Leave the worker a core: on 2 CPU cores, 2 model threads beside it made labeling ~15% slower than 1.
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads - 1))
