@@ -214,7 +214,8 @@ class LlavaBackend:
         if len(firsts) > 1 and not bool(inputs["attention_mask"].all()):
             return None
         inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
-        self._check_split(firsts[0], inputs["input_ids"][0].tolist())
+        if self.split_is_exact is None:
+            self._check_split(firsts[0], inputs["input_ids"][0].tolist())
         with torch.inference_mode():
             encoded = (self.model(**inputs, use_cache=True).past_key_values, inputs["input_ids"].shape[1])
         self.prefix_passes += len(firsts)
@@ -238,9 +239,7 @@ class LlavaBackend:
             self._tokenise(texts)
 
     def _check_split(self, query: Query, prefix_ids: list[int]) -> None:
-        """Record once whether prefix + suffix tokens equal the whole prompt's tokens (logged; not fatal)."""
-        if self.split_is_exact is not None:
-            return
+        """Record whether prefix + suffix tokens equal the whole prompt's tokens (logged; not fatal)."""
         whole = self.inputs([query.image], [query.prompt])["input_ids"]
         suffix = self.tokenizer(query.suffix, add_special_tokens=False)["input_ids"]
         self.split_is_exact = whole[0].tolist() == prefix_ids + suffix
