@@ -98,37 +98,40 @@ def _causal(n: int) -> np.ndarray:
     return np.tril(np.ones((n, n), dtype=bool))
 
 
-def choose_from_logits(logits, pack: SuffixPack):
-    """Each query's winning candidate (:func:`pick_options`) from the packed pass's logits [images, width, vocab]."""
+def choose_from_logits(logits, pack: SuffixPack) -> np.ndarray:
+    """Each query's winning candidate (:func:`pick_options`) from the packed pass's logits [images, width, vocab].
+
+    Only the rows that predict answer tokens are reduced on the logits' device (normaliser, arg-max, the answer
+    tokens' logits); the rest is numpy: a dozen tiny tensor operations cost more than the choice itself.
+    """
     import torch
 
     device = logits.device
-    as_tensor = functools.partial(torch.as_tensor, device=device)
-    picked = logits.reshape(-1, logits.shape[-1])[as_tensor(pack.predictors)].float().log_softmax(dim=-1)  # [K, vocab]
+    picked = logits.reshape(-1, logits.shape[-1])[torch.as_tensor(pack.predictors, device=device)].float()
     present = pack.present
-    reads, tokens = as_tensor(np.where(present, pack.reads, 0)), as_tensor(np.where(present, pack.tokens, 0))
-    absent = as_tensor(~present)
-    logprob = picked[reads, tokens].masked_fill_(absent, 0.0)
-    greedy = (picked.argmax(dim=-1)[reads] == tokens) | absent
-    return pick_options(greedy.all(dim=2), as_tensor(present.sum(axis=2)), logprob.sum(dim=2)).cpu()
+    reads, tokens = np.where(present, pack.reads, 0), np.where(present, pack.tokens, 0)
+    token_logits = picked[torch.as_tensor(reads, device=device), torch.as_tensor(tokens, device=device)]
+    norm, best, token_logits = (
+        t.cpu().numpy() for t in (picked.logsumexp(dim=-1), picked.argmax(dim=-1), token_logits)
+    )
+    logprobs = np.where(present, token_logits - norm[reads], 0.0).sum(axis=2)
+    greedy = ((best[reads] == tokens) | ~present).all(axis=2)
+    return pick_options(greedy, present.sum(axis=2), logprobs)
 
 
-def pick_options(greedy, lengths, logprobs):
+def pick_options(greedy: np.ndarray, lengths: np.ndarray, logprobs: np.ndarray) -> np.ndarray:
     """Index of each query's winning candidate: a full greedy path first (the longest if several), else the most
     likely; ties go to the earlier candidate.
 
-    All three are [queries, candidates] tensors: ``greedy[q, c]`` says every token of candidate c is the arg-max
+    All three are [queries, candidates] arrays: ``greedy[q, c]`` says every token of candidate c is the arg-max
     given the prefix and its earlier tokens, ``lengths`` counts its tokens (0 for a missing candidate) and
     ``logprobs`` sums their log-probabilities.
 
     Example:
-        >>> import torch
-        >>> pick_options(torch.tensor([[True, False]]), torch.tensor([[2, 1]]), torch.tensor([[-2.3, -0.8]])).tolist()
+        >>> pick_options(np.array([[True, False]]), np.array([[2, 1]]), np.array([[-2.3, -0.8]])).tolist()
         [0]
     """
-    import torch
-
     greedy = greedy & (lengths > 0)
-    longest = torch.where(greedy, lengths, -1).amax(dim=1, keepdim=True)
-    contenders = torch.where(greedy.any(dim=1, keepdim=True), greedy & (lengths == longest), lengths > 0)
-    return torch.where(contenders, logprobs, float("-inf")).argmax(dim=1)  # argmax: the first of equal maxima
+    longest = np.where(greedy, lengths, -1).max(axis=1, keepdims=True)
+    contenders = np.where(greedy.any(axis=1, keepdims=True), greedy & (lengths == longest), lengths > 0)
+    return np.where(contenders, logprobs, -np.inf).argmax(axis=1)  # argmax: the first of equal maxima
