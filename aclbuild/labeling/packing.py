@@ -102,7 +102,7 @@ def choose_from_logits(logits, pack: SuffixPack) -> np.ndarray:
     """Each query's winning candidate (:func:`pick_options`) from the packed pass's logits [images, width, vocab].
 
     Only the rows that predict answer tokens are reduced on the logits' device (normaliser, arg-max, the answer
-    tokens' logits); the rest is numpy: a dozen tiny tensor operations cost more than the choice itself.
+    tokens' logits); the choice among each query's few candidates is numpy.
     """
     import torch
 
