@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from tiny_llava import build_tiny_llava
 
+from aclbuild.labeling.outputs import PART_SUFFIX
+
 ARGS = ["--scoring", "likelihood", "--limit", "24"]
 
 
@@ -139,13 +141,13 @@ def test_killed_run_resumes_to_the_same_result(tiny_model, reference, tmp_path, 
            "--batch-size", "2", "--output-dir", str(out)]  # fmt: skip
     proc = _launch(cmd)
     deadline = time.monotonic() + 120
-    while len(list((out / "parts").glob("part-*.arrow"))) < 3 and proc.poll() is None:
+    while len(list((out / "parts").glob(f"part-*{PART_SUFFIX}"))) < 3 and proc.poll() is None:
         assert time.monotonic() < deadline, "the run never wrote a part file"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)  # a labeling worker left alive would hold the output pipe open: a hang here
     assert proc.returncode == -signal.SIGKILL and not (out / "labels.parquet").exists()
-    done = len(list((out / "parts").glob("part-*.arrow")))
+    done = len(list((out / "parts").glob(f"part-*{PART_SUFFIX}")))
     assert 3 <= done < 12
     result = cli("generate", "digits", "--model", tiny_model, *ARGS, "--batch-size", "5", "--resume",
                  "--output-dir", out)  # fmt: skip

@@ -13,6 +13,7 @@ import pytest
 
 from aclbuild.errors import InputError, OutputExistsError
 from aclbuild.labeling.backend import Query, Reply
+from aclbuild.labeling.outputs import PART_SUFFIX
 from aclbuild.labeling.runner import GenerateSettings, read_log, run_generate
 
 
@@ -136,7 +137,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, bias_reduction)
     whole = run_generate(settings, None, tmp_path / "whole", batch_size=8, backend=Scripted(lowest_option))
     with pytest.raises(KeyboardInterrupt):
         run_generate(settings, None, tmp_path / "cut", batch_size=4, backend=Scripted(lowest_option, die_after=5))
-    assert len(list((tmp_path / "cut" / "parts").glob("part-*.arrow"))) == 5
+    assert len(list((tmp_path / "cut" / "parts").glob(f"part-*{PART_SUFFIX}"))) == 5
     with pytest.raises(OutputExistsError):
         run_generate(settings, None, tmp_path / "cut", backend=Scripted(lowest_option))
     resumed_backend = Scripted(lowest_option)

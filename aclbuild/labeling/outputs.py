@@ -1,8 +1,9 @@
 """What `aclbuild generate` writes: part files while it runs, then the table, the legacy pickle and the JSON log.
 
-While running, every finished batch becomes one uncompressed Arrow IPC part file under ``DIR/parts`` (a third of
-a small Parquet file's write time), written to a temporary name, then renamed, so a run killed at any moment loses
-only the batches in flight and ``--resume`` finds the rest.
+While running, every finished batch becomes one JSON part file under ``DIR/parts``, written to a temporary name,
+then renamed, so a run killed at any moment loses only the batches in flight and ``--resume`` finds the rest. JSON,
+not Arrow: the rows are a few kilobytes, and pyarrow's first conversion of Python lists imports pandas (0.3 s),
+which the labeling worker process would otherwise pay while the model waits.
 At the end the main process merges the parts into:
 
 - ``labels.parquet``: one row per (image, round): the candidates in the order shown, the raw answer, the parsed
@@ -26,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from aclbuild.repository import staged_output
@@ -37,7 +37,7 @@ TABLE = "labels.parquet"
 PICKLE = "labels.pkl"
 LOG = "labels.json"
 PARTS = "parts"
-PART_SUFFIX = ".arrow"
+PART_SUFFIX = ".json"
 FAILED = -1
 
 ROW_SCHEMA = pa.schema(
@@ -57,8 +57,7 @@ def write_part(rows: list[dict], parts: Path) -> Path | None:
     first = min(r["index"] for r in rows)
     final = parts / f"part-{first:08d}-{uuid.uuid4().hex[:12]}{PART_SUFFIX}"
     tmp = parts / f".{final.name}.tmp"
-    columns = {name: [r[name] for r in rows] for name in ROW_SCHEMA.names}
-    feather.write_feather(pa.Table.from_pydict(columns, schema=ROW_SCHEMA), tmp, compression="uncompressed")
+    tmp.write_text(json.dumps([{name: r[name] for name in ROW_SCHEMA.names} for r in rows]), encoding="utf-8")
     os.replace(tmp, final)
     return final
 
@@ -78,8 +77,8 @@ class PartStore:
             if path.name in self._seen:
                 continue
             self._seen.add(path.name)
-            table = pq.read_table(path) if path == merged else feather.read_table(path)
-            for row in table.to_pylist():
+            found_rows = pq.read_table(path).to_pylist() if path == merged else json.loads(path.read_text("utf-8"))
+            for row in found_rows:
                 self.rows.setdefault((row["index"], row["round"]), row)
 
     def done(self, index: int, round_: int) -> bool:

@@ -278,14 +278,14 @@ class _Job:
         }  # fmt: skip
 
     def _commit(self, rows: list[dict]) -> tuple[int, int, int]:
-        """Write finished rows as a part file; returns (rows, answered, noisy or right) for the progress bar."""
+        """Write finished rows as a part file; returns (rows, answered, noisy or right) for the progress bar.
+
+        The rows are not kept in memory: the next :meth:`_snapshot` (or the merge) reads them back from the part
+        file, and a worker process that held every row would slow down as its collector scanned them all.
+        """
         write_part(rows, self.store.parts)
-        answered = noisy = 0
-        for row in rows:
-            self.store.rows[(row["index"], row["round"])] = row
-            if row["status"] == "ok":
-                answered += 1
-                noisy += row["label"] == row["ord_label"]
+        answered = sum(row["status"] == "ok" for row in rows)
+        noisy = sum(row["status"] == "ok" and row["label"] == row["ord_label"] for row in rows)
         return len(rows), answered, noisy
 
 
