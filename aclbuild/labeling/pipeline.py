@@ -187,9 +187,7 @@ class _Slots:
 
     def pack(self, k: int, ready) -> tuple:
         """The message for batch k (worker): a pickle, and where its large arrays lie in the slot."""
-        buffers: list[pickle.PickleBuffer] = []
-        data = pickle.dumps(ready, protocol=5, buffer_callback=lambda b: _in_band(b) or buffers.append(b))
-        raws = [b.raw() for b in buffers]
+        data, raws = _dumps(ready)
         if sum(r.nbytes for r in raws) > self.size:  # a larger batch than the first: through the pipe
             return ("pipe", data, [bytes(r) for r in raws])
         slot, spans, at = self.buffers[k % SLOTS], [], 0
@@ -207,14 +205,22 @@ class _Slots:
         return pickle.loads(data, buffers=[view[at : at + n] for at, n in rest])
 
 
-def _in_band(buffer: pickle.PickleBuffer) -> bool:
-    return buffer.raw().nbytes < IN_BAND
+def _dumps(value) -> tuple[bytes, list[memoryview]]:
+    """``value`` pickled, and its arrays of IN_BAND bytes or more left out of band (their raw memory)."""
+    raws: list[memoryview] = []
+
+    def keep_small(buffer: pickle.PickleBuffer) -> bool:  # True: in the pickle; False: out of band
+        raw = buffer.raw()
+        if raw.nbytes < IN_BAND:
+            return True
+        raws.append(raw)
+        return False
+
+    return pickle.dumps(value, protocol=5, buffer_callback=keep_small), raws
 
 
-def _out_of_band_bytes(ready) -> int:
-    sizes: list[int] = []
-    pickle.dumps(ready, protocol=5, buffer_callback=lambda b: _in_band(b) or sizes.append(b.raw().nbytes))
-    return sum(sizes)
+def _out_of_band_bytes(value) -> int:
+    return sum(raw.nbytes for raw in _dumps(value)[1])
 
 
 def _widen(connection) -> None:
