@@ -91,11 +91,11 @@ def test_likelihood_picks_what_greedy_generation_answers(tiny_model):
             backend.model.get_output_embeddings().weight[words] *= 3.0
     picks = scored.answer(queries)
     assert scored.prefix_passes == 24  # each image once for its 3 rounds
-    # inputs prepared beforehand (as the runner's worker process does) give the same picks, for any grouping
-    assert [r.choice for r in scored.answer(queries, scored.prepare(queries))] == [r.choice for r in picks]
+    # the same picks for any grouping, and when a pass must hold fewer images (GPU memory)
     half = len(queries) // 2 + 1  # not on an image boundary
-    prepared_half = scored.prepare(queries[half:])
-    assert [r.choice for r in scored.answer(queries[half:], prepared_half)] == [r.choice for r in picks[half:]]
+    assert [r.choice for r in scored.answer(queries[half:])] == [r.choice for r in picks[half:]]
+    scored._images_per_pass = lambda bytes_per_image: 3
+    assert [r.choice for r in scored.answer(queries)] == [r.choice for r in picks]
     compared = 0
     for q, said, picked in zip(queries, greedy.answer(queries), picks):
         said_ids = tokenizer(said.text, add_special_tokens=False)["input_ids"]
@@ -184,13 +184,16 @@ def test_images_per_pass_fit_half_the_free_gpu_memory(tiny_model, monkeypatch):
     backend = LlavaBackend(str(tiny_model), scoring="likelihood", batch_size=32)
     image = np.zeros((32, 32, 3), np.uint8)
     prefix = "[INST] <image>\nWhich of these"
-    query = Query(0, 0, 0, image, ["cat"] * 4, ["cat"] * 4, prefix + " [cat] [/INST]", prefix, "[cat] [/INST]")
+    queries = [Query(0, r, 0, image, ["cat"] * 4, ["cat"] * 4, prefix + " [cat] [/INST]", prefix, "[cat] [/INST]")
+               for r in range(3)]  # fmt: skip
+    (prepared,) = backend.prepare(queries).passes
     tokens = lambda text: len(backend.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    packed = 3 * (tokens("[cat] [/INST]") + 4 * tokens("cat"))  # 3 queries per image: suffixes and answers
+    width = 3 * tokens("[cat] [/INST]")  # 3 queries, one row; "cat" is one token: only the suffixes are fed
     vocab = backend.model.config.text_config.vocab_size
-    per_image = backend.kv_bytes_per_token * (backend.inputs.length(image, prefix) + packed) + packed * vocab * 4
+    per_image = backend.kv_bytes_per_token * (backend.inputs.length(image, prefix) + width) + width * vocab * 4
+    assert prepared.pack.ids.shape == (1, width) and prepared.bytes_per_image == per_image
     backend.device = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * per_image, 100 * per_image))
-    assert backend._images_per_pass(query, queries_per_image=3) == 5
+    assert backend._images_per_pass(per_image) == 5
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1000 * per_image, 2000 * per_image))
-    assert backend._images_per_pass(query, queries_per_image=3) == 32  # never more than --batch-size
+    assert backend._images_per_pass(per_image) == 32  # never more than --batch-size

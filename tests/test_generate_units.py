@@ -11,7 +11,7 @@ from aclbuild.errors import InputError
 from aclbuild.labeling import budgets
 from aclbuild.labeling.candidates import reshuffled, uniform_candidates
 from aclbuild.labeling.llava import kv_bytes_per_token
-from aclbuild.labeling.packing import choose_from_logits, pack_suffixes
+from aclbuild.labeling.packing import answer_scores, choose, pack_suffixes
 from aclbuild.labeling.parsing import parse_answer
 from aclbuild.labeling.prompts import load_template
 
@@ -105,7 +105,7 @@ def _choose(answers: list[list[list[int]]], predictions: list) -> list[int]:
     pack = pack_suffixes(list(range(len(answers))), [[1, 2]] * len(answers), answers, images=len(answers))
     logits = torch.zeros(pack.ids.size, 10)
     logits[torch.from_numpy(pack.predictors)] = torch.stack(predictions)
-    return choose_from_logits(logits.view(*pack.ids.shape, 10), pack).tolist()
+    return choose(pack, *answer_scores(logits.view(*pack.ids.shape, 10), pack)).tolist()
 
 
 def test_choose_prefers_the_greedy_path():
@@ -134,6 +134,23 @@ def test_packed_suffixes_see_the_prefix_their_suffix_and_themselves():
     assert pack.predictors.tolist() == [1, 2, 5, 3, 4]
     assert pack.reads[0].tolist() == [[0, -1], [0, 1]] and pack.tokens[0].tolist() == [[5, -1], [6, 4]]
     assert pack.reads[1].tolist() == [[2, -1], [-1, -1]] and pack.reads[2].tolist() == [[3, -1], [3, 4]]
+    assert pack.rows.tolist() == [0, 1, 0]
+
+
+def test_a_pack_split_by_images_reads_the_same_logits():
+    """A pass that must hold fewer images (GPU memory) takes part of a pack: the same scores for its queries."""
+    import torch
+
+    pack = pack_suffixes([0, 1, 0, 2], [[7, 8], [3], [9], [4, 4]], [[[5], [6, 4]], [[5]], [[5], [6, 4]], [[6, 2]]],
+                         images=3)  # fmt: skip
+    logits = torch.randn(*pack.ids.shape, 10)
+    whole = answer_scores(logits, pack)
+    for start, stop, expected in ((0, 1, [0, 2]), (1, 3, [1, 3]), (0, 3, [0, 1, 2, 3])):
+        part, queries = pack.take(start, stop)
+        assert queries.tolist() == expected and part.rows.tolist() == (pack.rows[queries] - start).tolist()
+        scores = answer_scores(logits[start:stop], part)
+        for mine, full in zip(scores, whole):
+            assert np.array_equal(np.where(part.present, mine, 0), np.where(part.present, full[queries], 0))
 
 
 def test_kv_bytes_per_token_of_mistral_7b():

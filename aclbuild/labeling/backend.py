@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -55,3 +55,16 @@ class Backend(Protocol):
     revision: str
 
     def answer(self, queries: list[Query]) -> list[Reply]: ...
+
+
+@runtime_checkable
+class StagedBackend(Backend, Protocol):
+    """A backend whose model work stands apart: ``answer(queries)`` is ``replies(queries, p, run(p))`` with
+    ``p = prepare(queries)``. Only ``run`` needs the model; the runner calls the other two in a worker process, so
+    ``prepare``'s value and ``run``'s must pickle (numpy arrays go through shared memory)."""
+
+    def prepare(self, queries: list[Query]) -> Any: ...
+
+    def run(self, prepared: Any) -> Any: ...
+
+    def replies(self, queries: list[Query], prepared: Any, raw: Any) -> list[Reply]: ...

@@ -11,6 +11,10 @@ whose tokens greedy decoding would produce (each token the arg-max given the pre
 is such a greedy path is the most likely one taken. So it picks the same option as greedy generation whenever greedy
 generation starts its answer with an option, and it never needs a retry.
 
+Either way a batch goes through three stages: :meth:`LlavaBackend.prepare` (pixels, token ids, packing: no model),
+:meth:`LlavaBackend.run` (the forward passes alone) and :meth:`LlavaBackend.replies` (decoding or choosing: no
+model). The runner does the first and the last in a worker process, so the model's process only runs the model.
+
 Example:
     >>> backend = LlavaBackend("llava-hf/llava-v1.6-mistral-7b-hf", scoring="likelihood")   # doctest: +SKIP
     >>> backend.answer(queries)[0].choice                                                    # doctest: +SKIP
@@ -22,6 +26,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +34,7 @@ import numpy as np
 from aclbuild.errors import InputError
 from aclbuild.labeling.backend import Query, Reply
 from aclbuild.labeling.inputs import BatchInputs
-from aclbuild.labeling.packing import SuffixPack, choose_from_logits, pack_suffixes
+from aclbuild.labeling.packing import SuffixPack, answer_scores, choose, pack_suffixes
 
 DTYPES = ("bf16", "fp16", "fp32")
 SCORINGS = ("generate", "likelihood")
@@ -40,6 +45,34 @@ def kv_bytes_per_token(text_config, dtype_bytes: int) -> int:
     heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
     head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
     return 2 * text_config.num_hidden_layers * heads * head_dim * dtype_bytes
+
+
+@dataclass(frozen=True)
+class PrefixPass:
+    """A likelihood pass as :meth:`LlavaBackend.prepare` leaves it: images of one size, each with its queries.
+
+    ``inputs`` are the images' prefix inputs (numpy), or None when their kept prefix cache (-R) made them unneeded
+    when prepared; ``images`` are then kept instead. ``pack`` holds their queries, which are the batch's queries
+    ``positions``. ``bytes_per_image``: GPU memory an image takes in the pass (cache and logits).
+    """
+
+    indices: tuple[int, ...]
+    prefix: str
+    prefix_len: int
+    inputs: dict[str, np.ndarray] | None
+    images: list[np.ndarray] | None
+    pack: SuffixPack
+    positions: np.ndarray
+    bytes_per_image: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch as :meth:`LlavaBackend.prepare` leaves it for :meth:`LlavaBackend.run`: the generation inputs of
+    each --batch-size chunk, or the likelihood passes; and whether the prompt's prefix/suffix split is exact."""
+
+    passes: list
+    split_is_exact: bool | None = None
 
 
 class LlavaBackend:
@@ -73,116 +106,119 @@ class LlavaBackend:
         self._tokens: dict[str, list[int]] = {}
         self.keep_prefixes = 0  # images whose prefix caches are kept between calls (set by the -R runner)
         self.prefix_passes = 0  # images sent through the model with their prefix (for tests and benchmarks)
-        self._kept: OrderedDict[tuple, tuple] = OrderedDict()
-        self._ready: dict = {}  # what prepare() computed for the current answer() call
+        self._kept: OrderedDict[tuple, object] = OrderedDict()  # (image indices..., prefix) -> prefix cache
 
-    def answer(self, queries: list[Query], prepared: dict | None = None) -> list[Reply]:
-        """The replies to ``queries``; ``prepared`` is what :meth:`prepare` returned for them, if it was called."""
-        self._ready = prepared or {}
-        try:
-            return self._likelihood(queries) if self.scoring == "likelihood" else self._generate(queries)
-        finally:
-            self._ready = {}
+    def answer(self, queries: list[Query]) -> list[Reply]:
+        """The replies to ``queries``: :meth:`prepare`, :meth:`run` and :meth:`replies` in turn."""
+        prepared = self.prepare(queries)
+        return self.replies(queries, prepared, self.run(prepared))
 
-    def prepare(self, queries: list[Query]) -> dict:
-        """The model inputs of ``queries`` that need no model (pixels, token ids, the packed suffixes), for
-        :meth:`answer`.
-
-        The runner calls this for the next batches in its worker process while the model answers the current one,
-        so that preprocessing and tokenising overlap the forward passes (:mod:`aclbuild.labeling.pipeline`, which
-        hands numpy arrays over through shared memory).
-        """
+    # The three stages. The runner calls prepare and replies in its worker process and run in the main process
+    # (:mod:`aclbuild.labeling.pipeline`): only the prepared arrays and the raw scores pass between them.
+    def prepare(self, queries: list[Query]) -> Prepared:
+        """The model inputs of ``queries`` that need no model: pixels, token ids, the packed suffixes."""
         if self.scoring == "generate":
-            chunks = (queries[s : s + self.batch_size] for s in range(0, len(queries), self.batch_size))
-            return {
-                "prompts": {_keys(c): _numpy(self.inputs([q.image for q in c], [q.prompt for q in c])) for c in chunks}
-            }
-        firsts = list({q.index: q for q in queries}.values())
-        rows = {q.index: row for row, q in enumerate(firsts)}
-        prefix = (firsts[0].prefix, rows, _numpy(self._prefix_inputs([q.image for q in firsts], firsts[0].prefix)))
-        return {"prefix": prefix, "pack": (_keys(queries), self._pack(firsts, queries))}
+            chunks = [queries[s : s + self.batch_size] for s in range(0, len(queries), self.batch_size)]
+            return Prepared([_numpy(self.inputs([q.image for q in c], [q.prompt for q in c])) for c in chunks])
+        if self.split_is_exact is None:
+            self.split_is_exact = self._split_is_exact(queries[0])
+        groups: dict[tuple, dict[int, list[int]]] = {}  # (image size, prefix) -> image -> its queries' positions
+        for position, q in enumerate(queries):
+            groups.setdefault((np.shape(q.image), q.prefix), {}).setdefault(q.index, []).append(position)
+        passes = [p for (_, prefix), by_image in groups.items() for p in self._prepare_pass(queries, by_image, prefix)]
+        return Prepared(passes, self.split_is_exact)
+
+    def run(self, prepared: Prepared) -> list:
+        """The forward passes (the only stage that needs the model): generated token ids per chunk, or each
+        likelihood pass's answer scores (:func:`aclbuild.labeling.packing.answer_scores`)."""
+        if self.split_is_exact is None:
+            self.split_is_exact = prepared.split_is_exact
+        if self.scoring == "generate":
+            return [self._generate(inputs) for inputs in prepared.passes]
+        return [self._run_pass(p) for p in prepared.passes]
+
+    def replies(self, queries: list[Query], prepared: Prepared, raw: list) -> list[Reply]:
+        """What :meth:`run` returned for ``queries``, as replies (decoded text, or the chosen option)."""
+        if self.scoring == "generate":
+            texts = [t for ids in raw for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            return [Reply(text.strip()) for text in texts]
+        replies: list[Reply | None] = [None] * len(queries)
+        for p, scores in zip(prepared.passes, raw):
+            for position, choice in zip(p.positions, choose(p.pack, *scores).tolist()):
+                replies[position] = Reply(queries[position].answers[choice], choice)
+        if any(r is None for r in replies):
+            raise RuntimeError("likelihood scoring lost queries")  # a bug, not bad input
+        return replies  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- the reference loop
-    def _generate(self, queries: list[Query]) -> list[Reply]:
+    def _generate(self, ready: dict[str, np.ndarray]) -> np.ndarray:
         import torch
 
-        replies: list[Reply] = []
-        for start in range(0, len(queries), self.batch_size):
-            chunk = queries[start : start + self.batch_size]
-            ready = self._ready.get("prompts", {}).get(_keys(chunk))
-            if ready is not None:
-                inputs = {k: torch.from_numpy(v).to(self.device) for k, v in ready.items()}
-            else:
-                inputs = self.inputs([q.image for q in chunk], [q.prompt for q in chunk]).to(self.device)
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
-            with torch.inference_mode():
-                out = self.model.generate(
-                    **inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                )  # fmt: skip
-            texts = self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-            replies.extend(Reply(text.strip()) for text in texts)
-        return replies
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in ready.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+            )  # fmt: skip
+        return out[:, inputs["input_ids"].shape[1] :].cpu().numpy()
 
     # ---------------------------------------------------------------- likelihood scoring with a shared prefix
-    def _likelihood(self, queries: list[Query]) -> list[Reply]:
-        by_image: OrderedDict[int, list[int]] = OrderedDict()
-        for position, q in enumerate(queries):
-            by_image.setdefault(q.index, []).append(position)
-        replies: list[Reply | None] = [None] * len(queries)
-        images = list(by_image)
-        per_pass = self._images_per_pass(queries[0], max(len(v) for v in by_image.values()))
-        for start in range(0, len(images), per_pass):
-            group = images[start : start + per_pass]
-            positions = [p for i in group for p in by_image[i]]
-            choices = self._score_group([queries[by_image[i][0]] for i in group], [queries[p] for p in positions])
-            for p, choice in zip(positions, choices):
-                replies[p] = Reply(queries[p].answers[choice], choice)
-        missing = [p for p, r in enumerate(replies) if r is None]
-        if missing:
-            raise RuntimeError(f"likelihood scoring lost {len(missing)} of {len(queries)} queries")  # a bug, not input
-        return [r for r in replies if r is not None]
+    def _prepare_pass(self, queries: list[Query], by_image: dict[int, list[int]], prefix: str) -> list[PrefixPass]:
+        """The pass of some same-size images: their prefix inputs, and all their queries packed one row per image."""
+        firsts = [queries[positions[0]] for positions in by_image.values()]
+        indices = tuple(by_image)
+        images, inputs = [q.image for q in firsts], None
+        if (*indices, prefix) not in self._kept:  # under -R an image's kept cache makes its pixels unneeded
+            inputs = _numpy(self._prefix_inputs(images, prefix))
+            if len(firsts) > 1 and not inputs["attention_mask"].all():  # unequal prefixes: one image per pass
+                return [p for i in indices for p in self._prepare_pass(queries, {i: by_image[i]}, prefix)]
+            images = None
+        prefix_len = inputs["input_ids"].shape[1] if inputs is not None else self.inputs.length(firsts[0].image, prefix)
+        positions = np.array([p for ps in by_image.values() for p in ps], dtype=np.int64)
+        pack = self._pack(firsts, [queries[p] for p in positions])
+        width, vocab = pack.ids.shape[1], self.model.config.text_config.vocab_size
+        per_image = self.kv_bytes_per_token * (prefix_len + width) + width * vocab * 4  # caches, then fp32 logits
+        return [PrefixPass(indices, prefix, prefix_len, inputs, images, pack, positions, per_image)]
 
-    def _images_per_pass(self, query: Query, queries_per_image: int) -> int:
+    def _run_pass(self, p: PrefixPass) -> tuple[np.ndarray, np.ndarray]:
+        """A pass's answer scores; split over several forward passes when its images would not fit the GPU."""
+        n = len(p.indices)
+        per_pass = self._images_per_pass(p.bytes_per_image)
+        if per_pass >= n:
+            return self._score(p, 0, n, p.pack)
+        logprobs, is_argmax = np.zeros(p.pack.reads.shape, np.float32), np.zeros(p.pack.reads.shape, bool)
+        for start in range(0, n, per_pass):
+            part, queries = p.pack.take(start, min(n, start + per_pass))
+            logprobs[queries], is_argmax[queries] = self._score(p, start, min(n, start + per_pass), part)
+        return logprobs, is_argmax
+
+    def _images_per_pass(self, bytes_per_image: int) -> int:
         """At most --batch-size images, fewer when their key/value caches and logits would not fit in half the free
-        GPU memory. Each image holds its prefix cache and its packed suffixes (:mod:`aclbuild.labeling.packing`)."""
+        GPU memory."""
         if self.device.type != "cuda":
             return self.batch_size
         import torch
 
-        self._tokenise([query.suffix, *query.answers])
-        packed = queries_per_image * (
-            len(self._tokens[query.suffix]) + sum(len(self._tokens[a]) for a in query.answers)
-        )
-        prefix_tokens = self.inputs.length(query.image, query.prefix)
-        vocab = self.model.config.text_config.vocab_size
-        per_image = self.kv_bytes_per_token * (prefix_tokens + packed) + packed * vocab * 4
         free, _ = torch.cuda.mem_get_info(self.device)
-        return max(1, min(self.batch_size, int(0.5 * free // per_image)))
+        return max(1, min(self.batch_size, int(0.5 * free // bytes_per_image)))
 
-    def _score_group(self, firsts: list[Query], group_queries: list[Query]) -> list[int]:
-        """Two passes: the prefix of each image of ``firsts``, then all of their queries' suffixes and candidate
-        answers packed one sequence per image (:mod:`aclbuild.labeling.packing`)."""
+    def _score(self, p: PrefixPass, start: int, stop: int, pack: SuffixPack) -> tuple[np.ndarray, np.ndarray]:
+        """Two forward passes: the prefix of images ``start:stop`` of ``p`` (or their kept cache), then all of their
+        queries' suffixes and candidate answers packed one sequence per image (:mod:`aclbuild.labeling.packing`)."""
         import torch
 
-        encoded = self._encode_prefix(firsts)
-        if encoded is None:  # images of different sizes: their prefixes differ in length, score them one by one
-            return [c for q in group_queries for c in self._score_group([q], [q])]
-        prefix_cache, prefix_len = encoded
-        keys, pack = self._ready.get("pack", (None, None))
-        if keys != _keys(group_queries):
-            pack = self._pack(firsts, group_queries)
+        prefix_cache = self._prefix_cache(p, start, stop)
         tensor = functools.partial(torch.as_tensor, device=self.device)
         visible = tensor(pack.visible)[:, None]  # [images, 1, width, width]: one mask for every head
-        sees_prefix = torch.ones(*visible.shape[:3], prefix_len, dtype=torch.bool, device=self.device)
+        sees_prefix = torch.ones(*visible.shape[:3], p.prefix_len, dtype=torch.bool, device=self.device)
         # a kept prefix cache (-R) must stay the prefix alone: the pass appends to a copy that shares its tensors
         cache = _shallow_copy(prefix_cache) if self.keep_prefixes else prefix_cache
         with torch.inference_mode():
             logits = self.model(
                 input_ids=tensor(pack.ids), attention_mask=torch.cat([sees_prefix, visible], dim=-1),
-                position_ids=prefix_len + tensor(pack.offsets), past_key_values=cache,
+                position_ids=p.prefix_len + tensor(pack.offsets), past_key_values=cache,
             ).logits  # fmt: skip
-            return choose_from_logits(logits, pack).tolist()
+            return answer_scores(logits, pack)
 
     def _pack(self, firsts: list[Query], group_queries: list[Query]) -> SuffixPack:
         row_of = {q.index: row for row, q in enumerate(firsts)}
@@ -192,38 +228,32 @@ class LlavaBackend:
             [[self._tokens[a] for a in q.answers] for q in group_queries], len(firsts), self.tokenizer.pad_token_id or 0,
         )  # fmt: skip
 
-    def _encode_prefix(self, firsts: list[Query]):
-        """(key/value cache, length) of the images of ``firsts`` with the prompt prefix; None when their sizes differ.
+    def _prefix_cache(self, p: PrefixPass, start: int, stop: int):
+        """The key/value cache of images ``start:stop`` of ``p`` with the prompt prefix.
 
         With ``keep_prefixes`` > 0 (the -R runner, whose rounds of a block are separate calls) the caches of the
         last ``keep_prefixes`` images are kept, so that an image goes through the model once, not once per round.
         """
         import torch
 
-        key = (*(q.index for q in firsts), firsts[0].prefix)
+        key = (*p.indices[start:stop], p.prefix)
         if key in self._kept:
             self._kept.move_to_end(key)
             return self._kept[key]
-        prefix, rows, ready = self._ready.get("prefix", (None, {}, None))
-        if prefix == firsts[0].prefix and all(q.index in rows for q in firsts):
-            picked = [rows[q.index] for q in firsts]
-            whole = picked == list(range(len(rows)))
-            inputs = {k: torch.from_numpy(v if whole else v[picked]).to(self.device) for k, v in ready.items()}
-        else:
-            inputs = self._prefix_inputs([q.image for q in firsts], firsts[0].prefix).to(self.device)
-        if len(firsts) > 1 and not bool(inputs["attention_mask"].all()):
-            return None
+        if p.inputs is not None:
+            ready = {k: v[start:stop] for k, v in p.inputs.items()}
+        else:  # the cache kept when this pass was prepared has been dropped since
+            ready = _numpy(self._prefix_inputs(p.images[start:stop], p.prefix))
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in ready.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
-        if self.split_is_exact is None:
-            self._check_split(firsts[0], inputs["input_ids"][0].tolist())
         with torch.inference_mode():
-            encoded = (self.model(**inputs, use_cache=True).past_key_values, inputs["input_ids"].shape[1])
-        self.prefix_passes += len(firsts)
-        if self.keep_prefixes >= len(firsts):
-            self._kept[key] = encoded
+            cache = self.model(**inputs, use_cache=True).past_key_values
+        self.prefix_passes += stop - start
+        if self.keep_prefixes >= stop - start:
+            self._kept[key] = cache
             while sum(len(k) - 1 for k in self._kept) > self.keep_prefixes:
                 self._kept.popitem(last=False)
-        return encoded
+        return cache
 
     def _prefix_inputs(self, images: list[np.ndarray], prefix: str):
         return self.inputs(images, [prefix] * len(images))
@@ -238,19 +268,19 @@ class LlavaBackend:
             self._tokens.clear()
             self._tokenise(texts)
 
-    def _check_split(self, query: Query, prefix_ids: list[int]) -> None:
-        """Record whether prefix + suffix tokens equal the whole prompt's tokens (logged; not fatal)."""
-        whole = self.inputs([query.image], [query.prompt])["input_ids"]
-        suffix = self.tokenizer(query.suffix, add_special_tokens=False)["input_ids"]
-        self.split_is_exact = whole[0].tolist() == prefix_ids + suffix
+    def _split_is_exact(self, query: Query) -> bool:
+        """Do prefix and suffix tokenise as the whole prompt does? (logged, not fatal). The tokenizer alone says it:
+        the processor only widens the image placeholder, the same in both."""
+        whole = self.tokenizer(query.prompt)["input_ids"]
+        parts = (
+            self.tokenizer(query.prefix)["input_ids"]
+            + self.tokenizer(query.suffix, add_special_tokens=False)["input_ids"]
+        )
+        return list(whole) == list(parts)
 
 
 def _numpy(inputs) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in inputs.items()}
-
-
-def _keys(queries: list[Query]) -> tuple:
-    return tuple((q.index, q.round_, q.attempt) for q in queries)
 
 
 def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:

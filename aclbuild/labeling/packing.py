@@ -9,7 +9,8 @@ one forward pass over short sequences yields every logit that predicts an answer
 read once per image instead of once per query and candidate.
 
 :func:`pack_suffixes` builds the sequences from token ids alone (numpy, no model: the runner's worker process does
-it ahead); :func:`choose_from_logits` reads the pass's logits and picks each query's option (:func:`pick_options`).
+it ahead); :func:`answer_scores` reads the answer tokens' scores from the pass's logits (the model's side), and
+:func:`choose` picks each query's option from them (:func:`pick_options`, numpy again).
 
 Example:
     >>> pack = pack_suffixes([0, 0], [[7, 8], [9]], [[[5], [6, 4]], [[5], [6, 4]]], images=1)
@@ -32,7 +33,7 @@ class SuffixPack:
     ``ids``, ``offsets`` (position after the prefix) and ``visible`` (token t may attend to token u of the same
     row; the prefix is visible to all) are [images, width] and [images, width, width]. ``reads[q, c, j]`` indexes
     ``predictors`` (flat positions image * width + t) for the logits that predict token j of query q's candidate c,
-    which is ``tokens[q, c, j]``; both are -1 past the end of a candidate.
+    which is ``tokens[q, c, j]``; both are -1 past the end of a candidate. ``rows[q]`` is query q's image.
     """
 
     ids: np.ndarray
@@ -41,10 +42,25 @@ class SuffixPack:
     predictors: np.ndarray
     reads: np.ndarray
     tokens: np.ndarray
+    rows: np.ndarray
 
     @property
     def present(self) -> np.ndarray:
         return self.reads >= 0
+
+    def take(self, start: int, stop: int) -> tuple[SuffixPack, np.ndarray]:
+        """The pack of images ``start:stop`` alone (a pass that must hold fewer images), and which of this pack's
+        queries it holds, in order."""
+        queries = np.flatnonzero((self.rows >= start) & (self.rows < stop))
+        reads = self.reads[queries]
+        used = np.unique(reads[reads >= 0])  # this pack's predictors that those queries read, in order
+        predictors = self.predictors[used] - start * self.ids.shape[1]
+        reads = np.where(reads >= 0, np.searchsorted(used, reads), -1)
+        part = SuffixPack(
+            self.ids[start:stop], self.offsets[start:stop], self.visible[start:stop], predictors, reads,
+            self.tokens[queries], self.rows[queries] - start,
+        )  # fmt: skip
+        return part, queries
 
 
 def pack_suffixes(
@@ -90,7 +106,9 @@ def pack_suffixes(
             visible[row, at : at + m, at : at + m] = _causal(m)
             reads[q, c, 1 : m + 1] = len(predictors) + np.arange(m)
             predictors.extend(row * width + at + np.arange(m))
-    return SuffixPack(ids, offsets, visible, np.asarray(predictors, dtype=np.int64), reads, tokens)
+    return SuffixPack(
+        ids, offsets, visible, np.asarray(predictors, dtype=np.int64), reads, tokens, np.asarray(rows, dtype=np.int64)
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -98,25 +116,26 @@ def _causal(n: int) -> np.ndarray:
     return np.tril(np.ones((n, n), dtype=bool))
 
 
-def choose_from_logits(logits, pack: SuffixPack) -> np.ndarray:
-    """Each query's winning candidate (:func:`pick_options`) from the packed pass's logits [images, width, vocab].
-
-    Only the rows that predict answer tokens are reduced on the logits' device (normaliser, arg-max, the answer
-    tokens' logits); the choice among each query's few candidates is numpy.
-    """
+def answer_scores(logits, pack: SuffixPack) -> tuple[np.ndarray, np.ndarray]:
+    """The model's side of the choice: (log-probability, is-the-arg-max) of every answer token [queries, candidates,
+    tokens], from the packed pass's logits [images, width, vocab]. Only the rows that predict answer tokens are
+    reduced, on the logits' device; entries past the end of a candidate are meaningless (see ``pack.present``)."""
     import torch
 
     device = logits.device
     picked = logits.reshape(-1, logits.shape[-1])[torch.as_tensor(pack.predictors, device=device)].float()
     present = pack.present
-    reads, tokens = np.where(present, pack.reads, 0), np.where(present, pack.tokens, 0)
-    token_logits = picked[torch.as_tensor(reads, device=device), torch.as_tensor(tokens, device=device)]
-    norm, best, token_logits = (
-        t.cpu().numpy() for t in (picked.logsumexp(dim=-1), picked.argmax(dim=-1), token_logits)
-    )
-    logprobs = np.where(present, token_logits - norm[reads], 0.0).sum(axis=2)
-    greedy = ((best[reads] == tokens) | ~present).all(axis=2)
-    return pick_options(greedy, present.sum(axis=2), logprobs)
+    reads = torch.as_tensor(np.where(present, pack.reads, 0), device=device)
+    tokens = torch.as_tensor(np.where(present, pack.tokens, 0), device=device)
+    logprobs = picked[reads, tokens] - picked.logsumexp(dim=-1)[reads]
+    return logprobs.cpu().numpy(), (picked.argmax(dim=-1)[reads] == tokens).cpu().numpy()
+
+
+def choose(pack: SuffixPack, logprobs: np.ndarray, is_argmax: np.ndarray) -> np.ndarray:
+    """Each query's winning candidate (:func:`pick_options`) from :func:`answer_scores` (numpy, no model)."""
+    present = pack.present
+    greedy = (is_argmax | ~present).all(axis=2)
+    return pick_options(greedy, present.sum(axis=2), np.where(present, logprobs, 0.0).sum(axis=2))
 
 
 def pick_options(greedy: np.ndarray, lengths: np.ndarray, logprobs: np.ndarray) -> np.ndarray:

@@ -4,8 +4,9 @@ Everything but the forward passes needs no model: candidate draws, prompts, imag
 suffix packing, then parsing the replies, retries, rows and part files. Done in between the forward passes it
 leaves the model idle (two thirds of the wall time with the tiny test model on 2 CPU cores; on a GPU the device
 waits for the CPU). So a worker process (a process, not a thread: the work is mostly Python, which would hold the
-GIL) drives the loop (:class:`Asking`): it sends the main process batches of queries with their model inputs, up
-to ``SLOTS`` ahead, and records the replies that come back. The main process only answers.
+GIL) drives the loop (:class:`Asking`): it sends the main process batches ready for the model (the model inputs
+alone, with a :class:`aclbuild.labeling.backend.StagedBackend`), up to ``SLOTS`` ahead, and makes rows of what
+comes back. The main process only runs the model.
 
 The worker is forked, so it starts with the parent's model, records, tokenizer and output folder without pickling
 them, and it never touches the GPU. It dies with the main process: a kill -9 loses the batches in flight (at most
@@ -13,13 +14,13 @@ them, and it never touches the GPU. It dies with the main process: a kill -9 los
 included) the worker first records every batch already answered. Where fork is not available everything runs in the
 main process, in the same order.
 
-Arrays (the images, and the pixels: about 0.9 MB for 32 CIFAR images, 130 MB with LLaVA-NeXT-7B's 336 grid) do
+Arrays (the pixels: about 0.9 MB for 32 CIFAR images, 130 MB with LLaVA-NeXT-7B's 336 grid) do
 not go through the pipe: pickle protocol 5 hands them over out of band, in one of ``SLOTS`` shared-memory slots
 made before the fork, and the main process reads them where they lie (through a pipe, 0.9 MB took 0.85 ms to
-receive on 2 cores). A batch's slot is reused once the worker has its replies.
+receive on 2 cores). A batch's slot is reused once the worker has its result.
 
 Example:
-    >>> answer_all(asking, backend.answer, lambda done, answered, noisy: None)   # doctest: +SKIP
+    >>> answer_all(asking, backend.run, lambda done, answered, noisy: None)   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -40,29 +41,28 @@ Progress = tuple[int, int, int]  # queries finished, of which answered, of which
 
 
 class Asking(Protocol):
-    """The labeling loop without the model (the runner's): which queries to ask, and what their replies make."""
+    """The labeling loop without the model (the runner's): which batches to ask, and what their results make."""
 
-    def next_batch(self) -> tuple[int, list, Any] | None:
-        """(number, queries, prepared model inputs) of the next batch to ask; None while there is none."""
+    def next_batch(self) -> tuple[int, Any] | None:
+        """(number, what the model side needs) of the next batch to ask; None while there is none."""
 
-    def record(self, number: int, replies: list) -> Progress:
-        """Take the replies to batch ``number``: rows, part files, retries to ask later."""
+    def record(self, number: int, result: Any) -> Progress:
+        """Take what the model side returned for batch ``number``: rows, part files, retries to ask later."""
 
 
 def answer_all(
-    asking: Asking, answer: Callable[[list, Any], list], advance: Callable[..., None], in_place: bool = False
+    asking: Asking, answer: Callable[[Any], Any], advance: Callable[..., None], in_place: bool = False
 ) -> None:
-    """Ask every batch of ``asking`` until none is left, ``answer(queries, prepared)`` giving the replies here and
-    everything else running in a worker process (or here too, with ``in_place`` or without fork); ``advance(*progress)``
-    reports finished queries. The arrays in ``queries`` and ``prepared`` may lie in shared memory that the worker
-    reuses: ``answer`` must not keep them past its return."""
+    """Ask every batch of ``asking`` until none is left, ``answer(batch)`` running the model here and everything
+    else running in a worker process (or here too, with ``in_place`` or without fork); ``advance(*progress)``
+    reports finished queries. The arrays in a batch may lie in shared memory that the worker reuses: ``answer``
+    must not keep them past its return."""
     first = asking.next_batch()
     if first is None:
         return
     if in_place or "fork" not in multiprocessing.get_all_start_methods():
         while first is not None:
-            number, queries, prepared = first
-            advance(*asking.record(number, answer(queries, prepared)))
+            advance(*asking.record(first[0], answer(first[1])))
             first = asking.next_batch()
         return
     import torch
@@ -72,12 +72,12 @@ def answer_all(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     context = multiprocessing.get_context("fork")
     batches, batch_sender = context.Pipe(duplex=False)
-    replies_receiver, replies = context.Pipe(duplex=False)
+    results_receiver, results = context.Pipe(duplex=False)
     _widen(batches)
     # The first batch was prepared here, before the fork: the worker then starts with warm caches (template, token
     # ids, the image-token count) and with that batch in flight, and its size sizes the slots.
-    slots = _Slots(_out_of_band_bytes(first[1:]))
-    work = (asking, batch_sender, replies_receiver, slots, os.getpid(), (batches, replies))
+    slots = _Slots(_out_of_band_bytes(first[1]))
+    work = (asking, batch_sender, results_receiver, slots, os.getpid(), (batches, results))
     worker = context.Process(target=_drive, args=work, daemon=True)
     # Leave the worker a core: on 2 CPU cores, 2 model threads beside it made labeling ~15% slower than 1.
     threads = torch.get_num_threads()
@@ -92,8 +92,8 @@ def answer_all(
         finally:
             gc.unfreeze()
         batch_sender.close()  # the worker holds the only writing end: its death reads as end of file here
-        replies_receiver.close()
-        replies.send((first[0], _compact(answer(first[1], first[2]))))
+        results_receiver.close()
+        results.send((first[0], answer(first[1])))
         while True:
             try:
                 kind, progress, *message = batches.recv()
@@ -105,24 +105,24 @@ def answer_all(
             if kind == "done":  # every batch recorded: the worker is exiting (not waited for: ~10 ms of teardown)
                 done = True
                 break
-            number, (queries, prepared) = message[0], slots.unpack(*message)
-            replies.send((number, _compact(answer(queries, prepared))))
+            number, batch = message[0], slots.unpack(*message)
+            results.send((number, answer(batch)))
     finally:
         torch.set_num_threads(threads)
         if done:
             batches.close()
-            replies.close()
+            results.close()
         else:
-            _stop(worker, batches, replies)
+            _stop(worker, batches, results)
 
 
-def _stop(worker, batches, replies, wait: float = 30.0) -> None:
+def _stop(worker, batches, results, wait: float = 30.0) -> None:
     """After an error here (Ctrl-C included), let the worker record every batch already answered, then end it: it
-    reads the replies sent, then the end of the pipe, and stops. Meanwhile its messages are read and dropped, so
+    reads the results sent, then the end of the pipe, and stops. Meanwhile its messages are read and dropped, so
     that it never waits on a full pipe."""
     import time
 
-    replies.close()
+    results.close()
     deadline = time.monotonic() + wait
     while worker.is_alive() and time.monotonic() < deadline:
         try:
@@ -137,11 +137,9 @@ def _stop(worker, batches, replies, wait: float = 30.0) -> None:
     batches.close()
 
 
-def _drive(asking: Asking, sender, replies, slots: _Slots, parent: int, main_ends: tuple) -> None:
-    """The worker: send batches while fewer than SLOTS are in flight, else record the replies to one."""
+def _drive(asking: Asking, sender, results, slots: _Slots, parent: int, main_ends: tuple) -> None:
+    """The worker: send batches while fewer than SLOTS are in flight, else record the result of one."""
     import signal
-
-    from aclbuild.labeling.backend import Reply
 
     _die_with(parent)
     for end in main_ends:  # the main process's ends of the pipes, inherited: closed, so that its closing them counts
@@ -152,11 +150,11 @@ def _drive(asking: Asking, sender, replies, slots: _Slots, parent: int, main_end
         while True:
             batch = asking.next_batch() if in_flight < SLOTS else None
             if batch is not None:
-                sender.send(("batch", progress, batch[0], *slots.pack(batch[0], batch[1:])))
+                sender.send(("batch", progress, batch[0], *slots.pack(batch[0], batch[1])))
                 in_flight, progress = in_flight + 1, (0, 0, 0)
             elif in_flight:
-                number, compact = replies.recv()
-                done = asking.record(number, [Reply(text, choice) for text, choice in compact])
+                number, result = results.recv()
+                done = asking.record(number, result)
                 in_flight, progress = in_flight - 1, tuple(a + b for a, b in zip(progress, done))
             else:
                 sender.send(("done", progress))
@@ -170,15 +168,11 @@ def _drive(asking: Asking, sender, replies, slots: _Slots, parent: int, main_end
             pass
 
 
-def _compact(replies: list) -> list[tuple[str, int | None]]:
-    return [(r.text, r.choice) for r in replies]  # tuples pickle faster than dataclasses
-
-
 class _Slots:
     """Shared-memory slots, made before the fork, that carry the large arrays of the batches in flight.
 
     Batch k uses slot k % SLOTS. The worker has at most SLOTS batches in flight and writes batch k + SLOTS only
-    after it has the replies to batch k: by then the main process no longer reads batch k's arrays.
+    after it has the result of batch k: by then the main process no longer reads batch k's arrays.
     """
 
     def __init__(self, first_bytes: int) -> None:
@@ -198,7 +192,7 @@ class _Slots:
         return ("slot", data, spans)
 
     def unpack(self, k: int, how: str, data: bytes, rest: list):
-        """Batch k's prepared value (main process); its arrays are valid until its replies are sent."""
+        """Batch k (main process); its arrays are valid until its result is sent."""
         if how == "pipe":
             return pickle.loads(data, buffers=rest)
         view = memoryview(self.buffers[k % SLOTS])

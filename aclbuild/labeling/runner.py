@@ -30,7 +30,7 @@ import numpy as np
 from aclbuild import __version__
 from aclbuild.errors import InputError, OutputExistsError
 from aclbuild.labeling import budgets
-from aclbuild.labeling.backend import Backend, Query
+from aclbuild.labeling.backend import Backend, Query, StagedBackend
 from aclbuild.labeling.candidates import ordinary_options, reshuffled, uniform_candidates
 from aclbuild.labeling.outputs import FAILED, LOG, PARTS, PartStore, summarise, write_outputs, write_part
 from aclbuild.labeling.parsing import parse_answer
@@ -194,7 +194,8 @@ class _Job:
                 for jobs in batches:
                     record(*self._commit(self._synthetic(jobs)))
                 return
-            answer_all(_Asking(self, batches), self._answer, self._advancer(advance))
+            asking = _Asking(self, batches)
+            answer_all(asking, asking.model_side, self._advancer(advance))
 
     def _run_reduced(self, advance) -> None:
         """-R: (block, round) units in order; each unit's draws use the budgets left by all earlier units."""
@@ -223,10 +224,9 @@ class _Job:
                 batches = [
                     [(i, rnd) for i in mine[s : s + self.batch_size]] for s in range(0, len(mine), self.batch_size)
                 ]
-                # in place, model inputs not prepared: the unit's rows are needed next, and after its first round a
-                # block's prefix caches are kept
-                asking = _Asking(self, batches, draw, prepare=False)
-                answer_all(asking, self._answer, self._advancer(advance), in_place=True)
+                # in place: the unit's rows are needed next, and after its first round a block's prefix caches are kept
+                asking = _Asking(self, batches, draw)
+                answer_all(asking, asking.model_side, self._advancer(advance), in_place=True)
                 self.state.wait_for_everyone()  # the next unit's budgets need every process's answers
 
     def _snapshot(self) -> None:
@@ -244,9 +244,6 @@ class _Job:
         answers = names if self.s.mode == "cl" else [str(k + 1) for k in range(len(shown))]
         prefix, suffix = self.template.split_prompt(names)
         return Query(i, r, attempt, self.records[i].image, names, answers, f"{prefix} {suffix}", prefix, suffix)
-
-    def _answer(self, queries: list[Query], prepared) -> list:
-        return self.backend.answer(queries, prepared) if prepared is not None else self.backend.answer(queries)
 
     def _advancer(self, advance):
         """``advance`` of the progress bar, fed with :meth:`_Asking.record`'s counts, showing the running noise."""
@@ -292,17 +289,22 @@ class _Job:
 class _Asking:
     """The labeling loop of one process without the model (:class:`aclbuild.labeling.pipeline.Asking`): batches of
     (image, round) jobs to ask, and what the replies make. An unparseable reply is asked again later, reshuffled,
-    in a batch of its own, up to --max-retries times; then the query is recorded as failed."""
+    in a batch of its own, up to --max-retries times; then the query is recorded as failed.
 
-    def __init__(self, job: _Job, batches: list[list[tuple[int, int]]], draw=None, prepare: bool = True) -> None:
+    With a :class:`aclbuild.labeling.backend.StagedBackend` a batch goes to the model side prepared, and its raw
+    result comes back to be made into replies here; any other backend gets the queries and answers them there.
+    """
+
+    def __init__(self, job: _Job, batches: list[list[tuple[int, int]]], draw=None) -> None:
         self.job, self.draw = job, draw or job._uniform
         self.waiting = deque((jobs, 0) for jobs in batches if jobs)  # (jobs, attempt) not yet asked
-        self.asked: dict[int, tuple] = {}  # batch number -> (jobs, attempt, shown, queries)
+        self.asked: dict[int, tuple] = {}  # batch number -> (jobs, attempt, shown, queries, what was sent)
         self.drawn: dict[tuple[int, int], list[int]] = {}  # candidates of the jobs not yet recorded
-        self.prepare = getattr(job.backend, "prepare", None) if prepare else None
+        self.staged = isinstance(job.backend, StagedBackend)
+        self.model_side = job.backend.run if self.staged else job.backend.answer  # what the main process calls
         self.numbered = 0
 
-    def next_batch(self) -> tuple[int, list[Query], object] | None:
+    def next_batch(self) -> tuple[int, object] | None:
         if not self.waiting:
             return None
         jobs, attempt = self.waiting.popleft()
@@ -312,11 +314,13 @@ class _Asking:
         shown = {(i, r): reshuffled(self.drawn[(i, r)], s.seed, i, r, attempt) for i, r in jobs}
         queries = [self.job._query(i, r, attempt, shown[(i, r)]) for i, r in jobs]
         number, self.numbered = self.numbered, self.numbered + 1
-        self.asked[number] = (jobs, attempt, shown, queries)
-        return number, queries, self.prepare(queries) if self.prepare is not None else None
+        sent = self.job.backend.prepare(queries) if self.staged else queries
+        self.asked[number] = (jobs, attempt, shown, queries, sent)
+        return number, sent
 
-    def record(self, number: int, replies: list) -> tuple[int, int, int]:
-        jobs, attempt, shown, queries = self.asked.pop(number)
+    def record(self, number: int, result) -> tuple[int, int, int]:
+        jobs, attempt, shown, queries, sent = self.asked.pop(number)
+        replies = self.job.backend.replies(queries, sent, result) if self.staged else result
         s, rows, again = self.job.s, [], []
         for (i, r), query, reply in zip(jobs, queries, replies):
             pick = reply.choice if reply.choice is not None else parse_answer(
