@@ -24,6 +24,8 @@ def test_cpu_mode_reports_speed_and_share_outside_the_model():
         line = next(line for line in out.splitlines() if line.strip().startswith(scoring))
         shares = [float(s) for s in re.findall(r"([\d.]+)% \(", line)]
         assert "images/s" in line and len(shares) == 2 and all(0 < s < 100 for s in shares), line
+    share = re.search(r"outside transformers' generate\(\) calls: +([\d.]+)%", out)  # generate's decoding loop apart
+    assert share and 0 < float(share.group(1)) < 100, out
 
 
 def test_gpu_mode_code_runs_with_the_tiny_model():
