@@ -188,8 +188,8 @@ class LlavaBackend:
             return self._score(p, 0, n, p.pack)
         logprobs, is_argmax = np.zeros(p.pack.reads.shape, np.float32), np.zeros(p.pack.reads.shape, bool)
         for start in range(0, n, per_pass):
-            part, queries = p.pack.take(start, min(n, start + per_pass))
-            logprobs[queries], is_argmax[queries] = self._score(p, start, min(n, start + per_pass), part)
+            part, held = p.pack.take(start, min(n, start + per_pass))  # held: which of the pack's queries
+            logprobs[held], is_argmax[held] = self._score(p, start, min(n, start + per_pass), part)
         return logprobs, is_argmax
 
     def _images_per_pass(self, bytes_per_image: int) -> int:
