@@ -34,7 +34,7 @@ from aclbuild.labeling.backend import Backend, Query, StagedBackend
 from aclbuild.labeling.candidates import ordinary_options, reshuffled, uniform_candidates
 from aclbuild.labeling.outputs import FAILED, LOG, PARTS, PartStore, summarise, write_outputs, write_part
 from aclbuild.labeling.parsing import parse_answer
-from aclbuild.labeling.pipeline import answer_all
+from aclbuild.labeling.pipeline import Progress, answer_all
 from aclbuild.labeling.prompts import load_template
 from aclbuild.progress import progress_bar
 from aclbuild.registry import DEFAULT_VLM, SYNTHETIC_MATRICES, Base, get_base
@@ -274,7 +274,7 @@ class _Job:
             "retries": retries, "status": "ok" if label != FAILED else "failed",
         }  # fmt: skip
 
-    def _commit(self, rows: list[dict]) -> tuple[int, int, int]:
+    def _commit(self, rows: list[dict]) -> Progress:
         """Write finished rows as a part file; returns (rows, answered, noisy or right) for the progress bar.
 
         The rows are not kept in memory: the next :meth:`_snapshot` (or the merge) reads them back from the part
@@ -318,7 +318,7 @@ class _Asking:
         self.asked[number] = (jobs, attempt, shown, queries, sent)
         return number, sent
 
-    def record(self, number: int, result) -> tuple[int, int, int]:
+    def record(self, number: int, result) -> Progress:
         jobs, attempt, shown, queries, sent = self.asked.pop(number)
         replies = self.job.backend.replies(queries, sent, result) if self.staged else result
         s, rows, again = self.job.s, [], []
