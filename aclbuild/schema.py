@@ -35,11 +35,12 @@ COLUMNS = ("names", "images", "ord_labels", "cl_labels")
 class ClRecord:
     """One image with its true label and, in a training split, its complementary labels.
 
-    ``image`` is an H x W x 3 uint8 array; ``cl_labels`` is None in a test split (true labels only).
+    ``image`` is an H x W x 3 uint8 array (None only where a reader was asked for names and labels alone, for a
+    labeler that needs no pixels); ``cl_labels`` is None in a test split (true labels only).
     """
 
     name: str
-    image: np.ndarray
+    image: np.ndarray | None
     ord_label: int
     cl_labels: tuple[int, ...] | None = None
 

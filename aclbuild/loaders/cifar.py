@@ -55,8 +55,9 @@ LAYOUTS = {
 }  # fmt: skip
 
 
-def read_cifar(path: str | Path, base: Base, split: str) -> list[ClRecord]:
+def read_cifar(path: str | Path, base: Base, split: str, pixels: bool = True) -> list[ClRecord]:
     """Records of ``split`` ("train" or "test") of base cifar10 or cifar20, in the archive's order (no CLs).
+    With ``pixels=False`` the image planes are not turned into images and every ``image`` is None.
 
     ``path`` is the ``.tar.gz`` archive, its extracted batch folder, or a folder that contains either.
     Raises :class:`SourceError` (one line) for a missing, corrupt or wrong archive.
@@ -85,7 +86,7 @@ def read_cifar(path: str | Path, base: Base, split: str) -> list[ClRecord]:
     with progress_bar(f"reading {base.name} {split} batches", len(members)) as advance:
         # Parse each batch as it arrives so only one pickle's bytes are in memory at a time.
         for member, what, blob in blobs:
-            by_member[member] = _batch_records(blob, what, layout, base)
+            by_member[member] = _batch_records(blob, what, layout, base, pixels)
             advance()
     return [record for member in members for record in by_member[member]]
 
@@ -173,7 +174,7 @@ def _text(value: object) -> str:
     raise TypeError(type(value).__name__)
 
 
-def _batch_records(blob: bytes, what: str, layout: _Layout, base: Base) -> list[ClRecord]:
+def _batch_records(blob: bytes, what: str, layout: _Layout, base: Base, pixels: bool = True) -> list[ClRecord]:
     """Check one batch pickle and turn it into records."""
     batch = safe_load(blob, what)
     if not isinstance(batch, dict):
@@ -199,6 +200,8 @@ def _batch_records(blob: bytes, what: str, layout: _Layout, base: Base) -> list[
         raise SourceError(f"{what}: filenames must be strings, found {exc}") from None
     if len(names) != count:
         raise SourceError(f"{what}: {len(names)} filenames but {count} images")
+    if not pixels:
+        return [ClRecord(name, None, int(labels[i])) for i, name in enumerate(names)]
     # CIFAR stores each row as R, G, B planes of 32x32; one contiguous N x 32 x 32 x 3 block, each image a view.
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     return [ClRecord(name, images[i], int(labels[i])) for i, name in enumerate(names)]

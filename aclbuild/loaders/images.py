@@ -15,8 +15,9 @@ from aclbuild.registry import Base
 from aclbuild.schema import ClRecord
 
 
-def read_source_images(base: Base, path: str | Path | None, split: str) -> list[ClRecord]:
+def read_source_images(base: Base, path: str | Path | None, split: str, pixels: bool = True) -> list[ClRecord]:
     """Records (true labels, no CLs) of ``split`` of ``base``, read from ``path`` (ignored for ``digits``).
+    ``pixels=False`` asks for names and labels only: a reader that can skips decoding (``image`` is then None).
 
     Example:
         >>> recs = read_source_images(get_base("cifar10"), "cifar-10-python.tar.gz", "test")   # doctest: +SKIP
@@ -35,9 +36,9 @@ def read_source_images(base: Base, path: str | Path | None, split: str) -> list[
     if base.name in ("cifar10", "cifar20"):
         from aclbuild.loaders.cifar import read_cifar
 
-        return read_cifar(path, base, split)
+        return read_cifar(path, base, split, pixels)
     if base.name in ("min10", "min20"):
         from aclbuild.loaders.tinyimagenet import read_tinyimagenet
 
-        return read_tinyimagenet(path, base, split)
+        return read_tinyimagenet(path, base, split, pixels)
     raise SourceError(f"no image reader for base {base.name}")

@@ -123,8 +123,9 @@ def _open_tree(path: Path) -> Iterator[_Tree]:
         yield tree
 
 
-def read_tinyimagenet(path: str | Path, base: Base, split: str) -> list[ClRecord]:
+def read_tinyimagenet(path: str | Path, base: Base, split: str, pixels: bool = True) -> list[ClRecord]:
     """Records of ``split`` ("train" or "test" = TinyImageNet val) of base min10 or min20, 64x64x3 uint8, no CLs.
+    With ``pixels=False`` no JPEG is opened and every ``image`` is None (names and labels only).
 
     ``path`` is ``tiny-imagenet-200.zip``, the extracted ``tiny-imagenet-200/`` folder, or a folder holding either.
     Raises :class:`SourceError` (one line) for a missing wnid, a corrupt zip or an unreadable or misshapen JPEG.
@@ -140,6 +141,8 @@ def read_tinyimagenet(path: str | Path, base: Base, split: str) -> list[ClRecord
         raise SourceError(f"base {base.name} has splits {' and '.join(SPLITS)}, not {split!r}")
     with _open_tree(Path(path)) as tree:
         items = _train_items(tree, base) if split == "train" else _val_items(tree, base)
+        if not pixels:
+            return [ClRecord(rel.rpartition("/")[2], None, label) for rel, label in items]
         records = []
         with progress_bar(f"decoding {base.name} {split} images", len(items)) as advance:
             for rel, label in items:
