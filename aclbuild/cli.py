@@ -292,29 +292,52 @@ def generate_command(
     source: Annotated[Optional[Path], typer.Option(help="the base's archive or folder (digits: none)")] = None,
     download: Annotated[bool, typer.Option(help="download the base's official archive (checksum verified)")] = False,
     cache_dir: Annotated[Path, typer.Option(help="where --download keeps archives")] = Path("~/.cache/aclbuild"),
-    labeler: Annotated[str, typer.Option(help="llava or synthetic")] = "llava",
+    labeler: Annotated[str, typer.Option(help="llava, synthetic, or replay (answers from --answers FILE)")] = "llava",
     model: Annotated[str, typer.Option(help="LLaVA-NeXT Hub id or local folder")] = "llava-hf/llava-v1.6-mistral-7b-hf",
     mode: Annotated[str, typer.Option(help="cl (which label does not belong) or ord (most related)")] = "cl",
     num_rounds: Annotated[int, typer.Option(help="queries (labels) per image")] = 3,
     bias_reduction: Annotated[bool, typer.Option("--bias-reduction", "-R", help="budgeted candidates (-R)")] = False,
-    long_label: Annotated[bool, typer.Option("--long-label/--short-label", help="full class names in prompts")] = False,
-    batch_size: Annotated[int, typer.Option(help="images (generate: queries) per model pass")] = 8,
+    protocol: Annotated[str, typer.Option(
+        help="aclbuild, or reference: every reference behaviour at once (released candidate stream and question, "
+        "fp16, batch 16, -R blocks of 16, long names, unlimited retries); options given explicitly still win"
+    )] = "aclbuild",  # fmt: skip
+    candidates: Annotated[Optional[str], typer.Option(
+        help="seeded (per image and round; default) or reference: the released sets' draws from numpy's global "
+        "stream (cifar10, cifar20, min10, min20; -R: cifar10, min10). The order options are shown in is always "
+        "aclbuild's: the reference's depended on its model's answers and retries"
+    )] = None,  # fmt: skip
+    candidates_from: Annotated[Optional[Path], typer.Option(
+        help="ask exactly the candidate sets of an earlier run's labels.parquet (any labeler)"
+    )] = None,  # fmt: skip
+    answers: Annotated[Optional[Path], typer.Option(
+        help="--labeler replay: the label file to replay (the reference tool's CSV, or a labels.parquet)"
+    )] = None,  # fmt: skip
+    r_block: Annotated[Optional[int], typer.Option(help="-R: images whose draws share one budget snapshot (64; reference 16)")] = None,
+    long_label: Annotated[Optional[bool], typer.Option("--long-label/--short-label", help="full class names in prompts")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="images (generate: queries) per model pass (8; reference 16)")] = None,
     seed: Annotated[int, typer.Option(help="seed of every candidate draw")] = 1126,
     matrix: Annotated[str, typer.Option(help="synthetic: uniform, weak, strong or noisy")] = "uniform",
     noise: Annotated[float, typer.Option(help="synthetic noisy matrix: lambda")] = 0.1,
+    prompt: Annotated[Optional[str], typer.Option(
+        help="named question: default (the reference tool's) or acl-min (the older one that made ACLMIN10/ACLMIN20)"
+    )] = None,  # fmt: skip
     prompt_file: Annotated[Optional[Path], typer.Option(help="Jinja question template using {{ options }}")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="longest generated answer")] = 30,
-    max_retries: Annotated[int, typer.Option(help="re-asks of an unparseable answer before the query fails")] = 10,
-    dtype: Annotated[Optional[str], typer.Option(help="bf16, fp16 or fp32 (default bf16 on GPU, fp32 on CPU)")] = None,
-    scoring: Annotated[str, typer.Option(help="generate (reference) or likelihood (cached prefix, faster)")] = "generate",
+    max_retries: Annotated[Optional[str], typer.Option(
+        help="re-asks of an unparseable answer before the query fails, or 'unlimited' (10; reference unlimited)"
+    )] = None,  # fmt: skip
+    dtype: Annotated[Optional[str], typer.Option(help="bf16, fp16 or fp32 (default bf16 on GPU, fp32 on CPU; reference fp16)")] = None,
+    scoring: Annotated[Optional[str], typer.Option(help="generate (reference) or likelihood (cached prefix, faster)")] = None,
     limit: Annotated[Optional[int], typer.Option(help="label only the first N images")] = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --output-dir")] = False,
 ) -> None:
-    """Label a base's training images with LLaVA-NeXT (or a synthetic labeler): table, legacy pickle and log.
+    """Label a base's training images with LLaVA-NeXT, a synthetic labeler, or a replayed label file: table, legacy
+    pickle and log.
 
     Example: `aclbuild generate cifar10 --source cifar-10-python.tar.gz --scoring likelihood --output-dir labels/`
     """
-    from aclbuild.labeling.runner import GenerateSettings, run_generate
+    from aclbuild.labeling.runner import run_generate
+    from aclbuild.labeling.settings import GenerateSettings, parse_max_retries, resolve_protocol
     from aclbuild.registry import get_base
 
     with user_errors():
@@ -322,13 +345,20 @@ def generate_command(
             from aclbuild.loaders.download import download_archive
 
             source = source or download_archive(get_base(base), cache_dir.expanduser())
+        chosen = resolve_protocol(
+            protocol, base, bias_reduction, candidates=candidates, r_block=r_block, prompt=prompt, dtype=dtype,
+            max_retries=max_retries, batch_size=batch_size, long_label=long_label, scoring=scoring,
+        )  # fmt: skip
         settings = GenerateSettings(
             base=base, labeler=labeler, model=model, mode=mode, num_rounds=num_rounds, bias_reduction=bias_reduction,
-            long_label=long_label, seed=seed, matrix=matrix, noise=noise,
+            long_label=chosen["long_label"], seed=seed, matrix=matrix, noise=noise, prompt=chosen["prompt"],
             prompt_file=str(prompt_file) if prompt_file else None, max_new_tokens=max_new_tokens,
-            max_retries=max_retries, dtype=dtype, scoring=scoring, limit=limit,
+            max_retries=parse_max_retries(chosen["max_retries"]), dtype=chosen["dtype"], scoring=chosen["scoring"],
+            limit=limit, candidates=chosen["candidates"], r_block=chosen["r_block"], protocol=protocol,
+            candidates_from=str(candidates_from) if candidates_from else None,
+            answers=str(answers) if answers else None,
         )  # fmt: skip
-        folder = run_generate(settings, source, output_dir, resume=resume, batch_size=batch_size,
+        folder = run_generate(settings, source, output_dir, resume=resume, batch_size=chosen["batch_size"],
                               command=["aclbuild", *sys.argv[1:]])  # fmt: skip
     console.print(f"wrote {folder}", markup=False, highlight=False, soft_wrap=True)
 

@@ -31,10 +31,10 @@ def test_parse_complementary_answers(answer, expected):
 
 def test_parse_numbered_and_loose_forms():
     names = ["tabby", "persian cat", "gazelle"]
-    assert parse_answer("(2) persian cat", names, numbered=True) == 1
-    assert parse_answer("(3)", names, numbered=True) == 2
-    assert parse_answer("1", names, numbered=True) == 0
-    assert parse_answer("7", names, numbered=True) is None  # out of range
+    assert parse_answer("(2) persian cat", names) == 1
+    assert parse_answer("(3)", names) == 2
+    assert parse_answer("1", names) == 0
+    assert parse_answer("7", names) is None  # out of range
     assert parse_answer("cat persian", names) == 1  # word order
     assert parse_answer("fruit, vegetables and mushrooms", ["fruit vegetables and mushrooms", "fish"]) == 0
     # digits' class names are numbers: in complementary mode a bare number is a name, not a position

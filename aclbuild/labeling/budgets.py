@@ -5,10 +5,12 @@ going below 10 (or its start, when that is lower). An image's 4 candidates are d
 probability proportional to the budgets, among the classes not yet chosen for that image, so its CLs are distinct;
 hence rounds <= K - 3.
 
-The reference updates budgets after every single answer, which forbids batching. Here images are visited in a
-seeded order in blocks of :data:`BLOCK` images, one round at a time; a block's draws use the budgets left by every
-earlier (block, round). The labels therefore depend on the seed and the answers only — not on the batch size, the
-number of processes or interruptions.
+Images are visited in a seeded order in blocks of ``block`` images (:data:`BLOCK` by default, ``--r-block``), one
+round at a time; a block's draws use the budgets left by every earlier (block, round), and each image's draw has
+its own generator seeded by (seed, image, round). The labels therefore depend on the seed and the answers only —
+not on the batch size, the number of processes or interruptions. (The released -R sets were drawn the same way
+from numpy's global stream in blocks of 16: ``--candidates reference``, see
+:mod:`aclbuild.labeling.reference_stream`.)
 
 Example:
     >>> budgets = initial_budgets(num_images=100, num_classes=10, rounds=3)
@@ -59,8 +61,35 @@ def budget_candidates(budgets: np.ndarray, excluded: list[int], seed: int, image
     return [int(c) for c in picked]
 
 
-def visit_blocks(indices: list[int], seed: int) -> list[list[int]]:
-    """``indices`` in the seeded visiting order, cut into blocks of :data:`BLOCK`."""
+def visit_blocks(indices: list[int], seed: int, block: int = BLOCK) -> list[list[int]]:
+    """``indices`` in the seeded visiting order, cut into blocks of ``block``."""
     order = np.random.default_rng(seed).permutation(len(indices))
     visited = [indices[j] for j in order]
-    return [visited[k : k + BLOCK] for k in range(0, len(visited), BLOCK)]
+    return [visited[k : k + block] for k in range(0, len(visited), block)]
+
+
+class SeededReduction:
+    """aclbuild's -R draws, walked (block, round) by (block, round) like
+    :class:`aclbuild.labeling.reference_stream.ReducedReferenceStream`.
+
+    Example:
+        >>> reduction = SeededReduction(num_images=100, num_classes=10, num_rounds=3, seed=1126)
+        >>> shown = reduction.draw_unit(reduction.blocks[0], {}, round_=0)
+        >>> len(shown), len(shown[reduction.blocks[0][0]])
+        (64, 4)
+    """
+
+    def __init__(self, num_images: int, num_classes: int, num_rounds: int, seed: int, block: int = BLOCK) -> None:
+        self.seed = seed
+        self.blocks = visit_blocks(list(range(num_images)), seed, block)
+        self.initial = initial_budgets(num_images, num_classes, num_rounds)
+        self.chosen = np.zeros(num_classes, dtype=np.int64)  # CLs of every unit answered so far
+
+    def draw_unit(self, block: list[int], excluded: dict[int, list[int]], round_: int) -> dict[int, list[int]]:
+        """The options shown to each image of ``block`` in round ``round_``, from one budget snapshot."""
+        snapshot = budgets_after(self.initial, self.chosen)
+        return {i: budget_candidates(snapshot, excluded.get(i, []), self.seed, i, round_) for i in block}
+
+    def answered(self, labels: list[int]) -> None:
+        for label in labels:
+            self.chosen[label] += 1

@@ -7,11 +7,14 @@ which the labeling worker process would otherwise pay while the model waits.
 At the end the main process merges the parts into:
 
 - ``labels.parquet``: one row per (image, round): the candidates in the order shown, the raw answer, the parsed
-  label (-1 for a failed query), the retries and the status;
+  label (-1 for a failed query), the retries and the status (``ok``, ``failed``; the replay labeler also
+  ``not_in_candidates`` and ``no_answer``);
 - ``labels.pkl``: the legacy pickle (names, images, ord_labels, cl_labels) that `aclbuild build` and libcll take;
-  a failed query is a CL of -1, which `aclbuild build` refuses unless given ``--drop-failed``;
+  a failed query is a CL of -1, which `aclbuild build` refuses unless given ``--drop-failed`` (not written by the
+  replay labeler, which reads no pixels);
 - ``labels.json``: statistics (noise rate, retry rate, failed queries, transition matrix, CLs per class, accuracy in
-  ordinary mode), speed, and a flat ``provenance`` dict that `aclbuild build` copies into the dataset card.
+  ordinary mode, the replay's containment), speed, and a flat ``provenance`` dict that `aclbuild build` copies into
+  the dataset card.
 
 Example:
     >>> write_part([{"index": 0, "round": 0, ...}], Path("out/parts"))   # doctest: +SKIP
@@ -81,6 +84,10 @@ class PartStore:
             for row in found_rows:
                 self.rows.setdefault((row["index"], row["round"]), row)
 
+    def seen(self, path: Path) -> None:
+        """A part file whose rows are already in :attr:`rows` (written by this process): not to be read again."""
+        self._seen.add(path.name)
+
     def done(self, index: int, round_: int) -> bool:
         return (index, round_) in self.rows
 
@@ -88,7 +95,7 @@ class PartStore:
 def summarise(rows: list[dict], num_classes: int, mode: str, num_rounds: int) -> dict:
     """The statistics of the log, from the merged rows (sorted by image, then round)."""
     ok = [r for r in rows if r["status"] == "ok"]
-    failed = [r for r in rows if r["status"] != "ok"]
+    failed = [r for r in rows if r["status"] == "failed"]
     attempts = sum(r["retries"] + 1 for r in rows)
     stats: dict = {
         "queries": len(rows),
@@ -118,21 +125,45 @@ def summarise(rows: list[dict], num_classes: int, mode: str, num_rounds: int) ->
         truth[r["index"]] = r["ord_label"]
         if r["status"] == "ok":
             votes.setdefault(r["index"], []).append(r["label"])
-    majority = [Counter(v).most_common(1)[0][0] == truth[i] if v else False for i, v in votes.items()]
+    majority = [majority_vote(v) == truth[i] if v else False for i, v in votes.items()]
     stats["accuracy_per_round"] = per_round
     stats["majority_vote_accuracy"] = sum(majority) / len(truth) if truth else 0.0
     stats["confusion_matrix"] = matrix.round(6).tolist()
     return stats
 
 
-def write_outputs(output_dir: Path, rows: list[dict], records: list[ClRecord], mode: str, log: dict) -> None:
-    """The table, the legacy pickle (complementary mode) and the log, each written atomically."""
+def majority_vote(labels: list[int]) -> int:
+    """The most frequent label; a tie goes to the smallest class index, as the reference's ``torch.mode``.
+
+    Example:
+        >>> majority_vote([7, 2, 5]), majority_vote([7, 5, 5])
+        (2, 5)
+    """
+    counts = Counter(labels)
+    top = max(counts.values())
+    return min(label for label, count in counts.items() if count == top)
+
+
+def containment(rows: list[dict]) -> dict:
+    """The replay's check of a candidate stream: of the (image, round) queries the file has a label for, how many
+    showed that label among their options (1.0 for the stream the file was drawn from, about 4/K for another)."""
+    inside = sum(r["status"] == "ok" for r in rows)
+    labelled = inside + sum(r["status"] == "not_in_candidates" for r in rows)
+    return {"inside": inside, "labels": labelled, "rate": inside / labelled if labelled else 0.0,
+            "no_answer": sum(r["status"] == "no_answer" for r in rows)}  # fmt: skip
+
+
+def write_outputs(
+    output_dir: Path, rows: list[dict], records: list[ClRecord], mode: str, log: dict, pickle: bool = True
+) -> None:
+    """The table, the legacy pickle (complementary mode, unless ``pickle`` is False) and the log, each written
+    atomically."""
     from aclbuild.loaders.legacy_pickle import write_legacy_pickle
 
-    table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    table = pa.Table.from_pydict({name: [r[name] for r in rows] for name in ROW_SCHEMA.names}, schema=ROW_SCHEMA)
     with staged_output(output_dir / TABLE, overwrite=True, is_dir=False) as staged:
         pq.write_table(table, staged)
-    if mode == "cl":
+    if mode == "cl" and pickle:
         labels: dict[int, list[int]] = {}
         for r in rows:
             labels.setdefault(r["index"], []).append(r["label"])

@@ -1,13 +1,19 @@
 """The labeling prompts: Jinja templates a user can replace with --prompt-file, wrapped in LLaVA-NeXT's format.
 
-The default templates (``templates/cl.jinja``, ``templates/ord.jinja``) reproduce the reference wording of
-vlm-labeling.md. A template sees ``options``, the list of class names in the order shown; without it the template
-is refused, since the model could not know what to choose from.
+The default templates (``templates/cl.jinja``, ``templates/ord.jinja``) are the reference tool's questions word
+for word. ``--prompt acl-min`` names the older questions that made the released ACLMIN10 and ACLMIN20
+(``templates/acl-min-*.jinja``), so those sets' questions can be asked again. A template sees ``options``, the list
+of class names in the order shown; without it the template is refused, since the model could not know what to
+choose from.
 
 Example:
     >>> template = load_template("cl", None)
     >>> template.prompt(["cat", "dog", "ship", "frog"]).endswith("from [cat, dog, ship, frog] [/INST]")
     True
+    >>> load_template("ord", None).question(["cat", "dog"])
+    'Which is the most related label to this image? (1) cat (2) dog Please respond with only the number of the correct answer'
+    >>> load_template("cl", None, "acl-min").question(["cat", "dog"])
+    'Which label does not belong to this image? Please answer with one word from [cat, dog]'
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ import jinja2.meta
 from aclbuild.errors import InputError
 
 MODES = ("cl", "ord")
+# named question sets: name -> what made them (the default is the reference tool's current wording)
+NAMED_PROMPTS = {
+    "default": "the reference tool's questions (ACLCIFAR10, ACLCIFAR20 and the -R sets)",
+    "acl-min": "the older questions that made the released ACLMIN10 and ACLMIN20",
+}
 IMAGE_TOKEN = "<image>"
 # LLaVA-NeXT (Mistral) chat format of the reference: the question follows the image inside one [INST] block.
 PROMPT_FORMAT = "[INST] {image}\n{question} [/INST]"
@@ -38,6 +49,11 @@ class PromptTemplate:
     mode: str
     source: str
     sha256: str
+
+    @property
+    def numbered(self) -> bool:
+        """Whether the options are shown numbered "(1) a (2) b": the answer is then a number, else a name."""
+        return "(1) \x01a" in self.question(["\x01a", "\x01b"])
 
     def question(self, options: list[str]) -> str:
         return _compiled(self.source).render(options=list(options)).strip()
@@ -77,12 +93,16 @@ def shared_prefix(template: PromptTemplate) -> str:
     return one[:cut]
 
 
-def load_template(mode: str, path: str | Path | None) -> PromptTemplate:
-    """The template of ``mode`` (``cl`` or ``ord``) from ``path``, or the packaged default when ``path`` is None."""
+def load_template(mode: str, path: str | Path | None, name: str = "default") -> PromptTemplate:
+    """The template of ``mode`` (``cl`` or ``ord``) from ``path``, or the packaged one called ``name`` (see
+    :data:`NAMED_PROMPTS`) when ``path`` is None."""
     if mode not in MODES:
         raise InputError(f"unknown --mode {mode!r}; choose cl or ord")
+    if name not in NAMED_PROMPTS:
+        raise InputError(f"unknown --prompt {name!r}; choose one of: {', '.join(NAMED_PROMPTS)} (or --prompt-file)")
     if path is None:
-        source = resources.files("aclbuild.labeling").joinpath(f"templates/{mode}.jinja").read_text("utf-8")
+        file = f"templates/{mode}.jinja" if name == "default" else f"templates/{name}-{mode}.jinja"
+        source = resources.files("aclbuild.labeling").joinpath(file).read_text("utf-8")
     else:
         path = Path(path)
         if not path.is_file():

@@ -1,13 +1,19 @@
-"""`aclbuild generate`: label a base's training images with a VLM or a synthetic labeler, sharded and resumable.
+"""`aclbuild generate`: label a base's training images with a VLM, a synthetic labeler or a replayed label file,
+sharded and resumable.
 
-The label of (image i, round r) depends only on the seed, i and r (and, with -R, on the answers of earlier
-blocks): candidates come from generators seeded by (seed, i, r, attempt), never from a shared stream. So the result
-is the same for 1 or N processes, for any batch size, and with or without an interruption.
+By default the candidates of (image i, round r) come from a generator seeded by (seed, i, r), never from a shared
+stream, so the label depends only on the seed, i and r (and, with -R, on the answers of earlier blocks). With
+``--candidates reference`` they are the released sets' own draws from numpy's global stream
+(:mod:`aclbuild.labeling.reference_stream`), drawn whole before the images are split between processes; with
+``--candidates-from`` they are an earlier run's. Either way the result is the same for 1 or N processes, for any
+batch size, and with or without an interruption. The order in which a query's options are shown is aclbuild's own
+(seeded by image, round and attempt): the reference's depended on its model's answers and retries.
 
 Under ``accelerate launch --num_processes N`` each process takes a contiguous slice of the pending images, loads
 its own model, and writes finished batches as part files; the main process merges them. ``--resume`` reads the
 part files and skips every (image, round) already done. Within a process the model answers in the main process
-and a forked worker does the rest of the loop (:class:`_Asking`, driven by :mod:`aclbuild.labeling.pipeline`).
+and a forked worker does the rest of the loop (:class:`aclbuild.labeling.asking.ModelAsking`, driven by
+:mod:`aclbuild.labeling.pipeline`). The labelers without a model (synthetic, replay) run in the main process.
 
 Example:
     >>> settings = GenerateSettings(base="digits", labeler="synthetic", limit=50)
@@ -21,71 +27,28 @@ import shlex
 import shutil
 import sys
 import time
-from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from aclbuild import __version__
 from aclbuild.errors import InputError, OutputExistsError
-from aclbuild.labeling import budgets
-from aclbuild.labeling.backend import Backend, Query, StagedBackend
-from aclbuild.labeling.candidates import ordinary_options, reshuffled, uniform_candidates
-from aclbuild.labeling.outputs import FAILED, LOG, PARTS, PartStore, summarise, write_outputs, write_part
-from aclbuild.labeling.parsing import parse_answer
+from aclbuild.labeling.asking import ModelAsking
+from aclbuild.labeling.backend import Backend, Query
+from aclbuild.labeling.budgets import SeededReduction
+from aclbuild.labeling.candidates import ordinary_options, uniform_candidates
+from aclbuild.labeling.outputs import FAILED, LOG, PARTS, PartStore, containment, summarise, write_outputs, write_part
 from aclbuild.labeling.pipeline import Progress, answer_all
 from aclbuild.labeling.prompts import load_template
+from aclbuild.labeling.settings import GenerateSettings, check_settings
 from aclbuild.progress import progress_bar
-from aclbuild.registry import DEFAULT_VLM, SYNTHETIC_MATRICES, Base, get_base
+from aclbuild.registry import get_base
 
-LABELERS = ("llava", "synthetic")
+__all__ = ["GenerateSettings", "read_log", "run_generate"]
+
 RUN_FILE = "run.json"
-
-
-@dataclass(frozen=True)
-class GenerateSettings:
-    """Every option that decides the labels (stored in run.json; --resume must match it)."""
-
-    base: str
-    labeler: str = "llava"
-    model: str = DEFAULT_VLM
-    mode: str = "cl"
-    num_rounds: int = 3
-    bias_reduction: bool = False
-    long_label: bool = False
-    seed: int = 1126
-    matrix: str = "uniform"
-    noise: float = 0.1
-    prompt_file: str | None = None
-    max_new_tokens: int = 30
-    max_retries: int = 10
-    dtype: str | None = None
-    scoring: str = "generate"
-    limit: int | None = None
-
-
-def check_settings(s: GenerateSettings, base: Base) -> None:
-    """Refuse contradictory or out-of-range options before anything is loaded."""
-    if s.labeler not in LABELERS:
-        raise InputError(f"unknown --labeler {s.labeler!r}; choose one of: {', '.join(LABELERS)}")
-    if s.mode not in ("cl", "ord"):
-        raise InputError(f"unknown --mode {s.mode!r}; choose cl or ord")
-    if s.num_rounds < 1:
-        raise InputError(f"--num-rounds must be at least 1, got {s.num_rounds}")
-    if s.max_retries < 0 or (s.limit is not None and s.limit < 1):
-        raise InputError("--max-retries must be >= 0 and --limit >= 1")
-    if s.bias_reduction:
-        if s.mode != "cl":
-            raise InputError("--bias-reduction applies to complementary labels (--mode cl)")
-        budgets.check_rounds(s.num_rounds, base.num_classes)
-    if s.labeler == "synthetic":
-        if s.matrix not in SYNTHETIC_MATRICES:
-            raise InputError(f"unknown --matrix {s.matrix!r}; choose one of: {', '.join(SYNTHETIC_MATRICES)}")
-        if s.mode != "cl" or s.bias_reduction:
-            raise InputError("--labeler synthetic gives complementary labels only (no --mode ord, no -R)")
-        if s.num_rounds > base.num_classes - 1:
-            raise InputError(f"--labeler synthetic draws distinct CLs: --num-rounds must be <= {base.num_classes - 1}")
+MODEL_FREE_PART = 4096  # images per part file for the labelers without a model (they label thousands a second)
 
 
 def run_generate(
@@ -101,20 +64,24 @@ def run_generate(
     check_settings(settings, base)
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-    template = load_template(settings.mode, settings.prompt_file) if settings.labeler == "llava" else None
-    records = read_source_images(base, source, "train")[: settings.limit]
+    template = load_template(settings.mode, settings.prompt_file, settings.prompt) if settings.uses_model else None
+    # the replay labeler never looks at an image: read names and labels only
+    every = read_source_images(base, source, "train", pixels=settings.labeler != "replay")
+    records = every[: settings.limit]
+    names = [r.name for r in every]
     output_dir = Path(output_dir)
     state = PartialState(cpu=_cpu_only())
     if state.is_main_process:
         _prepare_output(output_dir, settings, resume)
     state.wait_for_everyone()
-    if settings.labeler == "llava" and backend is None:
+    if settings.uses_model and backend is None:
         from aclbuild.labeling.llava import LlavaBackend
 
         backend = LlavaBackend(
             settings.model, settings.dtype, settings.scoring, settings.max_new_tokens, batch_size, device=state.device
         )
     job = _Job(settings, base, records, template, backend, output_dir / PARTS, batch_size, state)
+    job.load_streams(names)
     started = time.perf_counter()
     job.run()
     seconds = time.perf_counter() - started
@@ -164,6 +131,21 @@ class _Job:
         self.store = PartStore(parts)
         self.images_to_label = 0
         self.noisy = self.answered = 0
+        self.sets: list | None = None  # N x R x 4 candidates drawn up front (reference stream, or a file's)
+        self.answers: list | None = None  # N x R labels of the replayed file
+
+    def load_streams(self, source_names: list[str]) -> None:
+        """Everything drawn or read before any image is asked: the same in every process."""
+        from aclbuild.labeling import replay
+        from aclbuild.labeling.reference_stream import reference_candidate_sets
+
+        s, n = self.s, len(self.records)
+        if s.answers is not None:
+            self.answers = replay.read_answers(s.answers, self.base, source_names, s.num_rounds)[:n].tolist()
+        if s.candidates_from is not None:
+            self.sets = replay.read_candidate_sets(s.candidates_from, self.base, source_names, s.num_rounds)[:n].tolist()
+        elif s.candidates == "reference" and s.labeler != "synthetic" and not s.bias_reduction:
+            self.sets = reference_candidate_sets(self.base.name, source_names, s.num_rounds, s.seed)[:n].tolist()
 
     def _mine(self, items: list) -> list:
         """This process's contiguous slice (as accelerate's split_between_processes cuts it)."""
@@ -185,48 +167,50 @@ class _Job:
                 return
             pending = [i for i in range(len(self.records)) if not all(self.store.done(i, r) for r in rounds)]
             mine = self._mine(pending)
+            size = self.batch_size if self.s.uses_model else MODEL_FREE_PART
             batches = [
-                [(i, r) for i in mine[start : start + self.batch_size] for r in rounds if not self.store.done(i, r)]
-                for start in range(0, len(mine), self.batch_size)
+                [(i, r) for i in mine[start : start + size] for r in rounds if not self.store.done(i, r)]
+                for start in range(0, len(mine), size)
             ]  # fmt: skip
-            if self.s.labeler == "synthetic":
-                record = self._advancer(advance)
+            record = self._advancer(advance)
+            if not self.s.uses_model:
                 for jobs in batches:
-                    record(*self._commit(self._synthetic(jobs)))
+                    record(*self.commit(self._answer_without_model(jobs, {(i, r): self.draw(i, r) for i, r in jobs})))
                 return
-            asking = _Asking(self, batches)
-            answer_all(asking, asking.model_side, self._advancer(advance))
+            asking = ModelAsking(self, batches, self.draw)
+            answer_all(asking, asking.model_side, record)
 
     def _run_reduced(self, advance) -> None:
         """-R: (block, round) units in order; each unit's draws use the budgets left by all earlier units."""
+        from aclbuild.labeling.reference_stream import ReducedReferenceStream
+
+        s, n, record = self.s, len(self.records), self._advancer(advance)
+        if s.candidates == "reference":
+            reduction = ReducedReferenceStream(self.base.name, n, s.num_rounds, s.seed, s.r_block)
+        else:
+            reduction = SeededReduction(n, self.base.num_classes, s.num_rounds, s.seed, s.r_block)
         if hasattr(self.backend, "keep_prefixes"):  # a block's rounds come one after the other: keep its images
-            self.backend.keep_prefixes = budgets.BLOCK
-        blocks = budgets.visit_blocks(list(range(len(self.records))), self.s.seed)
-        initial = budgets.initial_budgets(len(self.records), self.base.num_classes, self.s.num_rounds)
-        chosen = np.zeros(self.base.num_classes, dtype=np.int64)  # CLs of every unit before the current one
+            self.backend.keep_prefixes = s.r_block
         previous: tuple[list[int], int] | None = None
-        for b, block in enumerate(blocks):
-            for rnd in range(self.s.num_rounds):
-                self._snapshot()
-                if previous is not None:  # every process has finished the previous unit: count its answers
-                    for i in previous[0]:
-                        label = self.store.rows[(i, previous[1])]["label"]
-                        if label != FAILED:
-                            chosen[label] += 1
+        for block in reduction.blocks:
+            for rnd in range(s.num_rounds):
+                if self.state.num_processes > 1:
+                    self._snapshot()  # every process has finished the previous unit: read its answers
+                if previous is not None:
+                    labels = [self.store.rows[(i, previous[1])]["label"] for i in previous[0]]
+                    reduction.answered([label for label in labels if label != FAILED])
                 previous = (block, rnd)
-                snapshot = budgets.budgets_after(initial, chosen)
+                excluded = {i: [self.store.rows[(i, q)]["label"] for q in range(rnd)] for i in block}
+                shown = reduction.draw_unit(block, excluded, rnd)  # every image's: the stream must move on
                 mine = self._mine([i for i in block if not self.store.done(i, rnd)])
-
-                def draw(i: int, r: int, snapshot=snapshot) -> list[int]:
-                    earlier = [self.store.rows[(i, q)]["label"] for q in range(r)]
-                    return budgets.budget_candidates(snapshot, [c for c in earlier if c != FAILED], self.s.seed, i, r)
-
-                batches = [
-                    [(i, rnd) for i in mine[s : s + self.batch_size]] for s in range(0, len(mine), self.batch_size)
-                ]
-                # in place: the unit's rows are needed next, and after its first round a block's prefix caches are kept
-                asking = _Asking(self, batches, draw)
-                answer_all(asking, asking.model_side, self._advancer(advance), in_place=True)
+                batches = [[(i, rnd) for i in mine[k : k + self.batch_size]] for k in range(0, len(mine), self.batch_size)]
+                if not s.uses_model:
+                    jobs = [(i, rnd) for i in mine]
+                    record(*self.commit(self._answer_without_model(jobs, {(i, rnd): shown[i] for i in mine})))
+                elif batches:
+                    # in place: the unit's rows are needed next, and after its first round a block's prefix caches are kept
+                    asking = ModelAsking(self, batches, lambda i, r: shown[i])
+                    answer_all(asking, asking.model_side, record, in_place=True)
                 self.state.wait_for_everyone()  # the next unit's budgets need every process's answers
 
     def _snapshot(self) -> None:
@@ -234,19 +218,22 @@ class _Job:
         self.store.refresh()
         self.state.wait_for_everyone()
 
-    def _uniform(self, i: int, r: int) -> list[int]:
+    def draw(self, i: int, r: int) -> list[int]:
+        """The options of (image i, round r), in the order first shown (without -R)."""
         if self.s.mode == "ord":
             return ordinary_options(self.base.num_classes)
+        if self.sets is not None:
+            return list(self.sets[i][r])
         return uniform_candidates(self.s.seed, i, r, self.base.num_classes)
 
-    def _query(self, i: int, r: int, attempt: int, shown: list[int]) -> Query:
+    def query(self, i: int, r: int, attempt: int, shown: list[int]) -> Query:
         names = [self.names[c] for c in shown]
-        answers = names if self.s.mode == "cl" else [str(k + 1) for k in range(len(shown))]
+        answers = [str(k + 1) for k in range(len(shown))] if self.template.numbered else names
         prefix, suffix = self.template.split_prompt(names)
         return Query(i, r, attempt, self.records[i].image, names, answers, f"{prefix} {suffix}", prefix, suffix)
 
     def _advancer(self, advance):
-        """``advance`` of the progress bar, fed with :meth:`_Asking.record`'s counts, showing the running noise."""
+        """``advance`` of the progress bar, fed with :meth:`commit`'s counts, showing the running noise."""
         what = "noise" if self.s.mode == "cl" else "accuracy"
 
         def record(done: int, answered: int, noisy: int) -> None:
@@ -254,6 +241,9 @@ class _Job:
             advance(done, note=f"{what} {100 * self.noisy / max(self.answered, 1):.2f}%")
 
         return record
+
+    def _answer_without_model(self, jobs: list[tuple[int, int]], shown: dict[tuple[int, int], list[int]]) -> list[dict]:
+        return self._synthetic(jobs) if self.s.labeler == "synthetic" else self._replay(jobs, shown)
 
     def _synthetic(self, jobs: list[tuple[int, int]]) -> list[dict]:
         """The foundation's seeded draw: image i's CLs come from rng(seed, i), the same in any batch or process."""
@@ -263,105 +253,99 @@ class _Job:
         rows = []
         for i in sorted({i for i, _ in jobs}):
             cls = draw_cls(np.array([self.records[i].ord_label]), matrix, self.s.num_rounds, self.s.seed, offset=i)[0]
-            rows += [self._row(i, r, [], self.names[cls[r]], int(cls[r]), 0) for _, r in [j for j in jobs if j[0] == i]]
+            rows += [self.row(i, r, [], self.names[cls[r]], int(cls[r]), 0) for _, r in [j for j in jobs if j[0] == i]]
         return rows
 
-    def _row(self, i: int, r: int, shown: list[int], answer: str, label: int, retries: int) -> dict:
+    def _replay(self, jobs: list[tuple[int, int]], shown: dict[tuple[int, int], list[int]]) -> list[dict]:
+        """The replayed file's label of each query, where it is among the options shown."""
+        from aclbuild.labeling.replay import NO_LABEL
+
+        rows = []
+        for i, r in jobs:
+            label, options = self.answers[i][r], shown[(i, r)]
+            if label == NO_LABEL:
+                rows.append(self.row(i, r, options, "", FAILED, 0, status="no_answer"))
+            elif label in options:
+                rows.append(self.row(i, r, options, self.names[label], label, 0))
+            else:
+                rows.append(self.row(i, r, options, self.names[label], FAILED, 0, status="not_in_candidates"))
+        return rows
+
+    def row(self, i: int, r: int, shown: list[int], answer: str, label: int, retries: int, status: str = "") -> dict:
         rec = self.records[i]
         return {
             "index": i, "name": rec.name, "round": r, "ord_label": rec.ord_label, "candidates": list(shown),
             "candidate_names": [self.names[c] for c in shown], "answer": answer, "label": int(label),
-            "retries": retries, "status": "ok" if label != FAILED else "failed",
+            "retries": retries, "status": status or ("ok" if label != FAILED else "failed"),
         }  # fmt: skip
 
-    def _commit(self, rows: list[dict]) -> Progress:
-        """Write finished rows as a part file; returns (rows, answered, noisy or right) for the progress bar.
+    def commit(self, rows: list[dict]) -> Progress:
+        """Record finished rows; returns (rows, answered, noisy or right) for the progress bar.
 
-        The rows are not kept in memory: the next :meth:`_snapshot` (or the merge) reads them back from the part
-        file, and a worker process that held every row would slow down as its collector scanned them all.
+        A model's rows go to a part file at once (a kill loses only the batches in flight). Without -R they are not
+        kept in memory: the merge reads them back, and a worker process that held every row would slow down as its
+        collector scanned them all; with -R (always in this process) they are kept, since the next unit's draws need
+        them. The labelers without a model keep their rows in memory when they run alone (they redo a whole run in
+        seconds, so a part file would cost more than it saves) and write part files only to share rows between
+        processes.
         """
-        write_part(rows, self.store.parts)
+        keep = self.s.bias_reduction or self._alone_without_model()
+        if keep:
+            for row in rows:
+                self.store.rows[(row["index"], row["round"])] = row
+        if not self._alone_without_model():
+            path = write_part(rows, self.store.parts)
+            if keep and path is not None:
+                self.store.seen(path)
         answered = sum(row["status"] == "ok" for row in rows)
         noisy = sum(row["status"] == "ok" and row["label"] == row["ord_label"] for row in rows)
         return len(rows), answered, noisy
 
-
-class _Asking:
-    """The labeling loop of one process without the model (:class:`aclbuild.labeling.pipeline.Asking`): batches of
-    (image, round) jobs to ask, and what the replies make. An unparseable reply is asked again later, reshuffled,
-    in a batch of its own, up to --max-retries times; then the query is recorded as failed.
-
-    With a :class:`aclbuild.labeling.backend.StagedBackend` a batch goes to the model side prepared, and its raw
-    result comes back to be made into replies here; any other backend gets the queries and answers them there.
-    """
-
-    def __init__(self, job: _Job, batches: list[list[tuple[int, int]]], draw=None) -> None:
-        self.job, self.draw = job, draw or job._uniform
-        self.waiting = deque((jobs, 0) for jobs in batches if jobs)  # (jobs, attempt) not yet asked
-        self.asked: dict[int, tuple] = {}  # batch number -> (jobs, attempt, shown, queries, what was sent)
-        self.drawn: dict[tuple[int, int], list[int]] = {}  # candidates of the jobs not yet recorded
-        self.staged = isinstance(job.backend, StagedBackend)
-        self.model_side = job.backend.run if self.staged else job.backend.answer  # what the main process calls
-        self.numbered = 0
-
-    def next_batch(self) -> tuple[int, object] | None:
-        if not self.waiting:
-            return None
-        jobs, attempt = self.waiting.popleft()
-        s = self.job.s
-        for i, r in jobs:
-            self.drawn.setdefault((i, r), self.draw(i, r))
-        shown = {(i, r): reshuffled(self.drawn[(i, r)], s.seed, i, r, attempt) for i, r in jobs}
-        queries = [self.job._query(i, r, attempt, shown[(i, r)]) for i, r in jobs]
-        number, self.numbered = self.numbered, self.numbered + 1
-        sent = self.job.backend.prepare(queries) if self.staged else queries
-        self.asked[number] = (jobs, attempt, shown, queries, sent)
-        return number, sent
-
-    def record(self, number: int, result) -> Progress:
-        jobs, attempt, shown, queries, sent = self.asked.pop(number)
-        replies = self.job.backend.replies(queries, sent, result) if self.staged else result
-        s, rows, again = self.job.s, [], []
-        for (i, r), query, reply in zip(jobs, queries, replies):
-            pick = reply.choice if reply.choice is not None else parse_answer(
-                reply.text, query.options, numbered=s.mode == "ord"
-            )  # fmt: skip
-            if pick is None and attempt < s.max_retries:
-                again.append((i, r))
-                continue
-            label = FAILED if pick is None else shown[(i, r)][pick]
-            rows.append(self.job._row(i, r, shown[(i, r)], reply.text, label, attempt))
-            del self.drawn[(i, r)]
-        if again:
-            self.waiting.appendleft((again, attempt + 1))
-        return self.job._commit(rows)
+    def _alone_without_model(self) -> bool:
+        return not self.s.uses_model and self.state.num_processes == 1
 
 
 def _finish(job: _Job, output_dir: Path, seconds: float, command: list[str] | None) -> None:
     s = job.s
     rows = [job.store.rows[(i, r)] for i in range(len(job.records)) for r in range(s.num_rounds)]
     images_per_second = job.images_to_label / seconds if seconds > 0 else 0.0
-    backend = job.backend
+    backend, model = job.backend, s.uses_model
     provenance = {
-        "labeler": s.labeler, "model": getattr(backend, "model_id", None) if s.labeler == "llava" else None,
+        "labeler": s.labeler, "model": getattr(backend, "model_id", None) if model else None,
         "revision": getattr(backend, "revision", None), "mode": s.mode, "num_rounds": s.num_rounds,
         "seed": s.seed, "prompt_sha256": job.template.sha256 if job.template else None,
-        "bias_reduction": s.bias_reduction, "long_label": s.long_label, "scoring": s.scoring if s.labeler == "llava" else None,
+        "prompt": s.prompt if model and not s.prompt_file else None, "protocol": s.protocol,
+        "candidates": _candidates_provenance(s),
+        "bias_reduction": s.bias_reduction, "r_block": s.r_block if s.bias_reduction else None,
+        "long_label": s.long_label, "scoring": s.scoring if model else None,
         "dtype": getattr(backend, "dtype_name", None), "matrix": s.matrix if s.labeler == "synthetic" else None,
         "noise": s.noise if s.labeler == "synthetic" and s.matrix == "noisy" else None,
-        "max_retries": s.max_retries if s.labeler == "llava" else None, "aclbuild_version": __version__,
-        "max_new_tokens": s.max_new_tokens if s.labeler == "llava" and s.scoring == "generate" else None,
+        "max_retries": (s.max_retries if s.max_retries is not None else "unlimited") if model else None,
+        "answers": s.answers, "aclbuild_version": __version__,
+        "max_new_tokens": s.max_new_tokens if model and s.scoring == "generate" else None,
     }  # fmt: skip
+    statistics = summarise(rows, job.base.num_classes, s.mode, s.num_rounds)
+    if s.labeler == "replay":
+        statistics["containment"] = containment(rows)
     log = {
         "provenance": {k: v for k, v in provenance.items() if v is not None},
-        "base": job.base.name, "images": len(job.records), "statistics": summarise(rows, job.base.num_classes, s.mode, s.num_rounds),
+        "base": job.base.name, "images": len(job.records), "statistics": statistics,
         "images_per_second": round(images_per_second, 3), "seconds": round(seconds, 3),
         "processes": job.state.num_processes, "prompt_template": job.template.source if job.template else None,
         "prompt_split_exact": getattr(backend, "split_is_exact", None),
         "command": shlex.join(command if command is not None else sys.argv),
     }  # fmt: skip
-    write_outputs(output_dir, rows, job.records, s.mode, log)
+    # the replay labeler read no pixels: no legacy pickle (build the set from the replayed file itself)
+    write_outputs(output_dir, rows, job.records, s.mode, log, pickle=s.labeler != "replay")
     shutil.rmtree(output_dir / PARTS, ignore_errors=True)
+
+
+def _candidates_provenance(s: GenerateSettings) -> str | None:
+    if s.labeler == "synthetic" or s.mode == "ord":
+        return None
+    if s.candidates_from is not None:
+        return f"from {s.candidates_from}"
+    return s.candidates
 
 
 def read_log(output_dir: str | Path) -> dict:

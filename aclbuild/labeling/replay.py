@@ -1,0 +1,131 @@
+"""Earlier runs read back: the answers of a label file (``--labeler replay --answers FILE``) and the candidate sets
+of an aclbuild run (``--candidates-from labels.parquet``), each aligned with the images being labelled.
+
+FILE is the reference tool's label CSV (file name, then one class name per round) or an aclbuild
+``labels.parquet`` (one row per (image, round)). Its rows meet the source's images by position when the names
+follow the source's order (so CIFAR-100's duplicated file names stay apart), else by name; a name that is missing,
+or repeated on either side when joining by name, is one clear error.
+
+The replay labeler answers each query with FILE's class for that (image, round) when it is among the options shown,
+and records ``not_in_candidates`` otherwise: the share of FILE's labels that lay inside their candidates (the
+containment, in ``labels.json``) says whether a candidate stream is the one FILE's labels were drawn from.
+
+Example:
+    >>> answers = read_answers("aclmin10.csv", get_base("min10"), names)           # doctest: +SKIP
+    >>> answers.shape                                                             # doctest: +SKIP
+    (5000, 3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from aclbuild.errors import SourceError
+from aclbuild.registry import Base
+
+NO_LABEL = -1
+REPLAY_STATUSES = {"ok": "FILE's label is among the options", "not_in_candidates": "it is not among them",
+                   "no_answer": "FILE has no label for this (image, round)"}  # fmt: skip
+
+
+def align(file_names: Sequence[str], image_names: Sequence[str], what: str) -> list[int]:
+    """For each image, the row of ``file_names`` that belongs to it: by position when the names follow the
+    images' order, else by name (then every name must be unique on both sides and present in the file).
+
+    Example:
+        >>> align(["b.png", "a.png"], ["a.png", "b.png"], "FILE")
+        [1, 0]
+    """
+    if list(file_names) == list(image_names):
+        return list(range(len(image_names)))
+    rows: dict[str, int] = {}
+    for row, name in enumerate(file_names):
+        if name in rows:
+            raise SourceError(
+                f"{what}: its names do not follow the images' order, and {name!r} appears twice in it, so it cannot "
+                "be joined by name; give the file in the source's order"
+            )
+        rows[name] = row
+    if len(set(image_names)) != len(image_names):
+        dup = next(n for i, n in enumerate(image_names) if n in image_names[:i])
+        raise SourceError(
+            f"{what}: its names do not follow the images' order, and the source holds {dup!r} twice, so it cannot be "
+            "joined by name; give the file in the source's order"
+        )
+    missing = [name for name in image_names if name not in rows]
+    if missing:
+        raise SourceError(
+            f"{what} has no row for {len(missing)} of the {len(image_names)} images, e.g. {missing[0]!r}; is it the "
+            "file of this base and source?"
+        )
+    return [rows[name] for name in image_names]
+
+
+def _read_table(path: Path, base: Base) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """(names, N x R labels with NO_LABEL for none, N x R x C candidates or None) of a CSV or labels.parquet."""
+    if not path.is_file():
+        raise SourceError(f"{path} does not exist or is not a file")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path).to_pydict()
+        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+            raise SourceError(f"{path} is not a readable labels.parquet ({exc})") from None
+        needed = {"index", "name", "round", "label", "status", "candidates"}
+        if not needed <= set(table):
+            raise SourceError(f"{path} lacks columns {', '.join(sorted(needed - set(table)))}; is it a labels.parquet?")
+        n, rounds = max(table["index"]) + 1, max(table["round"]) + 1
+        names, labels = [""] * n, np.full((n, rounds), NO_LABEL, dtype=np.int64)
+        width = max(len(c) for c in table["candidates"])
+        candidates = np.full((n, rounds, width), NO_LABEL, dtype=np.int64)
+        for i, r, name, label, status, shown in zip(
+            table["index"], table["round"], table["name"], table["label"], table["status"], table["candidates"]
+        ):
+            names[i] = name
+            labels[i, r] = label if status == "ok" else NO_LABEL
+            candidates[i, r, : len(shown)] = shown
+        return names, labels, candidates
+    from aclbuild.loaders.label_csv import read_label_csv
+
+    rows = read_label_csv(path, base)
+    return [name for name, _ in rows], np.array([labels for _, labels in rows], dtype=np.int64), None
+
+
+def read_answers(path: str | Path, base: Base, image_names: Sequence[str], num_rounds: int) -> np.ndarray:
+    """N x R class indices (NO_LABEL: none) that ``path`` holds for the images ``image_names`` (all the source's),
+    rounds 0..R-1."""
+    path = Path(path)
+    names, labels, _ = _read_table(path, base)
+    _check_size(path, names, image_names)
+    if labels.shape[1] < num_rounds:
+        raise SourceError(f"--answers {path} holds {labels.shape[1]} rounds; --num-rounds {num_rounds} needs as many")
+    return labels[align(names, image_names, f"--answers {path}")][:, :num_rounds]
+
+
+def read_candidate_sets(path: str | Path, base: Base, image_names: Sequence[str], num_rounds: int) -> np.ndarray:
+    """N x R x 4 candidate sets (in the order shown) of an aclbuild run's ``labels.parquet``."""
+    path = Path(path)
+    if path.suffix != ".parquet":
+        raise SourceError(f"--candidates-from takes an aclbuild labels.parquet, not {path.name}")
+    names, _, candidates = _read_table(path, base)
+    assert candidates is not None
+    _check_size(path, names, image_names)
+    if candidates.shape[1] < num_rounds:
+        raise SourceError(f"--candidates-from {path} holds {candidates.shape[1]} rounds; --num-rounds {num_rounds} needs as many")
+    if candidates.shape[2] != 4 or (candidates[:, :num_rounds] < 0).any():
+        raise SourceError(
+            f"--candidates-from {path} is not a complete complementary-mode run (4 candidates per query expected)"
+        )
+    return candidates[align(names, image_names, f"--candidates-from {path}")][:, :num_rounds]
+
+
+def _check_size(path: Path, names: list[str], image_names: Sequence[str]) -> None:
+    if len(names) != len(image_names):
+        raise SourceError(
+            f"{path} holds {len(names)} images but the source has {len(image_names)}; is it the file of this base "
+            "and source?"
+        )
