@@ -312,9 +312,15 @@ def generate_command(
     answers: Annotated[Optional[Path], typer.Option(
         help="--labeler replay: the label file to replay (the reference tool's CSV, or a labels.parquet)"
     )] = None,  # fmt: skip
-    r_block: Annotated[Optional[int], typer.Option(help="-R: images whose draws share one budget snapshot (64; reference 16)")] = None,
-    long_label: Annotated[Optional[bool], typer.Option("--long-label/--short-label", help="full class names in prompts")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="images (generate: queries) per model pass (8; reference 16)")] = None,
+    r_block: Annotated[
+        Optional[int], typer.Option(help="-R: images whose draws share one budget snapshot (64; reference 16)")
+    ] = None,
+    long_label: Annotated[
+        Optional[bool], typer.Option("--long-label/--short-label", help="full class names in prompts (reference: long)")
+    ] = None,
+    batch_size: Annotated[
+        Optional[int], typer.Option(help="images (generate: queries) per model pass (8; reference 16)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of every candidate draw")] = 1126,
     matrix: Annotated[str, typer.Option(help="synthetic: uniform, weak, strong or noisy")] = "uniform",
     noise: Annotated[float, typer.Option(help="synthetic noisy matrix: lambda")] = 0.1,
@@ -326,8 +332,12 @@ def generate_command(
     max_retries: Annotated[Optional[str], typer.Option(
         help="re-asks of an unparseable answer before the query fails, or 'unlimited' (10; reference unlimited)"
     )] = None,  # fmt: skip
-    dtype: Annotated[Optional[str], typer.Option(help="bf16, fp16 or fp32 (default bf16 on GPU, fp32 on CPU; reference fp16)")] = None,
-    scoring: Annotated[Optional[str], typer.Option(help="generate (reference) or likelihood (cached prefix, faster)")] = None,
+    dtype: Annotated[
+        Optional[str], typer.Option(help="bf16, fp16 or fp32 (default bf16 on GPU, fp32 on CPU; reference fp16)")
+    ] = None,
+    scoring: Annotated[
+        Optional[str], typer.Option(help="generate (reference; default) or likelihood (cached prefix, faster)")
+    ] = None,
     limit: Annotated[Optional[int], typer.Option(help="label only the first N images")] = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --output-dir")] = False,
 ) -> None:

@@ -115,5 +115,6 @@ def test_a_wrong_answers_file_is_one_line(cli, tmp_path, sources):
     for args, message in ((("digits", "--candidates", "reference"), "no released set of base digits"),
                           (("min20", "-R", "--protocol", "reference"), "no released -R set of base min20"),
                           (("min10", "--mode", "ord", "--candidates", "reference"), "--mode ord shows every class")):
-        result = cli("generate", *args, "--labeler", "replay", "--answers", LABELS / "aclmin10.csv", "-o", tmp_path / "x")
+        result = cli("generate", *args, "--labeler", "replay", "--answers", LABELS / "aclmin10.csv",
+                     "-o", tmp_path / "x")  # fmt: skip
         assert result.exit_code == 2 and message in result.output, result.output

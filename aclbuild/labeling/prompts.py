@@ -10,8 +10,8 @@ Example:
     >>> template = load_template("cl", None)
     >>> template.prompt(["cat", "dog", "ship", "frog"]).endswith("from [cat, dog, ship, frog] [/INST]")
     True
-    >>> load_template("ord", None).question(["cat", "dog"])
-    'Which is the most related label to this image? (1) cat (2) dog Please respond with only the number of the correct answer'
+    >>> load_template("ord", None).question(["cat", "dog"]).split("? ")[1]
+    '(1) cat (2) dog Please respond with only the number of the correct answer'
     >>> load_template("cl", None, "acl-min").question(["cat", "dog"])
     'Which label does not belong to this image? Please answer with one word from [cat, dog]'
 """

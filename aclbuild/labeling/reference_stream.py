@@ -142,8 +142,8 @@ class ReducedReferenceStream:
 
     def draw_unit(self, block: list[int], excluded: dict[int, list[int]], round_: int = 0) -> dict[int, list[int]]:
         """The options shown to each image of ``block`` in one round: drawn among the classes not in
-        ``excluded[i]`` (its earlier CLs) with probability proportional to the budgets, then shuffled (``round_`` plays no part: the
-        stream's position does)."""
+        ``excluded[i]`` (its earlier CLs) with probability proportional to the budgets, then shuffled. ``round_``
+        plays no part: the stream's position does."""
         shown = {}
         for i in block:
             taken = set(excluded.get(i, ()))

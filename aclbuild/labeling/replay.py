@@ -115,7 +115,9 @@ def read_candidate_sets(path: str | Path, base: Base, image_names: Sequence[str]
     assert candidates is not None
     _check_size(path, names, image_names)
     if candidates.shape[1] < num_rounds:
-        raise SourceError(f"--candidates-from {path} holds {candidates.shape[1]} rounds; --num-rounds {num_rounds} needs as many")
+        raise SourceError(
+            f"--candidates-from {path} holds {candidates.shape[1]} rounds; --num-rounds {num_rounds} needs as many"
+        )
     if candidates.shape[2] != 4 or (candidates[:, :num_rounds] < 0).any():
         raise SourceError(
             f"--candidates-from {path} is not a complete complementary-mode run (4 candidates per query expected)"

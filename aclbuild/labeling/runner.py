@@ -143,7 +143,8 @@ class _Job:
         if s.answers is not None:
             self.answers = replay.read_answers(s.answers, self.base, source_names, s.num_rounds)[:n].tolist()
         if s.candidates_from is not None:
-            self.sets = replay.read_candidate_sets(s.candidates_from, self.base, source_names, s.num_rounds)[:n].tolist()
+            sets = replay.read_candidate_sets(s.candidates_from, self.base, source_names, s.num_rounds)
+            self.sets = sets[:n].tolist()
         elif s.candidates == "reference" and s.labeler != "synthetic" and not s.bias_reduction:
             self.sets = reference_candidate_sets(self.base.name, source_names, s.num_rounds, s.seed)[:n].tolist()
 
@@ -203,12 +204,13 @@ class _Job:
                 excluded = {i: [self.store.rows[(i, q)]["label"] for q in range(rnd)] for i in block}
                 shown = reduction.draw_unit(block, excluded, rnd)  # every image's: the stream must move on
                 mine = self._mine([i for i in block if not self.store.done(i, rnd)])
-                batches = [[(i, rnd) for i in mine[k : k + self.batch_size]] for k in range(0, len(mine), self.batch_size)]
+                size = self.batch_size
+                batches = [[(i, rnd) for i in mine[k : k + size]] for k in range(0, len(mine), size)]
                 if not s.uses_model:
                     jobs = [(i, rnd) for i in mine]
                     record(*self.commit(self._answer_without_model(jobs, {(i, rnd): shown[i] for i in mine})))
                 elif batches:
-                    # in place: the unit's rows are needed next, and after its first round a block's prefix caches are kept
+                    # in place: the unit's rows are needed next; after its first round a block's prefix caches are kept
                     asking = ModelAsking(self, batches, lambda i, r: shown[i])
                     answer_all(asking, asking.model_side, record, in_place=True)
                 self.state.wait_for_everyone()  # the next unit's budgets need every process's answers
