@@ -3,7 +3,7 @@
 Example:
     >>> s = label_stats(np.array([0, 1]), np.array([[1, 1], [0, 1]]), num_classes=2)
     >>> s["noise_rate"], s["repeated_cl_rate"]
-    (0.5, 0.5)
+    (0.25, 0.5)
 """
 
 from __future__ import annotations
