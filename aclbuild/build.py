@@ -28,14 +28,31 @@ DEFAULT_MAX_SHARD_SIZE = 500 * 10**6
 
 
 def check_records(records: Sequence[ClRecord], base: Base, split: str, need_cls: bool) -> None:
-    """Raise on anything the repository must not hold: duplicated names, bad shapes, labels out of range."""
+    """Raise on anything the repository must not hold: bad shapes, labels out of range, and a repeated training name
+    where the base's source names every image once (``base.unique_names``).
+
+    Rows are told apart by position, and ``names`` holds the source's file names as they are, so the train split of
+    cifar20 keeps CIFAR-100's two ``baby_s_000333.png``. The test split is always read from the base's own source,
+    whose names are not ours to refuse.
+
+    Example:
+        >>> from aclbuild.registry import get_base
+        >>> image = np.zeros((8, 8, 3), np.uint8)
+        >>> check_records([ClRecord("a.png", image, 1, (2,)), ClRecord("a.png", image, 3, (4,))],
+        ...               get_base("digits"), "train", need_cls=True)
+        Traceback (most recent call last):
+        aclbuild.errors.SourceError: train: name 'a.png' appears more than once; base digits names each image once, so an image went in twice
+    """
     if not records:
         raise SourceError(f"the {split} split is empty")
-    names = [r.name for r in records]
-    if len(set(names)) != len(names):
+    if split == "train" and base.unique_names:
         seen: set[str] = set()
-        dup = next(n for n in names if n in seen or seen.add(n))
-        raise SourceError(f"{split}: name {dup!r} appears more than once; names must be unique")
+        dup = next((r.name for r in records if r.name in seen or seen.add(r.name)), None)
+        if dup is not None:
+            raise SourceError(
+                f"{split}: name {dup!r} appears more than once; base {base.name} names each image once, so an image "
+                "went in twice"
+            )
     shape = (base.image_size, base.image_size, 3)
     widths = {len(r.cl_labels) if r.cl_labels is not None else None for r in records}
     if need_cls and (None in widths or len(widths) != 1):
@@ -98,7 +115,8 @@ def build_repository(
 def load_source(
     source: str | Path, base: Base, num_cl: int | None, images: str | Path | None, drop_failed: bool = False
 ) -> list[ClRecord]:
-    """Training records from a legacy pickle, or from a label CSV joined with ``images`` by file name."""
+    """Training records from a legacy pickle, or from a label CSV joined with ``images`` (by position when the CSV
+    follows the source's order, else by file name: :func:`aclbuild.loaders.label_csv.match_images`)."""
     from aclbuild.loaders.images import read_source_images
     from aclbuild.loaders.label_csv import attach_labels, read_label_csv
     from aclbuild.loaders.legacy_pickle import read_legacy_pickle

@@ -87,6 +87,9 @@ class Base:
     license: str
     wnids: tuple[str, ...] = ()
     short_names_collide: bool = False  # cifar20: the last words collide, so prompts always use long names
+    # Whether every training image has its own file name, so a repeated name means an image went in twice.
+    # False for cifar20: CIFAR-100's train split names two images baby_s_000333.png (rows are told apart by position).
+    unique_names: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -122,7 +125,7 @@ BASES: dict[str, Base] = {
         "cifar20", "CIFAR20", CIFAR20_NAMES, CIFAR20_LONG_NAMES, 32, 50_000, 10_000,
         "the 50,000 CIFAR-100 training images, in the archive's order, labelled by their coarse (superclass) label",
         "the 10,000 CIFAR-100 test images, coarse labels", CIFAR100_ARCHIVE, "extended|cifar100", "mit",
-        short_names_collide=True,
+        short_names_collide=True, unique_names=False,
     ),
     "min10": Base(
         "min10", "MicroImageNet10", tuple(n for _, n in MIN10_CLASSES), tuple(n for _, n in MIN10_CLASSES), 64,

@@ -99,9 +99,13 @@ def read_legacy_pickle(
     names = list(data["names"])
     if not all(isinstance(n, str) for n in names):
         raise SourceError(f"{path}: names must be strings (file names)")
-    if len(set(names)) != len(names):
-        dup = next(n for i, n in enumerate(names) if n in names[:i])
-        raise SourceError(f"{path}: name {dup!r} appears more than once; names must be unique")
+    if base.unique_names and len(set(names)) != len(names):  # cifar20's source itself repeats a name
+        seen: set[str] = set()
+        dup = next(n for n in names if n in seen or seen.add(n))
+        raise SourceError(
+            f"{path}: name {dup!r} appears more than once; base {base.name} names each image once, so names must be "
+            "unique"
+        )
     for key in ("ord_labels", "cl_labels"):
         if len(data[key]) != len(names):
             raise SourceError(
