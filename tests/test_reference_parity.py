@@ -108,7 +108,7 @@ def test_a_wrong_answers_file_is_one_line(cli, tmp_path, sources):
     short.write_text("".join(line for line in (LABELS / "aclmin10.csv").open() if "n02281406_1" not in line))
     renamed = tmp_path / "renamed.csv"
     renamed.write_text((LABELS / "aclmin10.csv").read_text().replace("n02281406_0.JPEG", "other.JPEG"))
-    for answers, message in ((short, "holds 4889 images but the source has 5000"), (renamed, "has no row for 1")):
+    for answers, message in ((short, "holds 4889 images but the source has 5000"), (renamed, "1 file names have no image in the image source")):
         result = cli("generate", "min10", "--source", sources["min10"], "--labeler", "replay", "--answers", answers,
                      "-o", tmp_path / answers.stem)  # fmt: skip
         assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1

@@ -32,36 +32,19 @@ REPLAY_STATUSES = {"ok": "FILE's label is among the options", "not_in_candidates
 
 
 def align(file_names: Sequence[str], image_names: Sequence[str], what: str) -> list[int]:
-    """For each image, the row of ``file_names`` that belongs to it: by position when the names follow the
-    images' order, else by name (then every name must be unique on both sides and present in the file).
+    """For each image, the row of ``file_names`` that belongs to it (the file holds one row per image), joined as
+    a label CSV is joined with its images (:func:`aclbuild.loaders.label_csv.match_images`).
 
     Example:
         >>> align(["b.png", "a.png"], ["a.png", "b.png"], "FILE")
         [1, 0]
     """
-    if list(file_names) == list(image_names):
-        return list(range(len(image_names)))
-    rows: dict[str, int] = {}
-    for row, name in enumerate(file_names):
-        if name in rows:
-            raise SourceError(
-                f"{what}: its names do not follow the images' order, and {name!r} appears twice in it, so it cannot "
-                "be joined by name; give the file in the source's order"
-            )
-        rows[name] = row
-    if len(set(image_names)) != len(image_names):
-        dup = next(n for i, n in enumerate(image_names) if n in image_names[:i])
-        raise SourceError(
-            f"{what}: its names do not follow the images' order, and the source holds {dup!r} twice, so it cannot be "
-            "joined by name; give the file in the source's order"
-        )
-    missing = [name for name in image_names if name not in rows]
-    if missing:
-        raise SourceError(
-            f"{what} has no row for {len(missing)} of the {len(image_names)} images, e.g. {missing[0]!r}; is it the "
-            "file of this base and source?"
-        )
-    return [rows[name] for name in image_names]
+    from aclbuild.loaders.label_csv import match_images
+
+    rows = [0] * len(image_names)
+    for row, image in enumerate(match_images(file_names, image_names, what)):
+        rows[image] = row
+    return rows
 
 
 def _read_table(path: Path, base: Base) -> tuple[list[str], np.ndarray, np.ndarray | None]:
