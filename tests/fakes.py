@@ -164,6 +164,39 @@ def make_cifar100_archive(
     return write_cifar_archive(directory, CIFAR100_FOLDER, cifar100_batches(n_train, n_test, seed), as_folder)
 
 
+def _placeholder_planes(n: int) -> np.ndarray:
+    """N x 3072 CIFAR rows, blank but for the row index in the first two red bytes, so a test can tell rows apart."""
+    data = np.zeros((n, 3 * 32 * 32), np.uint8)
+    data[:, 0], data[:, 1] = np.arange(n) % 256, np.arange(n) // 256
+    return data
+
+
+def cifar_archive_with_names(directory: Path, base: str, names: list[str], as_folder: bool = False) -> Path:
+    """A fake CIFAR archive of ``base`` (cifar10: 5 equal batches) whose train split holds ``names`` in order
+    (labels: row index mod K), or its extracted folder with ``as_folder``: for the released label CSVs."""
+    k, n_test = BASES[base].num_classes, 20
+    labels, data = [i % k for i in range(len(names))], _placeholder_planes(len(names))
+    encoded = [name.encode() for name in names]
+    test = {b"filenames": [f"test_{i}.png".encode() for i in range(n_test)], b"data": _placeholder_planes(n_test)}
+    if base == "cifar10":
+        size = len(names) // len(CIFAR10_TRAIN)
+        members: dict[str, object] = {
+            member: {b"labels": labels[i * size : (i + 1) * size], b"data": data[i * size : (i + 1) * size],
+                     b"filenames": encoded[i * size : (i + 1) * size]}
+            for i, member in enumerate(CIFAR10_TRAIN)
+        }  # fmt: skip
+        members["test_batch"] = test | {b"labels": [i % k for i in range(n_test)]}
+        members["batches.meta"] = {b"label_names": [c.encode() for c in BASES[base].class_names]}
+        return write_cifar_archive(directory, CIFAR10_FOLDER, members, as_folder)
+    test_labels = [i % k for i in range(n_test)]
+    members = {
+        "train": {b"coarse_labels": labels, b"fine_labels": labels, b"data": data, b"filenames": encoded},
+        "test": test | {b"coarse_labels": test_labels, b"fine_labels": test_labels},
+        "meta": {b"coarse_label_names": [c.encode() for c in BASES[base].class_names]},
+    }
+    return write_cifar_archive(directory, CIFAR100_FOLDER, members, as_folder)
+
+
 def cifar_images(batch: dict) -> np.ndarray:
     """The N x 32 x 32 x 3 images a reader must return for ``batch`` (R, G, B planes -> HWC)."""
     return batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)

@@ -22,7 +22,7 @@ from aclbuild.loaders.images import read_source_images
 from aclbuild.registry import BASES, get_variant
 from aclbuild.repository import decode_image, label_arrays, read_table
 from tests.conftest import SHARED
-from tests.fakes import CIFAR10_FOLDER, CIFAR10_TRAIN, CIFAR100_FOLDER, make_tinyimagenet, write_cifar_archive
+from tests.fakes import cifar_archive_with_names, make_tinyimagenet
 
 LABELS = SHARED / "data" / "acl-labels"
 pytestmark = pytest.mark.skipif(not LABELS.is_dir(), reason="../shared/data/acl-labels is absent")
@@ -46,38 +46,6 @@ def _read_csv(name: str) -> list[list[str]]:
         return list(csv.reader(f))
 
 
-def _placeholder_planes(n: int) -> np.ndarray:
-    """N x 3072 CIFAR rows, blank but for the row index in the first two red bytes, so a test can tell rows apart."""
-    data = np.zeros((n, 3 * 32 * 32), np.uint8)
-    data[:, 0], data[:, 1] = np.arange(n) % 256, np.arange(n) // 256
-    return data
-
-
-def _cifar_archive(directory: Path, base: str, names: list[str]) -> Path:
-    """A fake CIFAR archive of ``base`` whose train split holds ``names`` in order (labels: row index mod K)."""
-    k, n_test = BASES[base].num_classes, 20
-    labels, data = [i % k for i in range(len(names))], _placeholder_planes(len(names))
-    encoded = [name.encode() for name in names]
-    test = {b"filenames": [f"test_{i}.png".encode() for i in range(n_test)], b"data": _placeholder_planes(n_test)}
-    if base == "cifar10":
-        size = len(names) // len(CIFAR10_TRAIN)
-        members: dict[str, object] = {
-            member: {b"labels": labels[i * size : (i + 1) * size], b"data": data[i * size : (i + 1) * size],
-                     b"filenames": encoded[i * size : (i + 1) * size]}
-            for i, member in enumerate(CIFAR10_TRAIN)
-        }  # fmt: skip
-        members["test_batch"] = test | {b"labels": [i % k for i in range(n_test)]}
-        members["batches.meta"] = {b"label_names": [c.encode() for c in BASES[base].class_names]}
-        return write_cifar_archive(directory, CIFAR10_FOLDER, members)
-    test_labels = [i % k for i in range(n_test)]
-    members = {
-        "train": {b"coarse_labels": labels, b"fine_labels": labels, b"data": data, b"filenames": encoded},
-        "test": test | {b"coarse_labels": test_labels, b"fine_labels": test_labels},
-        "meta": {b"coarse_label_names": [c.encode() for c in BASES[base].class_names]},
-    }
-    return write_cifar_archive(directory, CIFAR100_FOLDER, members)
-
-
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
     """dataset -> the repository folder `aclbuild build` made from its CSV (built once per module, on first use)."""
@@ -86,8 +54,8 @@ def released(tmp_path_factory):
     root = tmp_path_factory.mktemp("released")
     cifar10_names = [row[0] for row in _read_csv("aclcifar10.csv")]
     images = {
-        "cifar10": _cifar_archive(root / "cifar10", "cifar10", cifar10_names),
-        "cifar20": _cifar_archive(root / "cifar20", "cifar20", [row[0] for row in _read_csv("aclcifar20.csv")]),
+        "cifar10": cifar_archive_with_names(root / "cifar10", "cifar10", cifar10_names),
+        "cifar20": cifar_archive_with_names(root / "cifar20", "cifar20", [row[0] for row in _read_csv("aclcifar20.csv")]),
         # <wnid>_0..499.JPEG under train/<wnid>/images/: the real names, which the MIN CSVs list in the same order
         "tiny": make_tinyimagenet(root / "tiny", ("min10", "min20"), n_train=500, n_val=1, as_zip=True),
     }

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from aclbuild.registry import get_base
 from tests.conftest import SHARED
-from tests.fakes import CIFAR10_FOLDER, CIFAR10_TRAIN, CIFAR100_FOLDER
+from tests.fakes import cifar_archive_with_names
 
 LABELS = SHARED / "data" / "acl-labels"
 pytestmark = pytest.mark.skipif(not (LABELS / "aclcifar10.csv").is_file(), reason="needs ../shared/data/acl-labels")
@@ -27,31 +24,13 @@ def _names(csv_name: str) -> list[str]:
         return [row[0] for row in csv.reader(f) if row]
 
 
-def _cifar_folder(root: Path, folder: str, members: dict[str, list[str]], label_key: bytes, meta: dict) -> Path:
-    """An extracted CIFAR folder whose batches hold ``members``' names in order, zero pixels, labels 0."""
-    path = root / folder
-    path.mkdir(parents=True)
-    for member, names in members.items():
-        batch = {b"filenames": [n.encode() for n in names], label_key: [0] * len(names),
-                 b"data": np.zeros((len(names), 3072), np.uint8)}  # fmt: skip
-        if label_key == b"coarse_labels":
-            batch[b"fine_labels"] = [0] * len(names)
-        (path / member).write_bytes(pickle.dumps(batch, protocol=2))
-    (path / next(iter(meta))).write_bytes(pickle.dumps(meta[next(iter(meta))], protocol=2))
-    return path
-
-
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("released-names")
     cifar10 = _names("aclcifar10.csv")
     assert _names("aclcifar10r.csv") == cifar10
-    labels10 = [c.encode() for c in get_base("cifar10").class_names]
-    _cifar_folder(root / "c10", CIFAR10_FOLDER, {m: cifar10[k * 10000 : (k + 1) * 10000] for k, m in
-                  enumerate(CIFAR10_TRAIN)}, b"labels", {"batches.meta": {b"label_names": labels10}})  # fmt: skip
-    coarse = [c.encode() for c in get_base("cifar20").class_names]
-    _cifar_folder(root / "c100", CIFAR100_FOLDER, {"train": _names("aclcifar20.csv")}, b"coarse_labels",
-                  {"meta": {b"coarse_label_names": coarse, b"fine_label_names": [b"f"] * 100}})  # fmt: skip
+    cifar_archive_with_names(root / "c10", "cifar10", cifar10, as_folder=True)
+    cifar_archive_with_names(root / "c100", "cifar20", _names("aclcifar20.csv"), as_folder=True)
     tiny = root / "tiny" / "tiny-imagenet-200"
     for csv_name in ("aclmin10.csv", "aclmin20.csv"):
         for name in _names(csv_name):  # empty files: replay must never open one
