@@ -85,6 +85,8 @@ def render_card(
         name=variant.name,
         kind=variant.kind,
         base_pretty=base.pretty_name,
+        base_license=base.license,
+        base_citation=base.citation,
         num_classes=base.num_classes,
         class_names=base.class_names,
         num_cl=train_stats["cls_per_image"],

@@ -70,6 +70,74 @@ TINYIMAGENET_ARCHIVE = Archive(
 
 
 @dataclass(frozen=True)
+class FileSet:
+    """Official files fetched one by one into one folder: the MNIST family ships four gzip-compressed IDX files
+    (train images and labels, test images and labels) instead of one archive."""
+
+    folder: str  # the cache sub-folder `--download` fills, and the sub-path under $ACLBUILD_MIRROR
+    title: str  # what users call the set
+    files: tuple[Archive, ...]
+
+    @property
+    def filename(self) -> str:
+        """What messages ask the user to point at (a folder, not one file)."""
+        return f"{self.title} IDX folder (the four *-idx*-ubyte.gz files)"
+
+
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _idx_files(folder: str, title: str, url: str, md5s: tuple[str, str, str, str]) -> FileSet:
+    """The four IDX files of one MNIST-family set at ``url`` (a folder URL), with torchvision's MD5s."""
+    return FileSet(folder, title, tuple(Archive(f"{n}.gz", f"{url}{n}.gz", m) for n, m in zip(IDX_FILES, md5s)))
+
+
+# URLs and MD5s as torchvision's MNIST / FashionMNIST / KMNIST `resources` list them.
+MNIST_FILES = _idx_files("mnist", "MNIST", "https://ossci-datasets.s3.amazonaws.com/mnist/", (
+    "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432", "9fb629c4189551a2d022fa330f9573f3",
+    "ec29112dd5afa0611ce80d1b7f02629c",
+))  # fmt: skip
+FMNIST_FILES = _idx_files("fmnist", "Fashion-MNIST", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", (
+    "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe", "bef4ecab320f06d8554ea6380940ec79",
+    "bb300cfdad3c16e7a12a480ee83cd310",
+))  # fmt: skip
+KMNIST_FILES = _idx_files("kmnist", "KMNIST", "http://codh.rois.ac.jp/kmnist/dataset/kmnist/", (
+    "bdb82020997e1d708af4cf47b453dcf7", "e144d726b3acfaa3e44228e80efcd344", "5c965bf0a639b31b8f53240b1b52f4d7",
+    "7320c461ea6c1c855c0b718fb2a4b134",
+))  # fmt: skip
+
+FMNIST_NAMES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+KMNIST_NAMES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")  # romanised hiragana, torchvision's order
+
+MNIST_CITATION = """@article{lecun1998gradient,
+  title   = {Gradient-Based Learning Applied to Document Recognition},
+  author  = {LeCun, Yann and Bottou, L{\\'e}on and Bengio, Yoshua and Haffner, Patrick},
+  journal = {Proceedings of the IEEE},
+  volume  = {86},
+  number  = {11},
+  pages   = {2278--2324},
+  year    = {1998}
+}"""
+FMNIST_CITATION = """@article{xiao2017fashion,
+  title   = {Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning Algorithms},
+  author  = {Xiao, Han and Rasul, Kashif and Vollgraf, Roland},
+  journal = {arXiv preprint arXiv:1708.07747},
+  year    = {2017}
+}"""
+KMNIST_CITATION = """@article{clanuwat2018deep,
+  title   = {Deep Learning for Classical Japanese Literature},
+  author  = {Clanuwat, Tarin and Bober-Irizar, Mikel and Kitamoto, Asanobu and Lamb, Alex and Yamamoto, Kazuaki
+             and Ha, David},
+  journal = {arXiv preprint arXiv:1812.01718},
+  year    = {2018},
+  note    = {KMNIST Dataset (created by CODH), adapted from Kuzushiji Dataset (created by NIJL and others),
+             doi:10.20676/00000341}
+}"""
+
+
+@dataclass(frozen=True)
 class Base:
     """A source image set: its classes, image size, and where train and test images come from."""
 
@@ -82,7 +150,7 @@ class Base:
     num_test: int
     train_source: str
     test_source: str
-    archive: Archive | None  # None: embedded, nothing to download
+    archive: Archive | FileSet | None  # None: embedded, nothing to download
     source_dataset: str  # card YAML source_datasets entry
     license: str
     wnids: tuple[str, ...] = ()
@@ -90,6 +158,7 @@ class Base:
     # Whether every training image has its own file name, so a repeated name means an image went in twice.
     # False for cifar20: CIFAR-100's train split names two images baby_s_000333.png (rows are told apart by position).
     unique_names: bool = True
+    citation: str = ""  # BibTeX of the source images, for the card (empty: the card cites the CL benchmarks only)
 
     @property
     def num_classes(self) -> int:
@@ -115,6 +184,7 @@ class Base:
         )
 
 
+_GREY = "28x28 greyscale stored as RGB (three equal channels)"
 BASES: dict[str, Base] = {
     "cifar10": Base(
         "cifar10", "CIFAR10", CIFAR10_NAMES, CIFAR10_NAMES, 32, 50_000, 10_000,
@@ -144,9 +214,28 @@ BASES: dict[str, Base] = {
         "1,400 of scikit-learn's 1,797 8x8 handwritten digits (a permutation with seed 0, first 1,400)",
         "the other 397 digits of the same permutation", None, "extended|other-uci-optical-digits", "cc-by-4.0",
     ),
+    "mnist": Base(
+        "mnist", "MNIST", tuple(str(d) for d in range(10)), tuple(str(d) for d in range(10)), 28, 60_000, 10_000,
+        f"the 60,000 MNIST training images, in the IDX file's order, {_GREY}", f"the 10,000 MNIST test images, {_GREY}",
+        MNIST_FILES, "extended|mnist", "cc-by-sa-3.0", citation=MNIST_CITATION,
+    ),
+    "fmnist": Base(
+        "fmnist", "Fashion-MNIST", FMNIST_NAMES, FMNIST_NAMES, 28, 60_000, 10_000,
+        f"the 60,000 Fashion-MNIST training images, in the IDX file's order, {_GREY}",
+        f"the 10,000 Fashion-MNIST test images, {_GREY}", FMNIST_FILES, "extended|fashion_mnist", "mit",
+        citation=FMNIST_CITATION,
+    ),
+    "kmnist": Base(
+        "kmnist", "Kuzushiji-MNIST", KMNIST_NAMES, KMNIST_NAMES, 28, 60_000, 10_000,
+        f"the 60,000 Kuzushiji-MNIST training images, in the IDX file's order, {_GREY}",
+        f"the 10,000 Kuzushiji-MNIST test images, {_GREY}", KMNIST_FILES, "extended|kmnist", "cc-by-sa-4.0",
+        citation=KMNIST_CITATION,
+    ),
 }  # fmt: skip
 
 SYNTHETIC_MATRICES = ("uniform", "weak", "strong", "noisy")
+NO_HUMAN_SET = ("digits", "mnist", "fmnist", "kmnist")  # bases no human-labelled CL set exists for
+VARIANT_STEMS = {"MicroImageNet": "MIN", "Fashion-MNIST": "FMNIST", "Kuzushiji-MNIST": "KMNIST"}  # short pretty names
 
 DEFAULT_VLM = "llava-hf/llava-v1.6-mistral-7b-hf"
 
@@ -163,7 +252,9 @@ class Variant:
 
     @property
     def pretty_name(self) -> str:
-        stem = self.base.pretty_name.replace("MicroImageNet", "MIN")
+        stem = self.base.pretty_name
+        for long, short in VARIANT_STEMS.items():
+            stem = stem.replace(long, short)
         return {
             "vlm": f"ACL{stem}",
             "vlm-r": f"ACL{stem}-R",
@@ -204,8 +295,8 @@ def _build_variants() -> dict[str, Variant]:
     variants: dict[str, Variant] = {}
     for base in BASES.values():
         for kind, name in (("vlm", f"acl{base.name}"), ("vlm-r", f"acl{base.name}-r"), ("human", f"cl{base.name}")):
-            if kind == "human" and base.name == "digits":
-                continue  # no human-labelled digits set exists
+            if kind == "human" and base.name in NO_HUMAN_SET:
+                continue
             variants[name] = Variant(name, base, kind)
         for matrix in SYNTHETIC_MATRICES:
             variants[f"{base.name}-{matrix}"] = Variant(f"{base.name}-{matrix}", base, "synthetic", matrix)

@@ -1,13 +1,18 @@
 """Fetch a base's official source archive into a cache folder, verified by MD5.
 
-The archive lands at ``cache_dir/<archive filename>``. An existing file with the right MD5 is reused without any
-network request. A download streams into a hidden temporary file beside it, is checked, and only then renamed into
-place, so an interrupted or corrupt download never leaves a file that looks complete.
+The archive lands at ``cache_dir/<archive filename>``. A base whose source is several files (the MNIST family's
+four IDX files, a :class:`~aclbuild.registry.FileSet`) gets them in ``cache_dir/<set folder>/`` (``mnist``,
+``fmnist``, ``kmnist``: their file names are the same), each checked against its own MD5, and that folder is what
+the loader reads. An existing file with the right MD5 is reused without any network request. A download streams
+into a hidden temporary file beside it, is checked, and only then renamed into place, so an interrupted or corrupt
+download never leaves a file that looks complete.
 
 Environment:
     ``ACLBUILD_MIRROR``: a base URL used instead of the official location when no ``url`` is given; the archive's
     file name is appended (``ACLBUILD_MIRROR=https://mirror.example/datasets`` fetches
-    ``https://mirror.example/datasets/cifar-10-python.tar.gz``). The MD5 is still the official one.
+    ``https://mirror.example/datasets/cifar-10-python.tar.gz``, and for a set of files
+    ``https://mirror.example/datasets/mnist/train-images-idx3-ubyte.gz`` and the others). The MD5 is still the
+    official one.
 
 Example:
     >>> from aclbuild.registry import get_base
@@ -25,9 +30,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from aclbuild.errors import DownloadError, SourceError
+from aclbuild.errors import DownloadError, InputError, SourceError
 from aclbuild.progress import progress_bar
-from aclbuild.registry import Base
+from aclbuild.registry import Archive, Base, FileSet
 
 MIRROR_ENV = "ACLBUILD_MIRROR"
 CHUNK = 1 << 20
@@ -47,10 +52,26 @@ def archive_url(base: Base, url: str | None = None) -> str:
     """Where to fetch ``base``'s archive: ``url``, else ``$ACLBUILD_MIRROR/<filename>``, else the official URL."""
     if base.archive is None:
         raise SourceError(f"base {base.name} is embedded (it ships with scikit-learn); there is nothing to download")
+    if isinstance(base.archive, FileSet):
+        raise SourceError(f"base {base.name} comes as several files; use file_urls for their addresses")
     if url:
         return url
     mirror = os.environ.get(MIRROR_ENV, "").strip()
     return f"{mirror.rstrip('/')}/{base.archive.filename}" if mirror else base.archive.url
+
+
+def file_urls(files: FileSet, url: str | None = None) -> list[tuple[Archive, str]]:
+    """Each file of ``files`` with where to fetch it: ``url/<name>`` (``url`` a folder URL), else
+    ``$ACLBUILD_MIRROR/<set folder>/<name>``, else the official URL.
+
+    Example:
+        >>> from aclbuild.registry import MNIST_FILES
+        >>> file_urls(MNIST_FILES, "https://m.example/mnist")[0][1]
+        'https://m.example/mnist/train-images-idx3-ubyte.gz'
+    """
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    folder = url.rstrip("/") if url else f"{mirror.rstrip('/')}/{files.folder}" if mirror else None
+    return [(file, f"{folder}/{file.filename}" if folder else file.url) for file in files.files]
 
 
 def download_archive(base: Base, cache_dir: str | Path, url: str | None = None, md5: str | None = None) -> Path:
@@ -60,16 +81,32 @@ def download_archive(base: Base, cache_dir: str | Path, url: str | None = None, 
     ``md5`` overrides the expected checksum. Raises :class:`DownloadError` (one line) on a network failure or a
     checksum mismatch, and :class:`SourceError` for the embedded ``digits`` base.
 
+    For a base of several files (mnist, fmnist, kmnist) the result is the folder ``cache_dir/<set folder>`` holding
+    all of them; ``url`` is then the folder URL the file names are appended to, and ``md5`` is refused (each file
+    has its own).
+
     Example:
         >>> path = download_archive(get_base("min10"), "cache")   # doctest: +SKIP
         >>> path.name                                              # doctest: +SKIP
         'tiny-imagenet-200.zip'
     """
+    cache = Path(cache_dir).expanduser()
+    if isinstance(base.archive, FileSet):
+        if md5:
+            raise InputError(f"base {base.name} comes as {len(base.archive.files)} files, each with its own MD5; "
+                             "an md5 override applies to single-archive bases only")  # fmt: skip
+        folder = cache / base.archive.folder
+        for file, source in file_urls(base.archive, url):
+            _download_file(source, file.md5, folder / file.filename)
+        return folder
     source = archive_url(base, url)
     assert base.archive is not None  # archive_url refused the embedded base
-    expected = (md5 or base.archive.md5).lower()
-    cache = Path(cache_dir).expanduser()
-    dest = cache / base.archive.filename
+    return _download_file(source, (md5 or base.archive.md5).lower(), cache / base.archive.filename)
+
+
+def _download_file(source: str, expected: str, dest: Path) -> Path:
+    """``dest``, fetched from ``source`` unless it is there with MD5 ``expected``; checked before it is in place."""
+    cache = dest.parent
     if dest.is_file() and file_md5(dest) == expected:
         return dest
     try:

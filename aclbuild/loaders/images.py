@@ -1,4 +1,5 @@
-"""One entry point for a base's source images: CIFAR archives, TinyImageNet, or the embedded digits.
+"""One entry point for a base's source images: CIFAR archives, TinyImageNet, MNIST-family IDX files, or the
+embedded digits.
 
 Example:
     >>> from aclbuild.registry import get_base
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aclbuild.errors import SourceError
-from aclbuild.registry import Base
+from aclbuild.registry import Base, FileSet
 from aclbuild.schema import ClRecord
 
 
@@ -30,8 +31,9 @@ def read_source_images(base: Base, path: str | Path | None, split: str, pixels: 
         return read_digits(split)
     if path is None:
         filename = base.archive.filename if base.archive else "its source archive"
+        the = "the " if isinstance(base.archive, FileSet) else ""
         raise SourceError(
-            f"base {base.name} needs --images/--test-source pointing at {filename} (or pass --download)"
+            f"base {base.name} needs --images/--test-source pointing at {the}{filename} (or pass --download)"
         )
     if base.name in ("cifar10", "cifar20"):
         from aclbuild.loaders.cifar import read_cifar
@@ -41,4 +43,8 @@ def read_source_images(base: Base, path: str | Path | None, split: str, pixels: 
         from aclbuild.loaders.tinyimagenet import read_tinyimagenet
 
         return read_tinyimagenet(path, base, split, pixels)
+    if isinstance(base.archive, FileSet):
+        from aclbuild.loaders.mnist import read_mnist
+
+        return read_mnist(path, base, split, pixels)
     raise SourceError(f"no image reader for base {base.name}")
