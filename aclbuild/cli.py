@@ -287,9 +287,13 @@ def benchmark_command(
 
 @app.command("generate")
 def generate_command(
-    base: Annotated[str, typer.Argument(help="base to label: cifar10, cifar20, min10, min20, digits")],
+    base: Annotated[
+        str, typer.Argument(help="base to label: cifar10, cifar20, min10, min20, digits, mnist, fmnist, kmnist")
+    ],
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="folder for the table, pickle and log")],
-    source: Annotated[Optional[Path], typer.Option(help="the base's archive or folder (digits: none)")] = None,
+    source: Annotated[Optional[Path], typer.Option(
+        help="the base's archive or folder (mnist, fmnist, kmnist: the folder of its four IDX files; digits: none)"
+    )] = None,  # fmt: skip
     download: Annotated[bool, typer.Option(help="download the base's official archive (checksum verified)")] = False,
     cache_dir: Annotated[Path, typer.Option(help="where --download keeps archives")] = Path("~/.cache/aclbuild"),
     labeler: Annotated[str, typer.Option(help="llava, synthetic, or replay (answers from --answers FILE)")] = "llava",
