@@ -121,6 +121,50 @@ def estimate_transition(ord_labels: torch.Tensor, pair_image: torch.Tensor, pair
     return torch.from_numpy(matrix).float()
 
 
+def random_cl_count_probabilities(num_classes: int) -> np.ndarray:
+    """P(an image gets s CLs), s = 1 .. K-1: C(K-1, s) / (2^(K-1) - 1), libcll's ``num_cl=0`` distribution.
+
+    It is the size of a uniformly drawn non-empty subset of the K - 1 wrong classes. Example:
+        >>> random_cl_count_probabilities(3).tolist()   # s = 1 or 2 of the 2 wrong classes
+        [0.6666666666666666, 0.3333333333333333]
+    """
+    from math import comb
+
+    weights = np.array([comb(num_classes - 1, s) for s in range(1, num_classes)], dtype=np.float64)
+    return weights / (2 ** (num_classes - 1) - 1)
+
+
+def with_random_cls(data: ClData, matrix: np.ndarray, seed: int) -> ClData:
+    """``data`` with new CLs, as libcll's ``num_cl=0``: each image gets s ~ :func:`random_cl_count_probabilities`
+    CLs, drawn without replacement from row ``matrix[y]`` of its true label y (seeded by ``seed``).
+
+    The stored CLs are replaced (the images and true labels are kept); ``num_cl`` becomes 0, meaning "random".
+    Raises InputError when an image lacks its true label or a row of ``matrix`` has fewer than K - 1 classes.
+    Example:
+        >>> data = ClData(torch.zeros(4, 1, 1, 3, dtype=torch.uint8), torch.tensor([0, 1, 2, 0]), torch.zeros(0,
+        ...               dtype=torch.int64), torch.zeros(0, dtype=torch.int64), torch.eye(3), ("a", "b", "c"), 3)
+        >>> drawn = with_random_cls(data, (np.ones((3, 3)) - np.eye(3)) / 2, seed=0)
+        >>> bool((drawn.pair_cl != drawn.ord_labels[drawn.pair_image]).all()), drawn.num_cl
+        (True, 0)
+    """
+    k = data.num_classes
+    if not data.has_ord_labels:
+        raise InputError("--num-cl 0 draws synthetic CLs from the true labels, but some images have none")
+    if int((matrix > 0).sum(axis=1).min()) < k - 1:
+        raise InputError(f"--num-cl 0 draws up to {k - 1} distinct CLs per image: every row of T needs {k - 1} classes")
+    rng = np.random.default_rng(seed)
+    n = len(data.ord_labels)
+    counts = rng.choice(np.arange(1, k), size=n, p=random_cl_count_probabilities(k))
+    # Gumbel top-s: sorting log p + Gumbel noise draws classes one by one without replacement, in proportion to p
+    with np.errstate(divide="ignore"):
+        keys = np.log(matrix[data.ord_labels.numpy()]) + rng.gumbel(size=(n, k))
+    ranked = np.argsort(-keys, axis=1, kind="stable")
+    keep = np.arange(k)[None, :] < counts[:, None]
+    pair_image = torch.from_numpy(np.nonzero(keep)[0].astype(np.int64))
+    pair_cl = torch.from_numpy(ranked[keep].astype(np.int64))
+    return replace(data, pair_image=pair_image, pair_cl=pair_cl, num_cl=0)
+
+
 def _read_columns(repo_or_dir: str, split: str, with_images: bool):
     """(image bytes list or None, ord_labels, cl_labels N x m or None, class names, pretty name) of one split."""
     from aclbuild.cards import card_pretty_name

@@ -252,7 +252,7 @@ def benchmark_command(
     strategy_type: Annotated[
         Optional[list[str]], typer.Option("--type", help="libcll spelling: --strategy URE --type NN is URE-NN")
     ] = None,
-    model: Annotated[str, typer.Option(help="resnet34, resnet18, mlp or linear")] = "resnet34",
+    model: Annotated[str, typer.Option(help="resnet34, resnet18, densenet, mlp or linear")] = "resnet34",
     epochs: Annotated[int, typer.Option(help="training epochs per run")] = 300,
     lr: Annotated[float, typer.Option(help="learning rate (Adam, no weight decay)")] = 1e-4,
     lr_grid: Annotated[Optional[str], typer.Option(help="comma-separated learning rates, e.g. 1e-3,1e-4")] = None,
@@ -260,9 +260,21 @@ def benchmark_command(
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "1207,9213,17,33",
     valid_type: Annotated[str, typer.Option(help="accuracy, ure or scel")] = "accuracy",
     eval_every: Annotated[int, typer.Option(help="validate every N epochs")] = 10,
-    num_cl: Annotated[int, typer.Option(help="use the first N CLs of each image")] = 3,
+    num_cl: Annotated[int, typer.Option(
+        help="use the first N CLs of each image; 0: a random number of uniform synthetic CLs per image (libcll)")] = 3,
     clean_noisy: Annotated[float, typer.Option(help="drop this fraction of the pairs whose CL is the true label")] = 0.0,
     clip_model: Annotated[Optional[str], typer.Option(help="CLIP checkpoint id or folder, for AN, EM, EM-PL")] = None,
+    batch_by: Annotated[str, typer.Option(
+        help="image: --batch-size images with all their CLs, one view each (libcll); pair: (image, CL) pairs")] = "image",
+    precision: Annotated[str, typer.Option(help="fp32 (libcll) or bf16 (autocast, GPU only)")] = "fp32",
+    hidden_dim: Annotated[int, typer.Option(help="MLP hidden width (libcll trains with 256; its argparse says 500)")] = 256,
+    init: Annotated[str, typer.Option(help="conv init: kaiming (fan_out, as libcll) or pytorch (default init)")] = "kaiming",
+    valid_rule: Annotated[str, typer.Option(
+        help="T of the ure/scel scores: empirical for all, or strategy (each strategy's own, as libcll)")] = "empirical",
+    lr_select: Annotated[str, typer.Option(
+        help="validation (best mean validation score) or reference (libcll: best TEST accuracy at --lr-seed)")
+    ] = "validation",
+    lr_seed: Annotated[int, typer.Option(help="the seed --lr-select reference tries the grid at")] = 1126,
 ) -> None:
     """Train complementary-label learners on datasets; write results.json and a mean +- std table.
 
@@ -280,7 +292,9 @@ def benchmark_command(
         spec = BenchmarkSpec(
             datasets, strategy, model=model, epochs=epochs, lrs=parse_lr_grid(lr_grid) if lr_grid is not None else [lr],
             batch_size=batch_size, seeds=seed_list, valid_type=valid_type, eval_every=eval_every, num_cl=num_cl,
-            clean_noisy=clean_noisy, clip_model=clip_model, types=strategy_type or [],
+            clean_noisy=clean_noisy, clip_model=clip_model, types=strategy_type or [], batch_by=batch_by,
+            precision=precision, hidden_dim=hidden_dim, init=init, valid_rule=valid_rule, lr_select=lr_select,
+            lr_seed=lr_seed,
         )  # fmt: skip
         run_benchmark(spec, output_dir, console)  # prints each run and the table (main process only)
 

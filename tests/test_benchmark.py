@@ -28,9 +28,13 @@ from aclbuild.schema import ClRecord, arrow_schema
 from aclbuild.stats import repository_stats
 
 TESTS = Path(__file__).resolve().parent
-RUN_KEYS = {
+BASE_KEYS = {
     "dataset", "dataset_name", "strategy", "model", "seed", "lr", "num_cl", "clean_noisy", "valid_type", "epochs",
     "best_epoch", "valid_score", "test_accuracy", "curve",
+}  # fmt: skip
+# How a run was made (issue 12): every record of today's benchmark carries these too.
+RUN_KEYS = BASE_KEYS | {
+    "batch_by", "precision", "init", "hidden_dim", "valid_rule", "lr_select", "lr_selection", "steps_per_epoch",
 }  # fmt: skip
 
 
@@ -155,7 +159,7 @@ def test_augment_crops_and_flips_on_tensors():
     assert not Augment.for_size(8).flip and Augment.for_size(8).padding == 0  # digits are not flipped
 
 
-@pytest.mark.parametrize("name,size", [("resnet18", 32), ("resnet34", 64), ("mlp", 8), ("linear", 8)])
+@pytest.mark.parametrize("name,size", [("resnet18", 32), ("resnet34", 64), ("densenet", 8), ("mlp", 8), ("linear", 8)])
 def test_models_give_logits(name, size):
     model = build_model(name, num_classes=10, image_size=size)
     assert model(torch.zeros(2, 3, size, size)).shape == (2, 10)
@@ -196,9 +200,12 @@ def test_resnet_runs_through_both_input_paths(tmp_path):
     data = prepare_run_data(*[load_cl_dataset(repo, s, num_cl=2, channels_first=True) for s in ("train", "test")],
                             seed=1, clean_noisy=0.0)  # fmt: skip
     for loader in ("fast", "dataloader"):
-        config = TrainConfig(model="resnet18", epochs=1, lr=1e-3, batch_size=32, seed=1, eval_every=1, loader=loader)
-        result = train_run("FWD", data, config)
-        assert result.best_epoch == 1 and 0.0 <= result.test_accuracy <= 1.0
+        for batch_by, steps in (("image", 2), ("pair", 3)):  # 36 training images with 2 CLs each, batches of 32
+            config = TrainConfig(model="resnet18", epochs=1, lr=1e-3, batch_size=32, seed=1, eval_every=1,
+                                 loader=loader, batch_by=batch_by)  # fmt: skip
+            result = train_run("FWD", data, config)
+            assert result.best_epoch == 1 and 0.0 <= result.test_accuracy <= 1.0
+            assert result.steps_per_epoch == steps, (loader, batch_by)
 
 
 def test_benchmark_command_every_strategy_one_epoch(cli, digits_repo, tmp_path):
@@ -245,6 +252,8 @@ def test_clean_noisy_and_num_cl_runs(cli, digits_repo, tmp_path):
     assert result.exit_code == 0, result.stderr
     (run,) = json.loads((out / "results.json").read_text())["runs"]
     assert run["num_cl"] == 1 and run["clean_noisy"] == 1.0 and run["valid_type"] == "scel"
+    assert run["batch_by"] == "image" and run["precision"] == "fp32" and run["init"] == "kaiming"
+    assert run["hidden_dim"] == 256 and run["valid_rule"] == "empirical" and run["lr_select"] == "validation"
     assert run["valid_score"] > 0  # SCEL risk, lower is better
 
 
@@ -269,6 +278,13 @@ def repo_without_true_labels(tmp_path) -> Path:
         (["-s", "FWD", "--valid-type", "top5"], "--valid-type"),
         (["-s", "FWD", "--model", "vit"], "unknown model"),
         (["-s", "EM-PL"], "--clip-model"),
+        (["-s", "FWD", "--batch-by", "cl"], "--batch-by"),
+        (["-s", "FWD", "--precision", "fp16"], "--precision"),
+        (["-s", "FWD", "--lr-select", "test"], "--lr-select"),
+        (["-s", "FWD", "--valid-rule", "uniform"], "--valid-rule"),
+        (["-s", "FWD", "--init", "xavier"], "--init"),
+        (["-s", "FWD", "--num-cl", "-1"], "--num-cl must be 0"),
+        (["-s", "CPE-T", "--valid-type", "ure", "--valid-rule", "strategy"], "no URE validation for CPE"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli, digits_repo, tmp_path, extra, message):
@@ -288,7 +304,7 @@ def test_ord_needs_true_labels(cli, repo_without_true_labels, tmp_path):
 
 def test_results_example_matches_the_format():
     example = json.loads((TESTS / "data" / "results_example.json").read_text())
-    assert example["runs"] and all(set(r) == RUN_KEYS for r in example["runs"])
+    assert example["runs"] and all(set(r) == BASE_KEYS for r in example["runs"])  # written before issue 12
     for run in example["runs"]:
         with open(TESTS / "data" / run["curve"], newline="") as f:
             assert next(csv.reader(f)) == ["epoch", "train_loss", "valid_score", "test_accuracy"]
@@ -334,7 +350,7 @@ def test_benchmark_reads_a_hub_id_from_the_loopback_hub(digits_repo, tmp_path):
 
         pushed = aclbuild("push", digits_repo, "--repo-id", "aclorg/digits-uniform")
         assert pushed.returncode == 0, pushed.stderr[-2000:]
-        done = aclbuild("benchmark", "aclorg/digits-uniform", "-s", "FWD", "--model", "mlp", "--epochs", "2",
+        done = aclbuild("benchmark", "aclorg/digits-uniform", "-s", "FWD", "--model", "mlp", "--epochs", "6",
                         "--seeds", "1207", "--lr", "1e-3", "--batch-size", "64", "-o", tmp_path / "out")  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
     (run,) = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]

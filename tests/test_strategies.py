@@ -52,8 +52,8 @@ EXPECTED = {
     "SCL-EXP": np.mean(np.exp(P[ROWS, CL])),
     "FWD": np.mean(-np.log((P @ T)[ROWS, CL] + 1e-6)),
     "CPE-F": np.mean(-np.log((P @ T)[ROWS, CL] + 1e-6)),
-    "CPE-T": np.mean(-np.log((P @ softmax(np.log(T + 1e-6)))[ROWS, CL] + 1e-6)),
-    "CPE-I": np.mean(-np.log(P[ROWS, CL] + 1e-6)),
+    "CPE-T": np.mean(-np.log((P @ T)[ROWS, CL] + 1e-6)),  # W = log T starts T~ at T exactly (zeros included)
+    "CPE-I": np.mean(-np.log(P[ROWS, CL])),  # no epsilon, as libcll
     "DM": np.mean(-(1 + (1 - P[ROWS, CL]) / (K - 1)) * np.log((softmax(1 - P) + 1e-6)[ROWS, CL])),
     "PC": np.mean([sum(sigmoid(F[i, CL[i]] - F[i, k]) for k in range(K) if k != CL[i]) for i in ROWS]),
     "URE-NN": ure_risks(UNIFORM).clip(min=0).sum(),

@@ -4,7 +4,14 @@ One run per (dataset, strategy, seed, lr). Each run lives in ``DIR/runs/<dataset
 curve (``curve.csv``, and TensorBoard when installed) and ``run.json``; a run whose ``run.json`` exists is skipped,
 so an interrupted benchmark resumes where it stopped. ``DIR/results.json`` lists every finished run in DIR and
 ``DIR/results.md`` holds the mean +- std table (strategies x datasets, test accuracy in %): where several learning
-rates were run, the one with the best mean validation score is chosen, as the reference's grid search does.
+rates were run, the one with the best mean validation score is chosen (``lr_select="validation"``), or, as libcll's
+scripts do (``lr_select="reference"``), the grid is run at one seed (1126), the lr with the best TEST accuracy there
+is kept and only then are the seeds run at it (results.py). Each run record says how it was made: batching,
+precision, init, MLP width, validation rule and lr rule beside the model, epochs and CLs.
+
+``num_cl=0`` is libcll's random number of CLs: for each seed, every training image gets s CLs, s drawn with
+probability C(K-1, s) / (2^(K-1) - 1), the CLs drawn without replacement from the uniform transition matrix given
+its true label (libcll's synthetic CLs; the repository's stored CLs are not used).
 
 Example:
     >>> spec = BenchmarkSpec(["out/digits-uniform"], ["FWD", "SCL-NL"], model="mlp", epochs=20, lrs=[1e-3])  # doctest: +SKIP
@@ -15,22 +22,25 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from aclbuild.bench.models import MODELS
+from aclbuild.bench.models import MLP_HIDDEN, MODELS
+from aclbuild.bench.results import RESULTS_JSON, RESULTS_MD, collect_runs, results_markdown, write_results
 from aclbuild.bench.strategies import CL_STRATEGIES, STRATEGIES, VLPL_STRATEGIES, strategy_class
-from aclbuild.bench.train import RunData, TrainConfig, check_config, make_accelerator, train_run
-from aclbuild.cl_data import ClData, estimate_transition, load_cl_dataset
+from aclbuild.bench.train import RunData, TrainConfig, check_config, make_accelerator, precision_of, train_run
+from aclbuild.bench.validation import check_valid_rule
+from aclbuild.cl_data import ClData, estimate_transition, load_cl_dataset, with_random_cls
 from aclbuild.errors import InputError, UnknownNameError
 
+__all__ = ["RESULTS_JSON", "RESULTS_MD", "BenchmarkSpec", "collect_runs", "results_markdown", "run_benchmark",
+           "write_results"]  # fmt: skip
 REFERENCE_SEEDS = (1207, 9213, 17, 33)
+LR_SELECTION_SEED = 1126  # libcll's scripts run the lr grid at this seed only
+LR_SELECTS = ("validation", "reference")
 VALID_FRACTION = 0.1
-RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
-SETTING_KEYS = ("model", "epochs", "num_cl", "clean_noisy", "valid_type")
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,30 @@ class BenchmarkSpec:
     clip_model: str | None = None
     loader: str = "auto"
     types: list[str] = field(default_factory=list)  # libcll's --type, joined to each --strategy
+    batch_by: str = "image"  # libcll: batch_size images with all their CLs; "pair": batch_size (image, CL) pairs
+    precision: str = "fp32"  # "bf16": autocast on GPU (CPU runs are fp32 whatever this says)
+    hidden_dim: int = MLP_HIDDEN
+    init: str = "kaiming"
+    valid_rule: str = "empirical"  # or "strategy": the CL-only risks with each strategy's T, as libcll
+    lr_select: str = "validation"  # or "reference": best TEST accuracy at lr_seed, then the seeds (libcll)
+    lr_seed: int = LR_SELECTION_SEED
+
+    def train_config(self, seed: int, lr: float) -> TrainConfig:
+        """The TrainConfig of one run of this benchmark."""
+        return TrainConfig(
+            model=self.model, epochs=self.epochs, lr=lr, batch_size=self.batch_size, seed=seed,
+            valid_type=self.valid_type, eval_every=self.eval_every, loader=self.loader, batch_by=self.batch_by,
+            hidden_dim=self.hidden_dim, init=self.init, valid_rule=self.valid_rule,
+        )  # fmt: skip
+
+    def record(self) -> dict:
+        """The settings every run record of this benchmark carries (results.py groups tables by them)."""
+        return {
+            "model": self.model, "num_cl": self.num_cl, "clean_noisy": self.clean_noisy,
+            "valid_type": self.valid_type, "epochs": self.epochs, "valid_rule": self.valid_rule,
+            "batch_by": self.batch_by, "precision": self.precision, "init": self.init,
+            "hidden_dim": self.hidden_dim if self.model == "mlp" else None, "lr_select": self.lr_select,
+        }  # fmt: skip
 
 
 def parse_lr_grid(text: str) -> list[float]:
@@ -108,11 +142,16 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_") or "dataset"
 
 
-def run_folder(output_dir: Path, dataset: str, strategy: str, spec: BenchmarkSpec, seed: int, lr: float) -> Path:
+def run_folder(
+    output_dir: Path, dataset: str, strategy: str, spec: BenchmarkSpec, seed: int, lr: float, selection: bool = False
+) -> Path:
+    """DIR/runs/<dataset>/<strategy>/<settings>: one folder per run, named by everything that sets it apart."""
+    model = f"{spec.model}{spec.hidden_dim}" if spec.model == "mlp" else spec.model
     settings = (
-        f"{spec.model}_e{spec.epochs}_ncl{spec.num_cl}_clean{spec.clean_noisy:g}_{spec.valid_type}_seed{seed}_lr{lr:g}"
+        f"{model}_e{spec.epochs}_ncl{spec.num_cl}_clean{spec.clean_noisy:g}_{spec.valid_type}-{spec.valid_rule}"
+        f"_by{spec.batch_by}_{spec.precision}_{spec.init}_{spec.lr_select}_seed{seed}_lr{lr:g}"
     )
-    return output_dir / "runs" / slug(dataset) / strategy / settings
+    return output_dir / "runs" / slug(dataset) / strategy / (settings + ("_lrselection" if selection else ""))
 
 
 def _check_data(dataset: str, train: ClData, test: ClData, strategies: list[str], spec: BenchmarkSpec) -> None:
@@ -127,10 +166,45 @@ def _check_data(dataset: str, train: ClData, test: ClData, strategies: list[str]
 
 
 def load_splits(dataset: str, num_cl: int) -> tuple[ClData, ClData]:
-    """(train, test) of a repository folder or Hub id, CLs kept as pairs, images N x 3 x H x W."""
-    train = load_cl_dataset(dataset, "train", num_cl=num_cl, channels_first=True)
-    test = load_cl_dataset(dataset, "test", num_cl=num_cl, channels_first=True)
+    """(train, test) of a repository folder or Hub id, CLs kept as pairs, images N x 3 x H x W.
+
+    With ``num_cl`` 0 (random CLs, drawn per seed by :func:`seed_data`) the first stored CL is loaded meanwhile.
+    """
+    train = load_cl_dataset(dataset, "train", num_cl=max(num_cl, 1), channels_first=True)
+    test = load_cl_dataset(dataset, "test", num_cl=max(num_cl, 1), channels_first=True)
     return train, test
+
+
+def seed_data(train_split: ClData, test_split: ClData, seed: int, spec: BenchmarkSpec) -> RunData:
+    """One seed's RunData: its CLs drawn first when ``num_cl`` is 0 (libcll draws them after seeding the run)."""
+    if spec.num_cl == 0:
+        from aclbuild.labeling.synthetic import transition_matrix
+
+        train_split = with_random_cls(train_split, transition_matrix("uniform", train_split.num_classes), seed)
+    return prepare_run_data(train_split, test_split, seed, spec.clean_noisy)
+
+
+def check_spec(spec: BenchmarkSpec, strategies: list[str]) -> None:
+    """Raise InputError (UnknownNameError) for anything the grid cannot run, before any run starts."""
+    if not spec.lrs:
+        raise InputError("--lr-grid is empty; give at least one learning rate")
+    if not spec.seeds:
+        raise InputError("--seeds is empty; give at least one seed")
+    if not spec.datasets:
+        raise InputError("give at least one DATASET (a repository folder or a Hub id)")
+    if spec.num_cl < 0:
+        raise InputError(f"--num-cl must be 0 (a random number per image, as libcll) or more, got {spec.num_cl}")
+    if spec.lr_select not in LR_SELECTS:
+        raise InputError(f"--lr-select must be one of {', '.join(LR_SELECTS)}, got {spec.lr_select!r}")
+    for lr in spec.lrs:
+        check_config(spec.train_config(spec.seeds[0], lr))
+    if spec.model not in MODELS:
+        raise UnknownNameError(f"unknown model {spec.model!r}; choose one of: {', '.join(MODELS)}")
+    for strategy in strategies:
+        check_valid_rule(strategy, spec.valid_type, spec.valid_rule)
+    vlpl = [s for s in strategies if s in VLPL_STRATEGIES]
+    if vlpl and not spec.clip_model:
+        raise InputError(f"{', '.join(vlpl)} need CLIP pseudo-labels: pass --clip-model (a checkpoint id or folder)")
 
 
 def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, accelerator=None) -> list[dict]:
@@ -140,21 +214,9 @@ def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, acc
     """
     output_dir = Path(output_dir)
     strategies = expand_strategies(spec.strategies, spec.clip_model, spec.types)
-    if not spec.lrs:
-        raise InputError("--lr-grid is empty; give at least one learning rate")
-    if not spec.seeds:
-        raise InputError("--seeds is empty; give at least one seed")
-    if not spec.datasets:
-        raise InputError("give at least one DATASET (a repository folder or a Hub id)")
-    for lr in spec.lrs:
-        check_config(TrainConfig(lr=lr, epochs=spec.epochs, valid_type=spec.valid_type, eval_every=spec.eval_every,
-                                 batch_size=spec.batch_size))  # fmt: skip
-    if spec.model not in MODELS:
-        raise UnknownNameError(f"unknown model {spec.model!r}; choose one of: {', '.join(MODELS)}")
-    vlpl = [s for s in strategies if s in VLPL_STRATEGIES]
-    if vlpl and not spec.clip_model:
-        raise InputError(f"{', '.join(vlpl)} need CLIP pseudo-labels: pass --clip-model (a checkpoint id or folder)")
-    accelerator = accelerator or make_accelerator()
+    check_spec(spec, strategies)
+    accelerator = accelerator or make_accelerator(precision=spec.precision)
+    spec = replace(spec, precision=precision_of(accelerator))  # what the runs train in (fp32 on CPU)
     for dataset in spec.datasets:
         train_split, test_split = load_splits(dataset, spec.num_cl)
         _check_data(dataset, train_split, test_split, strategies, spec)
@@ -166,18 +228,32 @@ def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, acc
             if accelerator.is_main_process:
                 record_zero_shot(output_dir, dataset, scores, train_split, test_split, spec)
         for strategy in strategies:
-            for seed in spec.seeds:
-                data = prepare_run_data(train_split, test_split, seed, spec.clean_noisy)
+
+            def data_of(seed: int) -> RunData:
+                data = seed_data(train_split, test_split, seed, spec)
                 if strategy in VLPL_STRATEGIES:
                     from aclbuild.bench.vlpl import pseudo_label_states
 
                     train_idx, _ = split_indices(len(train_split.images), seed)
                     data = replace(data, train_states=pseudo_label_states(data.train, scores["train"][train_idx]))
-                for lr in spec.lrs:
-                    _one_run(
-                        spec, output_dir, dataset, train_split.name, strategy, seed, lr, data, accelerator, console
-                    )
-                    accelerator.wait_for_everyone()  # every process sees the same finished runs before the next
+                return data
+
+            def run(seed: int, lr: float, data: RunData, selection: bool = False) -> dict:
+                args = (spec, output_dir, dataset, train_split.name, strategy, seed, lr, data, accelerator, console)
+                _one_run(*args, selection=selection)
+                accelerator.wait_for_everyone()  # every process sees the same finished runs before the next
+                path = run_folder(output_dir, dataset, strategy, spec, seed, lr, selection) / "run.json"
+                return json.loads(path.read_text(encoding="utf-8"))
+
+            lrs = spec.lrs
+            if spec.lr_select == "reference" and len(lrs) > 1:  # libcll: the grid at one seed, judged on TEST
+                data = data_of(spec.lr_seed)
+                tried = {lr: run(spec.lr_seed, lr, data, selection=True)["test_accuracy"] for lr in lrs}
+                lrs = [max(sorted(tried), key=tried.__getitem__)]
+            for seed in spec.seeds:
+                data = data_of(seed)
+                for lr in lrs:
+                    run(seed, lr, data)
     if not accelerator.is_main_process:
         return collect_runs(output_dir)
     runs = write_results(output_dir)
@@ -187,95 +263,31 @@ def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, acc
     return runs
 
 
-def _one_run(spec, output_dir, dataset, dataset_name, strategy, seed, lr, data, accelerator, console) -> None:
-    folder = run_folder(output_dir, dataset, strategy, spec, seed, lr)
+def _one_run(
+    spec, output_dir, dataset, dataset_name, strategy, seed, lr, data, accelerator, console, selection=False
+) -> None:
+    folder = run_folder(output_dir, dataset, strategy, spec, seed, lr, selection)
     if (folder / "run.json").is_file():
         if console and accelerator.is_main_process:
             console.print(f"  skip (done) {folder.relative_to(output_dir)}")
         return
     folder.mkdir(parents=True, exist_ok=True)
-    config = TrainConfig(
-        model=spec.model, epochs=spec.epochs, lr=lr, batch_size=spec.batch_size, seed=seed,
-        valid_type=spec.valid_type, eval_every=spec.eval_every, loader=spec.loader,
-    )  # fmt: skip
-    result = train_run(strategy, data, config, folder / "curve.csv", accelerator)
+    result = train_run(strategy, data, spec.train_config(seed, lr), folder / "curve.csv", accelerator)
     run = {
-        "dataset": dataset, "dataset_name": dataset_name, "strategy": strategy, "model": spec.model, "seed": seed,
-        "lr": lr, "num_cl": spec.num_cl, "clean_noisy": spec.clean_noisy, "valid_type": spec.valid_type,
-        "epochs": spec.epochs, "best_epoch": result.best_epoch, "valid_score": result.valid_score,
-        "test_accuracy": result.test_accuracy, "curve": (folder / "curve.csv").relative_to(output_dir).as_posix(),
+        "dataset": dataset, "dataset_name": dataset_name, "strategy": strategy, "seed": seed, "lr": lr,
+        **spec.record(), "lr_selection": selection, "steps_per_epoch": result.steps_per_epoch,
+        "best_epoch": result.best_epoch, "valid_score": result.valid_score, "test_accuracy": result.test_accuracy,
+        "curve": (folder / "curve.csv").relative_to(output_dir).as_posix(),
     }  # fmt: skip
     if accelerator.is_main_process:
         tmp = folder / "run.json.tmp"
         tmp.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
         tmp.replace(folder / "run.json")  # written last and atomically: its presence means the run is complete
     if console and accelerator.is_main_process:
-        console.print(f"  {strategy:8s} {dataset_name} seed {seed} lr {lr:g}: test {100 * result.test_accuracy:.2f}%")
-
-
-def collect_runs(output_dir: Path) -> list[dict]:
-    """Every finished run under DIR/runs, plus the CLIP-zero-shot rows, in a stable order."""
-    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((output_dir / "runs").glob("**/run.json"))]
-    order = {name: i for i, name in enumerate(["CLIP-zero-shot", *STRATEGIES])}
-    return sorted(runs, key=lambda r: (r["dataset"], order.get(r["strategy"], 99), r["seed"], r["lr"]))
-
-
-def _chosen_lr_runs(runs: list[dict], valid_type: str) -> list[dict]:
-    """Runs of the learning rate with the best mean validation score (higher for accuracy, lower for risks)."""
-    by_lr: dict[float, list[dict]] = defaultdict(list)
-    for run in runs:
-        by_lr[run["lr"]].append(run)
-    sign = 1 if valid_type == "accuracy" else -1
-    return max(by_lr.values(), key=lambda group: sign * float(np.mean([r["valid_score"] for r in group])))
-
-
-def results_markdown(runs: list[dict]) -> str:
-    """One mean +- std table (in %) per setting: rows strategies, columns datasets."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for run in runs:
-        groups[tuple(run[k] for k in SETTING_KEYS)].append(run)
-    lines = ["# Benchmark results", ""]
-    for setting, group in groups.items():
-        model, epochs, num_cl, clean, valid_type = setting
-        lines += [
-            f"## {model}, {epochs} epochs, {num_cl} CLs per image, cleaning {clean:g}, validation by {valid_type}",
-            "", "Test accuracy (%) of the best-validation checkpoint, mean +- std (ddof=1) over seeds.", "",
-        ]  # fmt: skip
-        datasets = list(dict.fromkeys(r["dataset"] for r in group))
-        names = {r["dataset"]: r["dataset_name"] for r in group}
-        strategies = list(dict.fromkeys(r["strategy"] for r in group))
-        lines.append("| strategy | " + " | ".join(names[d] for d in datasets) + " |")
-        lines.append("|---|" + "---|" * len(datasets))
-        for strategy in strategies:
-            cells = []
-            for dataset in datasets:
-                cell_runs = [r for r in group if r["strategy"] == strategy and r["dataset"] == dataset]
-                if not cell_runs:
-                    cells.append("")
-                    continue
-                chosen = _chosen_lr_runs(cell_runs, valid_type)
-                accs = 100 * np.array([r["test_accuracy"] for r in chosen])
-                lr_note = f" (lr {chosen[0]['lr']:g})" if len({r["lr"] for r in cell_runs}) > 1 else ""
-                spread = accs.std(ddof=1) if len(accs) > 1 else 0.0  # sample std over seeds
-                cells.append(f"{accs.mean():.2f} +- {spread:.2f}{lr_note}")
-            lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def write_results(output_dir: str | Path) -> list[dict]:
-    """(Re)write DIR/results.json and DIR/results.md from every finished run; each file replaced atomically."""
-    output_dir = Path(output_dir)
-    runs = collect_runs(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in (
-        (RESULTS_JSON, json.dumps({"runs": runs}, indent=2) + "\n"),
-        (RESULTS_MD, results_markdown(runs)),
-    ):
-        tmp = output_dir / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(output_dir / name)
-    return runs
+        role = " (lr selection)" if selection else ""
+        console.print(
+            f"  {strategy:8s} {dataset_name} seed {seed} lr {lr:g}{role}: test {100 * result.test_accuracy:.2f}%"
+        )
 
 
 def quick_benchmark(repo: str | Path, output_dir: str | Path, console=None) -> list[dict]:

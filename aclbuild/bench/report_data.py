@@ -142,11 +142,13 @@ def read_results(path: Path) -> list[Run]:
         where = f"{file}: run {index}"
         if not isinstance(raw, dict):
             raise InputError(f"{where} is not a JSON object")
+        if raw.get("lr_selection"):  # a run of libcll's lr grid at its selection seed: it chose the lr, no result
+            continue
         values = {key: _check_field(raw, key, kind, where) for key, kind in RUN_FIELDS.items()}
         if not 0.0 <= values["test_accuracy"] <= 1.0:
             raise InputError(f"{where}: test_accuracy {values['test_accuracy']} is not a fraction in [0, 1]")
-        if not 0.0 <= values["clean_noisy"] <= 1.0 or values["num_cl"] < 1:
-            raise InputError(f"{where}: clean_noisy must lie in [0, 1] and num_cl be at least 1")
+        if not 0.0 <= values["clean_noisy"] <= 1.0 or values["num_cl"] < 0:
+            raise InputError(f"{where}: clean_noisy must lie in [0, 1] and num_cl be at least 0 (0: random)")
         values["curve"] = file.parent / values["curve"] if values["curve"] else None
         runs.append(Run(**values))
     return runs

@@ -166,12 +166,15 @@ class CPE(Strategy):
 
 
 class CPEI(CPE):
-    """CPE-I: -log p_ybar; decoding against the empirical T."""
+    """CPE-I: -log p_ybar (no epsilon, as libcll; log_softmax keeps it finite); decoding against the empirical T."""
 
     name = "CPE-I"
 
     def transition(self) -> Tensor | None:
         return None
+
+    def forward(self, logits: Tensor, cl: Tensor) -> Tensor:
+        return -_pick(F.log_softmax(logits, 1), cl).mean()
 
 
 class CPEF(CPE):
@@ -181,16 +184,23 @@ class CPEF(CPE):
 
 
 class CPET(CPE):
-    """CPE-T: -log((p T~)_ybar + 1e-6), T~ = row-softmax(W), W trainable, initialised to log(T)."""
+    """CPE-T: -log((p T~)_ybar + 1e-6), T~ = row-softmax(W), W trainable, initialised to log(T).
+
+    As libcll (W = log T, so log 0 = -inf), an entry where T is 0 stays 0 in T~ however W trains: the diagonal of a
+    noise-free T is held at zero. The zeros are kept by a mask rather than by -inf in W, so W and its Adam state
+    stay finite; the loss and every gradient are libcll's.
+    """
 
     name = "CPE-T"
 
     def __init__(self, transition: Tensor, cl_counts: Tensor):
         super().__init__(transition, cl_counts)
-        self.W = nn.Parameter(torch.log(self.T + 1e-6))  # + 1e-6: log 0 would be -inf on the diagonal
+        support = self.T > 0
+        self.register_buffer("support", support | ~support.any(1, keepdim=True))  # an all-zero row: all free
+        self.W = nn.Parameter(torch.log(self.T.clamp_min(torch.finfo(torch.float32).tiny)))
 
     def transition(self) -> Tensor:
-        return self.W.softmax(dim=1)
+        return self.W.masked_fill(~self.support, -torch.inf).softmax(dim=1)
 
 
 class MCL(Strategy):

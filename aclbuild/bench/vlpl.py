@@ -135,9 +135,9 @@ def record_zero_shot(output_dir: Path, dataset: str, scores: dict, train: ClData
     curve = f"epoch,train_loss,valid_score,test_accuracy\n0,,{train_accuracy},{accuracy}\n"
     (folder / "curve.csv").write_text(curve, encoding="utf-8")
     run = {
-        "dataset": dataset, "dataset_name": train.name, "strategy": ZERO_SHOT, "model": spec.model, "seed": 0,
-        "lr": 0.0, "num_cl": spec.num_cl, "clean_noisy": spec.clean_noisy, "valid_type": spec.valid_type,
-        "epochs": spec.epochs, "best_epoch": 0, "valid_score": train_accuracy, "test_accuracy": accuracy,
+        "dataset": dataset, "dataset_name": train.name, "strategy": ZERO_SHOT, "seed": 0, "lr": 0.0,
+        **spec.record(), "lr_selection": False, "steps_per_epoch": 0,  # the settings of the table it joins
+        "best_epoch": 0, "valid_score": train_accuracy, "test_accuracy": accuracy,
         "curve": (folder / "curve.csv").relative_to(output_dir).as_posix(), "clip_model": spec.clip_model,
     }  # fmt: skip
     tmp = folder / "run.json.tmp"
