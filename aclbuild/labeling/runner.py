@@ -176,7 +176,8 @@ class _Job:
             record = self._advancer(advance)
             if not self.s.uses_model:
                 for jobs in batches:
-                    record(*self.commit(self._answer_without_model(jobs, {(i, r): self.draw(i, r) for i, r in jobs})))
+                    shown = {} if self.s.labeler == "synthetic" else {(i, r): self.draw(i, r) for i, r in jobs}
+                    record(*self.commit(self._answer_without_model(jobs, shown)))
                 return
             asking = ModelAsking(self, batches, self.draw)
             answer_all(asking, asking.model_side, record)
@@ -252,10 +253,13 @@ class _Job:
         from aclbuild.labeling.synthetic import draw_cls, transition_matrix
 
         matrix = transition_matrix(self.s.matrix, self.base.num_classes, self.s.seed, self.s.noise)
+        rounds: dict[int, list[int]] = {}
+        for i, r in jobs:
+            rounds.setdefault(i, []).append(r)
         rows = []
-        for i in sorted({i for i, _ in jobs}):
+        for i in sorted(rounds):
             cls = draw_cls(np.array([self.records[i].ord_label]), matrix, self.s.num_rounds, self.s.seed, offset=i)[0]
-            rows += [self.row(i, r, [], self.names[cls[r]], int(cls[r]), 0) for _, r in [j for j in jobs if j[0] == i]]
+            rows += [self.row(i, r, [], self.names[cls[r]], int(cls[r]), 0) for r in rounds[i]]
         return rows
 
     def _replay(self, jobs: list[tuple[int, int]], shown: dict[tuple[int, int], list[int]]) -> list[dict]:
