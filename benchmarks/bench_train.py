@@ -1,7 +1,8 @@
 """Epoch time of ResNet18 on a CIFAR-sized synthetic set: the on-device fast path against a plain DataLoader loop.
 
 Both paths train the same model (CIFAR-style ResNet18, FWD loss, Adam, batch 256) on the same synthetic set of
-uint8 32x32 images with 3 CLs each, in the same run, through `aclbuild.bench.train.train_run`:
+uint8 32x32 images with 3 CLs each, in the same run, through `aclbuild.bench.train.train_run`, batched as
+--batch-by says (image: 256 images with their 3 CLs per step, libcll's and the default; pair: 256 pairs):
   fast:       the whole uint8 set on the device; crop (padding 4), flip and normalisation as batched tensor ops
   dataloader: torch DataLoader over a Dataset that crops, flips and normalises one image at a time on the CPU,
               --workers worker processes, pinned memory on GPU (what a torchvision pipeline does)
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--batch-by", default="image", choices=("image", "pair"))
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -57,13 +59,15 @@ def main() -> None:
 
     train, small = synthetic(args.n, 0), synthetic(256, 1)  # evaluation sets kept small: training is timed
     data = RunData(train, small, small)
-    print(f"{machine()}; {args.model}, {args.n:,} images 32x32, batch {args.batch_size}, {args.epochs} epochs, "
+    print(f"{machine()}; {args.model}, {args.n:,} images 32x32, batch {args.batch_size} by {args.batch_by}, "
+          f"{args.epochs} epochs, "
           f"{torch.get_num_threads()} torch threads")  # fmt: skip
     results = {}
     for loader in ("fast", "dataloader"):
         config = TrainConfig(
             model=args.model, epochs=args.epochs, lr=1e-4, batch_size=args.batch_size, seed=0,
             eval_every=args.epochs, loader=loader, workers=args.workers if loader == "dataloader" else 0,
+            batch_by=args.batch_by,
         )  # fmt: skip
         seconds = train_run("FWD", data, config).epoch_seconds
         steady = min(seconds[1:]) if len(seconds) > 1 else seconds[0]

@@ -83,8 +83,9 @@ def _heading(setting: tuple) -> list[str]:
         f"{values['valid_type']}" + (" (T per strategy, libcll)" if per_strategy else "")
     )
     precision = values["precision"] or "precision not recorded"  # runs of aclbuild before it was recorded
+    init = f"{values['init']} init, " if values["model"] not in ("mlp", "linear") else ""  # convolutions only
     how = (
-        f"Batches by {values['batch_by']}, {precision}, {values['init']} init, "
+        f"Batches by {values['batch_by']}, {precision}, {init}"
         f"learning rate by {'test accuracy (reference)' if values['lr_select'] == 'reference' else 'validation'}."
     )
     return [title, "", how, ""]
