@@ -272,3 +272,19 @@ def test_num_cl_zero_benchmark(cli, digits_repo, tmp_path):
     (run,) = json.loads((out / "results.json").read_text())["runs"]
     assert run["num_cl"] == 0 and run["steps_per_epoch"] == 5  # 1,260 images, whatever their number of CLs
     assert "a random number of uniform synthetic CLs" in (out / "results.md").read_text()
+
+
+def test_results_and_report_keep_batchings_apart(cli, digits_repo, tmp_path):
+    out = tmp_path / "bench"
+    for batch_by in ("image", "pair"):
+        result = cli("benchmark", digits_repo, "-s", "FWD", "--model", "mlp", "--epochs", "1", "--seeds", "17",
+                     "--batch-by", batch_by, "-o", out)  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert sorted((r["batch_by"], r["steps_per_epoch"]) for r in runs) == [("image", 5), ("pair", 15)]
+    table = (out / "results.md").read_text()
+    assert "Batches by image" in table and "Batches by pair" in table  # two tables, never one cell of both
+    report = cli("report", out, "--output-dir", tmp_path / "report")
+    assert report.exit_code == 0, report.stderr
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "by image, fp32, hidden 256" in page and "by pair, fp32, hidden 256" in page

@@ -4,7 +4,10 @@
 num_cl, clean_noisy, valid_type, epochs, best_epoch, valid_score, test_accuracy, curve}, ...]}``; ``curve`` names
 the run's CSV (``epoch,train_loss,valid_score,test_accuracy``, empty where not evaluated) relative to the file.
 A *setting* is what makes two runs the same experiment apart from strategy, seed and learning rate:
-(dataset_name, model, valid_type, epochs, num_cl, clean_noisy). A *cell* is one (setting, strategy) at its lr.
+(dataset_name, model, valid_type, epochs, num_cl, clean_noisy, protocol), ``protocol`` summing up how the run was
+trained (batching, precision, init, MLP width, validation rule, lr rule; empty for runs recorded before those were).
+A *cell* is one (setting, strategy) at its lr. Runs of libcll's lr grid at its selection seed (``lr_selection``)
+only chose the lr of the runs beside them, so they are left out.
 
 Example:
     >>> runs, repositories = load_inputs(["runs/results.json", "out/aclmin10"])   # doctest: +SKIP
@@ -49,6 +52,7 @@ class Setting(NamedTuple):
     epochs: int | str  # "*" in a sweep's panel key, where the dimension is free
     num_cl: int | str
     clean_noisy: float | str
+    protocol: str = ""
 
 
 SETTING_DIMS = Setting._fields[1:]
@@ -72,10 +76,13 @@ class Run:
     valid_score: float
     test_accuracy: float
     curve: Path | None
+    protocol: str = ""
 
     @property
     def setting(self) -> Setting:
-        return Setting(self.dataset_name, self.model, self.valid_type, self.epochs, self.num_cl, self.clean_noisy)
+        return Setting(
+            self.dataset_name, self.model, self.valid_type, self.epochs, self.num_cl, self.clean_noisy, self.protocol
+        )
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,22 @@ def _check_field(run: dict, key: str, kind: type, where: str):
     return float(value) if kind is float else value
 
 
+def protocol_of(run: dict) -> str:
+    """``by image, fp32, kaiming init``: how a run was trained, from its record ("" when it predates the keys)."""
+    if "batch_by" not in run:
+        return ""
+    parts = [f"by {run['batch_by']}", str(run.get("precision"))]
+    if run.get("model") not in ("mlp", "linear"):
+        parts.append(f"{run.get('init')} init")
+    if run.get("hidden_dim"):
+        parts.append(f"hidden {run['hidden_dim']}")
+    if run.get("valid_rule") == "strategy" and run.get("valid_type") != "accuracy":
+        parts.append("T per strategy")
+    if run.get("lr_select") == "reference":
+        parts.append("lr by TEST accuracy")
+    return ", ".join(parts)
+
+
 def read_results(path: Path) -> list[Run]:
     """The runs of a results.json (or of the folder holding it); raises InputError on any malformed run."""
     path = Path(path)
@@ -150,7 +173,7 @@ def read_results(path: Path) -> list[Run]:
         if not 0.0 <= values["clean_noisy"] <= 1.0 or values["num_cl"] < 0:
             raise InputError(f"{where}: clean_noisy must lie in [0, 1] and num_cl be at least 0 (0: random)")
         values["curve"] = file.parent / values["curve"] if values["curve"] else None
-        runs.append(Run(**values))
+        runs.append(Run(**values, protocol=protocol_of(raw)))
     return runs
 
 
@@ -263,7 +286,7 @@ def _validation_score(runs: Sequence[Run]) -> float:
 
 
 def varying_dims(settings: Iterable[Setting]) -> set[str]:
-    """The setting dimensions (model, valid_type, epochs, num_cl, clean_noisy) that take more than one value."""
+    """The setting dimensions (model, valid_type, epochs, num_cl, clean_noisy, protocol) taking several values."""
     settings = list(settings)
     return {dim for dim in SETTING_DIMS if len({getattr(s, dim) for s in settings}) > 1}
 
@@ -281,15 +304,18 @@ def setting_label(setting: Setting, shown: set[str]) -> str:
         parts.append(f"{setting.epochs} epochs")
     if "valid_type" in shown:
         parts.append(f"valid {setting.valid_type}")
+    if "protocol" in shown:
+        parts.append(setting.protocol or "protocol unrecorded")
     return " · ".join(parts)
 
 
 def main_settings(cells: Sequence[Cell]) -> list[Setting]:
-    """Per (dataset, model, valid_type, epochs): the least-cleaned setting, in it the number of CLs with most runs."""
+    """Per (dataset, model, valid_type, epochs, protocol): the least-cleaned setting, in it the number of CLs with
+    most runs."""
     runs_per_setting: Counter[Setting] = Counter()
     for c in cells:
         runs_per_setting[c.setting] += len(c.runs)
     chosen: dict[tuple, Setting] = {}
     for s in sorted(runs_per_setting, key=lambda s: (s.clean_noisy, -runs_per_setting[s], s.num_cl)):
-        chosen.setdefault(s[:4], s)
+        chosen.setdefault((*s[:4], s.protocol), s)  # each training protocol keeps its own main setting
     return sorted(chosen.values(), key=list(runs_per_setting).index)
