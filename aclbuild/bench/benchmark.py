@@ -228,32 +228,7 @@ def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, acc
             if accelerator.is_main_process:
                 record_zero_shot(output_dir, dataset, scores, train_split, test_split, spec)
         for strategy in strategies:
-
-            def data_of(seed: int) -> RunData:
-                data = seed_data(train_split, test_split, seed, spec)
-                if strategy in VLPL_STRATEGIES:
-                    from aclbuild.bench.vlpl import pseudo_label_states
-
-                    train_idx, _ = split_indices(len(train_split.images), seed)
-                    data = replace(data, train_states=pseudo_label_states(data.train, scores["train"][train_idx]))
-                return data
-
-            def run(seed: int, lr: float, data: RunData, selection: bool = False) -> dict:
-                args = (spec, output_dir, dataset, train_split.name, strategy, seed, lr, data, accelerator, console)
-                _one_run(*args, selection=selection)
-                accelerator.wait_for_everyone()  # every process sees the same finished runs before the next
-                path = run_folder(output_dir, dataset, strategy, spec, seed, lr, selection) / "run.json"
-                return json.loads(path.read_text(encoding="utf-8"))
-
-            lrs = spec.lrs
-            if spec.lr_select == "reference" and len(lrs) > 1:  # libcll: the grid at one seed, judged on TEST
-                data = data_of(spec.lr_seed)
-                tried = {lr: run(spec.lr_seed, lr, data, selection=True)["test_accuracy"] for lr in lrs}
-                lrs = [max(sorted(tried), key=tried.__getitem__)]
-            for seed in spec.seeds:
-                data = data_of(seed)
-                for lr in lrs:
-                    run(seed, lr, data)
+            _strategy_runs(spec, output_dir, dataset, (train_split, test_split), strategy, scores, accelerator, console)
     if not accelerator.is_main_process:
         return collect_runs(output_dir)
     runs = write_results(output_dir)
@@ -261,6 +236,36 @@ def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, acc
         text = (output_dir / RESULTS_MD).read_text(encoding="utf-8")
         console.print(text, markup=False, highlight=False, soft_wrap=True)
     return runs
+
+
+def _strategy_runs(spec, output_dir, dataset, splits, strategy, scores, accelerator, console) -> None:
+    """Every run of one strategy on one dataset; with ``lr_select="reference"`` first the grid at ``lr_seed``."""
+    train_split, test_split = splits
+
+    def data_of(seed: int) -> RunData:
+        data = seed_data(train_split, test_split, seed, spec)
+        if strategy in VLPL_STRATEGIES:
+            from aclbuild.bench.vlpl import pseudo_label_states
+
+            train_idx, _ = split_indices(len(train_split.images), seed)
+            data = replace(data, train_states=pseudo_label_states(data.train, scores["train"][train_idx]))
+        return data
+
+    def run(seed: int, lr: float, data: RunData, selection: bool = False) -> dict:
+        _one_run(spec, output_dir, dataset, train_split.name, strategy, seed, lr, data, accelerator, console, selection)
+        accelerator.wait_for_everyone()  # every process sees the same finished runs before the next
+        path = run_folder(output_dir, dataset, strategy, spec, seed, lr, selection) / "run.json"
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    lrs = spec.lrs
+    if spec.lr_select == "reference" and len(lrs) > 1:  # libcll: the grid at one seed, judged by TEST accuracy
+        data = data_of(spec.lr_seed)
+        tried = {lr: run(spec.lr_seed, lr, data, selection=True)["test_accuracy"] for lr in lrs}
+        lrs = [max(sorted(tried), key=tried.__getitem__)]  # ties: the smaller lr
+    for seed in spec.seeds:
+        data = data_of(seed)
+        for lr in lrs:
+            run(seed, lr, data)
 
 
 def _one_run(
