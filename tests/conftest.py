@@ -65,3 +65,27 @@ def quiet_env() -> dict:
     env = dict(os.environ)
     env.update(NO_COLOR="1", COLUMNS="200")
     return env
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on 2 shared cores: thread synchronisation costs more than it saves."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits_repo(tmp_path_factory) -> Path:
+    """digits-uniform: 1,400 train images with 3 uniform synthetic CLs, 397 test images."""
+    from aclbuild.build import build_repository
+    from aclbuild.labeling.synthetic import label_records, transition_matrix
+    from aclbuild.loaders.digits import read_digits
+    from aclbuild.registry import get_variant
+
+    train = label_records(read_digits("train"), transition_matrix("uniform", 10), num_cl=3, seed=1126)
+    folder = tmp_path_factory.mktemp("repo") / "digits-uniform"
+    return build_repository(get_variant("digits-uniform"), train, read_digits("test"), folder)

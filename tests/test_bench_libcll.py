@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,30 +17,14 @@ from aclbuild.bench.results import choose_lr, results_markdown
 from aclbuild.bench.strategies import build_strategy
 from aclbuild.bench.train import TrainConfig, make_accelerator, train_run
 from aclbuild.bench.validation import cl_risk
-from aclbuild.build import build_repository
 from aclbuild.cl_data import ClData, load_cl_dataset, random_cl_count_probabilities, with_random_cls
 from aclbuild.errors import InputError
-from aclbuild.labeling.synthetic import label_records, transition_matrix
-from aclbuild.loaders.digits import read_digits
-from aclbuild.registry import get_variant
+from aclbuild.labeling.synthetic import transition_matrix
 
 UNIFORM = transition_matrix("uniform", 10)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits_repo(tmp_path_factory) -> Path:
-    """digits-uniform: 1,400 train images with 3 uniform synthetic CLs, 397 test images."""
-    train = label_records(read_digits("train"), UNIFORM, num_cl=3, seed=1126)
-    folder = tmp_path_factory.mktemp("repo") / "digits-uniform"
-    return build_repository(get_variant("digits-uniform"), train, read_digits("test"), folder)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures one_thread, digits_repo: conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,6 @@ from aclbuild.bench.train import Augment, TrainConfig, train_run
 from aclbuild.build import build_repository
 from aclbuild.cl_data import ClData, estimate_transition, load_cl_dataset
 from aclbuild.errors import InputError
-from aclbuild.labeling.synthetic import label_records, transition_matrix
-from aclbuild.loaders.digits import read_digits
 from aclbuild.registry import get_variant
 from aclbuild.repository import write_split
 from aclbuild.schema import ClRecord, arrow_schema
@@ -38,21 +36,7 @@ RUN_KEYS = BASE_KEYS | {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on 2 shared cores: thread synchronisation costs more than it saves."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits_repo(tmp_path_factory) -> Path:
-    """digits-uniform: 1,400 train images with 3 uniform synthetic CLs, 397 test images."""
-    variant = get_variant("digits-uniform")
-    train = label_records(read_digits("train"), transition_matrix("uniform", 10), num_cl=3, seed=1126)
-    return build_repository(variant, train, read_digits("test"), tmp_path_factory.mktemp("repo") / "digits-uniform")
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures one_thread, digits_repo: conftest.py
 
 
 @pytest.fixture(scope="module")
