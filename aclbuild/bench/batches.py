@@ -51,6 +51,8 @@ class Augment:
             return cls(4, True, CIFAR_MEAN, CIFAR_STD)
         if image_size == 64:
             return cls(8, True, IMAGENET_MEAN, IMAGENET_STD)
+        if image_size == 28:  # MNIST, Fashion-MNIST, KMNIST: x / 255 in [0, 1], as libcll feeds them
+            return cls(0, False, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         return cls(0, False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # digits: a flipped or shifted 8x8 digit is another
 
     def normalise(self, images: Tensor) -> Tensor:
