@@ -11,7 +11,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from aclbuild.errors import InputError
+from aclbuild.errors import InputError, SourceError
 from aclbuild.labeling.outputs import majority_vote
 from aclbuild.labeling.parsing import parse_answer
 from aclbuild.labeling.prompts import load_template
@@ -117,6 +117,16 @@ def test_candidates_from_asks_an_earlier_runs_questions(tmp_path, tiny):
     assert read_log(again)["provenance"]["candidates"] == f"from {first / 'labels.parquet'}"
     with pytest.raises(InputError, match="no -R"):
         label(tmp_path, tiny, "bad", candidates_from=str(first / "labels.parquet"), bias_reduction=True)
+    # a --limit run's table serves the same --limit; a replayed failed query is recorded as having no answer
+    limited = label(tmp_path, tiny, "limited", lambda q: "?" if q.index == 2 else q.options[0], limit=30,
+                    max_retries=0)  # fmt: skip
+    again = label(tmp_path, tiny, "limited-again", candidates_from=str(limited / "labels.parquet"), limit=30)
+    assert [r["candidates"] for r in rows(again)] == [r["candidates"] for r in rows(limited)]
+    replayed = run_generate(GenerateSettings(base="min10", labeler="replay", answers=str(limited / "labels.parquet"),
+                            candidates_from=str(limited / "labels.parquet"), limit=30), tiny, tmp_path / "rp")  # fmt: skip
+    assert read_log(replayed)["statistics"]["containment"] == {"inside": 87, "labels": 87, "rate": 1.0, "no_answer": 3}
+    with pytest.raises(SourceError, match="holds 30 images but the source has 120 \\(or the 40 that --limit labels"):
+        label(tmp_path, tiny, "wrong-limit", candidates_from=str(limited / "labels.parquet"), limit=40)
 
 
 def test_unlimited_retries_and_reference_parsing(tmp_path, tiny):

@@ -78,25 +78,31 @@ def _read_table(path: Path, base: Base) -> tuple[list[str], np.ndarray, np.ndarr
     return [name for name, _ in rows], np.array([labels for _, labels in rows], dtype=np.int64), None
 
 
-def read_answers(path: str | Path, base: Base, image_names: Sequence[str], num_rounds: int) -> np.ndarray:
-    """N x R class indices (NO_LABEL: none) that ``path`` holds for the images ``image_names`` (all the source's),
-    rounds 0..R-1."""
-    path = Path(path)
+def read_answers(
+    path: str | Path, base: Base, image_names: Sequence[str], num_rounds: int, labelled: int | None = None
+) -> np.ndarray:
+    """``labelled`` x R class indices (NO_LABEL: none) that ``path`` holds for the first ``labelled`` of the source's
+    images ``image_names`` (all of them by default), rounds 0..R-1."""
+    path, labelled = Path(path), len(image_names) if labelled is None else labelled
     names, labels, _ = _read_table(path, base)
-    _check_size(path, names, image_names)
+    covered = _images_covered(path, names, image_names, labelled)
     if labels.shape[1] < num_rounds:
         raise SourceError(f"--answers {path} holds {labels.shape[1]} rounds; --num-rounds {num_rounds} needs as many")
-    return labels[align(names, image_names, f"--answers {path}")][:, :num_rounds]
+    return labels[align(names, covered, f"--answers {path}")][:labelled, :num_rounds]
 
 
-def read_candidate_sets(path: str | Path, base: Base, image_names: Sequence[str], num_rounds: int) -> np.ndarray:
-    """N x R x 4 candidate sets (in the order shown) of an aclbuild run's ``labels.parquet``."""
+def read_candidate_sets(
+    path: str | Path, base: Base, image_names: Sequence[str], num_rounds: int, labelled: int | None = None
+) -> np.ndarray:
+    """``labelled`` x R x 4 candidate sets (in the order shown) of an aclbuild run's ``labels.parquet``, as
+    :func:`read_answers` reads its labels."""
+    labelled = len(image_names) if labelled is None else labelled
     path = Path(path)
     if path.suffix != ".parquet":
         raise SourceError(f"--candidates-from takes an aclbuild labels.parquet, not {path.name}")
     names, _, candidates = _read_table(path, base)
     assert candidates is not None
-    _check_size(path, names, image_names)
+    covered = _images_covered(path, names, image_names, labelled)
     if candidates.shape[1] < num_rounds:
         raise SourceError(
             f"--candidates-from {path} holds {candidates.shape[1]} rounds; --num-rounds {num_rounds} needs as many"
@@ -105,12 +111,17 @@ def read_candidate_sets(path: str | Path, base: Base, image_names: Sequence[str]
         raise SourceError(
             f"--candidates-from {path} is not a complete complementary-mode run (4 candidates per query expected)"
         )
-    return candidates[align(names, image_names, f"--candidates-from {path}")][:, :num_rounds]
+    return candidates[align(names, covered, f"--candidates-from {path}")][:labelled, :num_rounds]
 
 
-def _check_size(path: Path, names: list[str], image_names: Sequence[str]) -> None:
-    if len(names) != len(image_names):
-        raise SourceError(
-            f"{path} holds {len(names)} images but the source has {len(image_names)}; is it the file of this base "
-            "and source?"
-        )
+def _images_covered(path: Path, names: list[str], image_names: Sequence[str], labelled: int) -> Sequence[str]:
+    """The images FILE's rows stand for: the whole source, or the first ``labelled`` of it (a run with --limit)."""
+    if len(names) == len(image_names):
+        return image_names
+    if len(names) == labelled:
+        return image_names[:labelled]
+    limit = f" (or the {labelled} that --limit labels)" if labelled < len(image_names) else ""
+    raise SourceError(
+        f"{path} holds {len(names)} images but the source has {len(image_names)}{limit}; is it the file of this "
+        "base and source?"
+    )

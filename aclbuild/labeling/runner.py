@@ -141,10 +141,10 @@ class _Job:
 
         s, n = self.s, len(self.records)
         if s.answers is not None:
-            self.answers = replay.read_answers(s.answers, self.base, source_names, s.num_rounds)[:n].tolist()
+            self.answers = replay.read_answers(s.answers, self.base, source_names, s.num_rounds, n).tolist()
         if s.candidates_from is not None:
-            sets = replay.read_candidate_sets(s.candidates_from, self.base, source_names, s.num_rounds)
-            self.sets = sets[:n].tolist()
+            sets = replay.read_candidate_sets(s.candidates_from, self.base, source_names, s.num_rounds, n)
+            self.sets = sets.tolist()
         elif s.candidates == "reference" and s.labeler != "synthetic" and not s.bias_reduction:
             self.sets = reference_candidate_sets(self.base.name, source_names, s.num_rounds, s.seed)[:n].tolist()
 
