@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import re
@@ -40,6 +41,10 @@ SPLITS = ("train", "test")
 SHARD_PATTERN = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 ROWS_PER_ROW_GROUP = 1000
 ENCODE_CHUNK = 500  # images per encoder task: small temporaries are reused rather than page-faulted in anew
+# datasets 5.x's config.DEFAULT_CDC_OPTIONS: the content-defined chunking its ParquetWriter and to_parquet turn on,
+# so pages break at content boundaries and a re-push of a relabelled set moves only the changed chunks through Xet.
+CDC_OPTIONS = {"min_chunk_size": 256 * 1024, "max_chunk_size": 1024 * 1024, "norm_level": 0}
+EMBEDDED_TYPES = ("Image", "Audio", "Video", "Pdf", "Nifti")  # features whose bytes datasets stores as-is
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,52 @@ def _record_batch(rows: Sequence[ClRecord], pngs: Sequence[bytes], schema: pa.Sc
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
+def _leaf_paths(path: str, arrow_type: pa.DataType) -> list[str]:
+    """Parquet's leaf column paths of a field (``images.bytes``, ``cl_labels.list.element``), as datasets lists them."""
+    if pa.types.is_struct(arrow_type):
+        return [leaf for field in arrow_type for leaf in _leaf_paths(f"{path}.{field.name}", field.type)]
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type):
+        return _leaf_paths(f"{path}.list.element", arrow_type.value_type)
+    return [path]
+
+
+def parquet_writer_options(schema: pa.Schema) -> dict:
+    """The ``pq.ParquetWriter`` options of a shard: those datasets 5.x's Parquet writers pass.
+
+    Page index written; content-defined chunking with datasets' default options; embedded media bytes (the PNGs)
+    stored PLAIN and uncompressed (they are compressed already; a second pass only costs time), every other leaf
+    column snappy with a dictionary (datasets' ``get_parquet_column_options``). tests/test_parquet_writer.py compares
+    this with what datasets computes at runtime.
+    """
+    meta = (schema.metadata or {}).get(b"huggingface")
+    feats = json.loads(meta)["info"]["features"] if meta else {}
+    compression, use_dictionary, column_encoding = {}, [], {}
+    for field in schema:
+        embed = isinstance(feats.get(field.name), dict) and feats[field.name].get("_type") in EMBEDDED_TYPES
+        for leaf in _leaf_paths(field.name, field.type):
+            compression[leaf] = "none" if embed else "snappy"
+            if embed:
+                column_encoding[leaf] = "PLAIN"
+            else:
+                use_dictionary.append(leaf)
+    return {
+        "use_content_defined_chunking": dict(CDC_OPTIONS),
+        "write_page_index": True,
+        "compression": compression,
+        "use_dictionary": use_dictionary,
+        "column_encoding": column_encoding,
+    }
+
+
+def write_shard(path: Path | str, table: pa.Table) -> None:
+    """Write one shard as datasets' writer does (:func:`parquet_writer_options`), in row groups of
+    ``ROWS_PER_ROW_GROUP`` rows, with the ``content_defined_chunking`` key-value metadata datasets adds."""
+    options = parquet_writer_options(table.schema)
+    with pq.ParquetWriter(path, table.schema, **options) as writer:
+        writer.write_table(table, row_group_size=ROWS_PER_ROW_GROUP)
+        writer.add_key_value_metadata({"content_defined_chunking": json.dumps(options["use_content_defined_chunking"])})
+
+
 def _encode_chunk(records: Sequence[ClRecord]) -> list[bytes]:
     return encode_png_batch(np.stack([r.image for r in records]))
 
@@ -175,7 +226,7 @@ def write_split(
         lo, hi = bounds[index], bounds[index + 1]
         groups = [(a, min(a + ROWS_PER_ROW_GROUP, hi)) for a in range(lo, hi, ROWS_PER_ROW_GROUP)]
         table = pa.Table.from_batches([_record_batch(records[a:b], encoded[a:b], schema) for a, b in groups], schema)
-        pq.write_table(table, data / shard_name(split, index, count), row_group_size=ROWS_PER_ROW_GROUP)
+        write_shard(data / shard_name(split, index, count), table)
         for r, image_bytes in zip(records[lo:hi], encoded[lo:hi]):
             record_hash_update(digest, r.name, image_bytes, r.ord_label, r.cl_labels)
     return SplitInfo(split, len(records), total, count, digest.hexdigest())
