@@ -100,7 +100,8 @@ def build_repository(
         if test:
             splits.append(write_split(staged, "test", test, schema, max_shard_size))
         heatmap.result()
-        card = render_card(variant, num_cl, splits, train_stats, provenance, repo_id)
+        download_size = sum(path.stat().st_size for path in (staged / "data").glob("*.parquet"))
+        card = render_card(variant, num_cl, splits, train_stats, provenance, repo_id, download_size)
         (staged / "README.md").write_text(str(card), encoding="utf-8")
         manifest = {
             "dataset": variant.name,

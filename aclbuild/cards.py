@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -40,11 +41,22 @@ def size_category(num_examples: int) -> str:
     return "1M<n<10M"
 
 
-def card_metadata(variant: Variant, num_cl: int, splits: list[SplitInfo]) -> DatasetCardData:
-    """The card's YAML: licence, names, tags, configs and dataset_info (features, split sizes)."""
+def card_metadata(
+    variant: Variant, num_cl: int, splits: list[SplitInfo], download_size: int | None = None
+) -> DatasetCardData:
+    """The card's YAML: licence, names, tags, then dataset_info (features, split sizes) and configs as datasets'
+    ``push_to_hub`` writes them (same keys, same order, no YAML anchors or aliases).
+
+    ``download_size`` is the bytes of the Parquet shards (left out when not given, as datasets does).
+    """
     info: dict = {"features": card_features(variant.base.class_names, num_cl)}
     info["splits"] = [{"name": s.name, "num_bytes": s.num_bytes, "num_examples": s.num_examples} for s in splits]
+    if download_size is not None:
+        info["download_size"] = download_size
     info["dataset_size"] = sum(s.num_bytes for s in splits)
+    configs = [
+        {"config_name": "default", "data_files": [{"split": s.name, "path": f"data/{s.name}-*"} for s in splits]}
+    ]
     extra = {}
     if variant.license == "other":
         extra = {"license_name": "imagenet-terms-of-access", "license_link": "https://image-net.org/download.php"}
@@ -57,14 +69,11 @@ def card_metadata(variant: Variant, num_cl: int, splits: list[SplitInfo]) -> Dat
         size_categories=[size_category(sum(s.num_examples for s in splits))],
         annotations_creators=[variant.annotations_creators],
         source_datasets=[variant.base.source_dataset],
-        configs=[
-            {
-                "config_name": "default",
-                "data_files": [{"split": s.name, "path": f"data/{s.name}-*"} for s in splits],
-            }
-        ],
-        dataset_info=info,
         **extra,
+        # datasets writes dataset_info, then configs; a JSON round trip unshares the ClassLabel dict that ord_labels
+        # and cl_labels would otherwise share, which yaml dumps as an anchor (&id001) and an alias (*id001).
+        dataset_info=json.loads(json.dumps(info)),
+        configs=json.loads(json.dumps(configs)),
     )
 
 
@@ -75,12 +84,16 @@ def render_card(
     train_stats: dict,
     provenance: dict | None = None,
     repo_id: str | None = None,
+    download_size: int | None = None,
 ) -> DatasetCard:
-    """The full card; its YAML is parsed back and checked before it is returned."""
+    """The full card; its YAML is parsed back and checked before it is returned.
+
+    ``download_size``: the bytes of the repository's Parquet shards, written into ``dataset_info`` as datasets does.
+    """
     template = resources.files("aclbuild").joinpath("dataset_cards/dataset_card.md").read_text(encoding="utf-8")
     base = variant.base
     card = DatasetCard.from_template(
-        card_metadata(variant, num_cl, splits),
+        card_metadata(variant, num_cl, splits, download_size),
         template_str=template,
         name=variant.name,
         kind=variant.kind,
