@@ -2,19 +2,26 @@
 
 CL learners use one of two layouts: one row per (image, CL) pair (most losses), or one row per image with a
 multi-hot vector of its CLs (MCL, the VLPL-style baselines). :class:`ClData` keeps the images once and the CLs as
-pairs, and gives either layout; its transition matrix is estimated on the training part only.
+pairs, and gives either layout; its transition matrix is estimated on the training part only. It is a
+``torch.utils.data.Dataset`` with the attributes of libcll's datasets (``data``, ``targets``, ``true_targets``,
+``num_classes``, ``input_dim``); a split without CLs (the test split) gives (image, true label) rows.
 
-Example:
-    >>> data = load_cl_dataset("aclbuild-quickstart/digits-uniform", "train", num_cl=3)   # doctest: +SKIP
-    >>> len(data), data.images.shape, data.transition_matrix.shape                        # doctest: +SKIP
-    (4200, torch.Size([1400, 8, 8, 3]), torch.Size([10, 10]))
-    >>> image, cl, label = data[0]                                                          # doctest: +SKIP
+Example (needs a built repository or the Hub):
+    >>> train = load_cl_dataset("aclbuild-quickstart/digits-uniform", "train", num_cl=1)   # doctest: +SKIP
+    >>> len(train), train.data.shape, train.targets.shape, train.input_dim                 # doctest: +SKIP
+    (1400, torch.Size([1400, 8, 8, 3]), torch.Size([1400, 1]), 192)
+    >>> image, cl, label = train[0]                                                          # doctest: +SKIP
+    >>> test = load_cl_dataset("aclbuild-quickstart/digits-uniform", "test", num_cl=1)     # doctest: +SKIP
+    >>> image, label = test[0]; len(test)                                                   # doctest: +SKIP
+    397
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +33,22 @@ from aclbuild.png import decode_image
 from aclbuild.progress import progress_bar
 
 
-@dataclass(frozen=True)
-class ClData:
+@dataclass(frozen=True, eq=False)
+class ClData(torch.utils.data.Dataset):
     """Images stored once, CLs stored as (image, CL) pairs; ``expand`` picks the layout items come in.
 
     ``images`` is uint8 N x H x W x 3 (or N x 3 x H x W when loaded with ``channels_first``); ``pair_image[p]`` is
-    the image row of pair p and ``pair_cl[p]`` its CL. A test split has no pairs (``pair_cl`` is empty).
+    the image row of pair p and ``pair_cl[p]`` its CL. A test split has no pairs (``pair_cl`` is empty): its items
+    are (image, true label), one per image, whatever ``expand`` says. ``transform``, when given, is applied to each
+    image (the uint8 tensor as stored) in ``__getitem__``.
+
+    libcll's names: ``data`` (the images), ``targets`` (the CLs per image; the true labels when there are no CLs, as
+    libcll's test sets), ``true_targets`` (the true labels), ``num_classes`` and ``input_dim`` (C * H * W).
+    Example:
+        >>> data = ClData(torch.zeros(2, 4, 4, 3, dtype=torch.uint8), torch.tensor([0, 1]), torch.tensor([0, 1]),
+        ...               torch.tensor([2, 0]), torch.eye(3), ("a", "b", "c"), num_cl=1, transform=lambda x: x.float())
+        >>> len(data), data.targets.tolist(), data.true_targets.tolist(), data.input_dim, data[1][0].dtype
+        (2, [[2], [0]], [0, 1], 48, torch.float32)
     """
 
     images: torch.Tensor
@@ -43,14 +60,48 @@ class ClData:
     num_cl: int
     expand: bool = True
     name: str = ""
+    transform: Callable | None = None  # applied to each image in __getitem__
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     @property
+    def has_cls(self) -> bool:
+        """Whether there are CLs (a test split has none: its items are (image, true label))."""
+        return len(self.pair_cl) > 0
+
+    @property
+    def data(self) -> torch.Tensor:
+        """The images (libcll's name)."""
+        return self.images
+
+    @property
+    def true_targets(self) -> torch.Tensor:
+        """The true labels (libcll's name; -1 where unknown)."""
+        return self.ord_labels
+
+    @property
+    def input_dim(self) -> int:
+        """The size of a flattened image, e.g. 3 * 32 * 32 (libcll's name)."""
+        return int(np.prod(self.images.shape[1:]))
+
+    @property
+    def targets(self) -> torch.Tensor | list[torch.Tensor]:
+        """libcll's ``targets``: each image's CLs as an N x m int64 tensor when every image has m of them (with
+        ``num_cl=1`` its first CL, N x 1), else a list of N 1-D tensors; the true labels when there are no CLs."""
+        if not self.has_cls:
+            return self.ord_labels
+        order = torch.argsort(self.pair_image, stable=True)
+        counts = torch.bincount(self.pair_image, minlength=len(self.images))
+        cls = self.pair_cl[order]
+        if len(counts) and bool((counts == counts[0]).all()):
+            return cls.reshape(len(self.images), int(counts[0]))
+        return list(torch.split(cls, counts.tolist()))
+
+    @cached_property
     def multi_hot(self) -> torch.Tensor:
-        """N x K float matrix, 1 where class k is a CL of image i."""
+        """N x K float matrix, 1 where class k is a CL of image i (computed once)."""
         hot = torch.zeros(len(self.images), self.num_classes)
         hot[self.pair_image, self.pair_cl] = 1.0
         return hot
@@ -61,14 +112,20 @@ class ClData:
         return self.pair_cl if self.expand else self.multi_hot
 
     def __len__(self) -> int:
-        return len(self.pair_cl) if self.expand else len(self.images)
+        return len(self.pair_cl) if self.expand and self.has_cls else len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(image, CL or multi-hot CLs, true label) of row ``i``, a ``torch.utils.data.Dataset`` item."""
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        """(image, CL or multi-hot CLs, true label) of row ``i``; (image, true label) when there are no CLs."""
+        if not self.has_cls:
+            return self._image(i), self.ord_labels[i]
         if self.expand:
             row = self.pair_image[i]
-            return self.images[row], self.pair_cl[i], self.ord_labels[row]
-        return self.images[i], self.multi_hot[i], self.ord_labels[i]
+            return self._image(row), self.pair_cl[i], self.ord_labels[row]
+        return self._image(i), self.multi_hot[i], self.ord_labels[i]
+
+    def _image(self, row):
+        image = self.images[row]
+        return image if self.transform is None else self.transform(image)
 
     def subset(self, indices: torch.Tensor | np.ndarray) -> ClData:
         """The images ``indices`` (in that order) with their pairs; the transition matrix is kept as it is."""
@@ -230,7 +287,7 @@ def _pairs(cl_labels: np.ndarray | None, num_cl: int, split: str) -> tuple[torch
     if cl_labels is None:
         return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
     if num_cl > cl_labels.shape[1]:
-        raise InputError(f"--num-cl {num_cl} is larger than the {cl_labels.shape[1]} CLs per image stored in {split}")
+        raise InputError(f"num_cl={num_cl} is larger than the {cl_labels.shape[1]} CLs per image stored in {split}")
     kept = torch.from_numpy(cl_labels[:, :num_cl].copy())
     return torch.arange(len(kept)).repeat_interleave(num_cl), kept.reshape(-1)
 
@@ -242,15 +299,26 @@ def load_cl_dataset(
     expand: bool = True,
     channels_first: bool = False,
     train_indices: np.ndarray | None = None,
+    transform: Callable | None = None,
 ) -> ClData:
-    """Load ``split`` of a repository folder or Hub id as torch tensors, keeping each image's first ``num_cl`` CLs.
+    """Load ``split`` of a repository folder or Hub id as a torch Dataset, keeping each image's first ``num_cl``
+    CLs (``num_cl=1``: the first CL only, as libcll).
 
-    The transition matrix is estimated on the ``train`` split's pairs, restricted to ``train_indices`` when given
-    (e.g. the 90% that is trained on), whichever split is loaded. Raises InputError when ``num_cl`` exceeds what is
-    stored.
+    A split without CLs (the test split) gives (image, true label) items, one per image. ``transform`` is applied
+    to each image in ``__getitem__``. The transition matrix is estimated on the ``train`` split's pairs, restricted
+    to ``train_indices`` when given (e.g. the 90% that is trained on), whichever split is loaded. Raises InputError,
+    naming the argument, when ``num_cl`` is not an integer >= 1 or exceeds what is stored, or ``transform`` is not
+    callable.
     """
+    if isinstance(num_cl, bool) or not isinstance(num_cl, (int, np.integer)):
+        raise InputError(f"num_cl must be an integer, got {num_cl!r}")
     if num_cl < 1:
-        raise InputError(f"--num-cl must be at least 1, got {num_cl}")
+        raise InputError(f"num_cl must be at least 1 (the first num_cl CLs of each image), got {num_cl}")
+    if transform is not None and not callable(transform):
+        raise InputError(f"transform must be callable (applied to each image), got {transform!r}")
+    if not isinstance(split, str) or not split:
+        raise InputError(f"split must be a split name such as 'train' or 'test', got {split!r}")
+    num_cl = int(num_cl)
     source = str(repo_or_dir)
     images, ord_labels, cl_labels, names, pretty = _read_columns(source, split, with_images=True)
     pair_image, pair_cl = _pairs(cl_labels, num_cl, split)
@@ -271,5 +339,5 @@ def load_cl_dataset(
     return ClData(
         images=pixels, ord_labels=torch.from_numpy(ord_labels), pair_image=pair_image, pair_cl=pair_cl,
         transition_matrix=estimate_transition(train_ord, train_image, train_cl, len(names)),
-        class_names=names, num_cl=num_cl, expand=expand, name=pretty,
+        class_names=names, num_cl=num_cl, expand=expand, name=pretty, transform=transform,
     )  # fmt: skip
