@@ -205,12 +205,12 @@ class _Job:
                 excluded = {i: [self.store.rows[(i, q)]["label"] for q in range(rnd)] for i in block}
                 shown = reduction.draw_unit(block, excluded, rnd)  # every image's: the stream must move on
                 mine = self._mine([i for i in block if not self.store.done(i, rnd)])
-                size = self.batch_size
-                batches = [[(i, rnd) for i in mine[k : k + size]] for k in range(0, len(mine), size)]
                 if not s.uses_model:
                     jobs = [(i, rnd) for i in mine]
                     record(*self.commit(self._answer_without_model(jobs, {(i, rnd): shown[i] for i in mine})))
-                elif batches:
+                elif mine:
+                    size = self.batch_size
+                    batches = [[(i, rnd) for i in mine[k : k + size]] for k in range(0, len(mine), size)]
                     # in place: the unit's rows are needed next; after its first round a block's prefix caches are kept
                     asking = ModelAsking(self, batches, lambda i, r: shown[i])
                     answer_all(asking, asking.model_side, record, in_place=True)
