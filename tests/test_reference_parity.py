@@ -91,6 +91,7 @@ def test_a_wrong_answers_file_is_one_line(cli, tmp_path, sources):
         result = cli("generate", "min10", "--source", sources["min10"], "--labeler", "replay", "--answers", answers,
                      "-o", tmp_path / answers.stem)  # fmt: skip
         assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / answers.stem).exists()  # refused before the output folder was made
     for args, message in ((("digits", "--candidates", "reference"), "no released set of base digits"),
                           (("min20", "-R", "--protocol", "reference"), "no released -R set of base min20"),
                           (("min10", "--mode", "ord", "--candidates", "reference"), "--mode ord shows every class")):

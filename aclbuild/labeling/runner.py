@@ -71,17 +71,17 @@ def run_generate(
     names = [r.name for r in every]
     output_dir = Path(output_dir)
     state = PartialState(cpu=_cpu_only())
+    job = _Job(settings, base, records, template, backend, output_dir / PARTS, batch_size, state)
+    job.load_streams(names)  # a bad answers or candidates file is refused before the output folder is made
     if state.is_main_process:
         _prepare_output(output_dir, settings, resume)
     state.wait_for_everyone()
     if settings.uses_model and backend is None:
         from aclbuild.labeling.llava import LlavaBackend
 
-        backend = LlavaBackend(
+        job.backend = LlavaBackend(
             settings.model, settings.dtype, settings.scoring, settings.max_new_tokens, batch_size, device=state.device
         )
-    job = _Job(settings, base, records, template, backend, output_dir / PARTS, batch_size, state)
-    job.load_streams(names)
     started = time.perf_counter()
     job.run()
     seconds = time.perf_counter() - started
