@@ -252,11 +252,14 @@ def _read_hub(repo_id: str, split: str, with_images: bool):
         raise SourceError(f"cannot load {repo_id!r} split {split!r}: {' '.join(str(exc).split())[:300]}") from None
     if "ord_labels" not in dataset.column_names:
         raise SourceError(f"{repo_id} has no ord_labels column; is it a complementary-label dataset?")
+    from aclbuild.repository import label_arrays
+
     names = tuple(dataset.features["ord_labels"].names)
     ord_labels = np.asarray([-1 if y is None else y for y in dataset["ord_labels"]], dtype=np.int64)
     cl_labels = None
-    if "cl_labels" in dataset.column_names and dataset[0]["cl_labels"] is not None:
-        cl_labels = np.asarray(dataset["cl_labels"], dtype=np.int64)
+    if "cl_labels" in dataset.column_names:  # a test split holds -1s (or, built before aclbuild 0.2, nulls): None
+        table = dataset.select_columns(["ord_labels", "cl_labels"]).with_format("arrow")[:]
+        _, cl_labels = label_arrays(table.set_column(0, "ord_labels", pc.fill_null(table["ord_labels"], -1)))
     images = None
     if with_images:
         raw = dataset.cast_column("images", datasets.Image(decode=False))

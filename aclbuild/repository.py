@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from aclbuild.errors import OutputExistsError, SourceError
 from aclbuild.png import decode_image, encode_png_batch
 from aclbuild.progress import progress_bar
-from aclbuild.schema import ClRecord
+from aclbuild.schema import NO_LABEL, ClRecord, no_cl_labels
 
 if TYPE_CHECKING:
     from datasets import Features
@@ -134,7 +134,9 @@ def _int_labels(values: list, arrow_type: pa.DataType) -> pa.Array:
 
 
 def _record_batch(rows: Sequence[ClRecord], pngs: Sequence[bytes], schema: pa.Schema) -> pa.RecordBatch:
-    """One row group of the repository's columns."""
+    """One row group of the repository's columns (a row without CLs stores :func:`aclbuild.schema.no_cl_labels`)."""
+    cl_type = schema.field("cl_labels").type
+    no_cls = no_cl_labels(cl_type.list_size)
     images = pa.StructArray.from_arrays(
         [_packed(pngs, pa.binary()), pa.nulls(len(rows), pa.string())], fields=list(schema.field("images").type)
     )
@@ -142,7 +144,7 @@ def _record_batch(rows: Sequence[ClRecord], pngs: Sequence[bytes], schema: pa.Sc
         _packed([r.name.encode() for r in rows], pa.string()),
         images,
         _int_labels([r.ord_label for r in rows], pa.int64()),
-        _int_labels([r.cl_labels for r in rows], schema.field("cl_labels").type),
+        _int_labels([no_cls if r.cl_labels is None else r.cl_labels for r in rows], cl_type),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
@@ -258,22 +260,43 @@ def read_features(folder: Path | str) -> Features:
 
 
 def label_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
-    """(ord_labels as an int64 vector, cl_labels as an N x m int64 matrix or None when all are null).
+    """(ord_labels as an int64 vector, cl_labels as an N x m int64 matrix, or None for a split without CLs).
 
-    Raises :class:`SourceError` when only some rows have complementary labels (no split a build writes does).
+    A split without CLs stores every row's cl_labels as ``NO_LABEL`` (-1); repositories of aclbuild before 0.2
+    stored null there, which reads the same. Raises :class:`SourceError` when only some rows have complementary
+    labels (no split a build writes does).
+
+    Example:
+        >>> table = pa.table({"ord_labels": [0, 1], "cl_labels": pa.array([[-1, -1], [-1, -1]], pa.list_(pa.int64(), 2))})
+        >>> label_arrays(table)[1] is None
+        True
     """
     ord_labels = table.column("ord_labels").to_numpy().astype(np.int64)
     column = table.column("cl_labels").combine_chunks()
-    if column.null_count == len(column):
+    missing = missing_cl_rows(column)
+    if missing == len(column):
         return ord_labels, None
-    if column.null_count:
+    if missing:
         raise SourceError(
-            f"{column.null_count} of {len(column)} rows have no cl_labels: a split has complementary labels on "
-            "every row (train) or on none (test); `aclbuild validate` lists the problems of the folder"
+            f"{missing} of {len(column)} rows have no cl_labels: a split has complementary labels on every row "
+            "(train) or on none (test); `aclbuild validate` lists the problems of the folder"
         )
-    width = column.type.list_size if pa.types.is_fixed_size_list(column.type) else None
-    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-    return ord_labels, values.reshape(len(column), width or -1)
+    width = column.type.list_size if pa.types.is_fixed_size_list(column.type) else -1
+    return ord_labels, column.flatten().to_numpy(zero_copy_only=False).astype(np.int64).reshape(len(column), width)
+
+
+def missing_cl_rows(column: pa.Array | pa.ChunkedArray) -> int:
+    """How many rows of a cl_labels column have no complementary labels: null, or every value ``NO_LABEL``.
+
+    Example:
+        >>> missing_cl_rows(pa.array([[-1, -1], None, [2, 0]], pa.list_(pa.int64(), 2)))
+        2
+    """
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_fixed_size_list(column.type) or not len(column):
+        return column.null_count
+    values = column.fill_null([0] * column.type.list_size).flatten().to_numpy(zero_copy_only=False)
+    return column.null_count + int((values.reshape(len(column), -1) == NO_LABEL).all(axis=1).sum())
 
 
 def iter_records(folder: Path | str, split: str) -> Iterator[ClRecord]:

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from datasets import Features
 
 COLUMNS = ("names", "images", "ord_labels", "cl_labels")
+# datasets' ClassLabel value for "no label" (its docs: "You can use -1 to represent unknown/missing labels"). A split
+# without CLs (test) stores each row's cl_labels as num_cl of them: a null list breaks torch's default_collate on
+# ``with_format("torch")`` (datasets 5.x) and fails to load at all in datasets 2.17 with pyarrow 15 ("Expected all
+# lists to be of size=3"), while an empty list would drop the fixed length from the train split's feature.
+NO_LABEL = -1
 
 
 @dataclass
@@ -36,13 +41,24 @@ class ClRecord:
     """One image with its true label and, in a training split, its complementary labels.
 
     ``image`` is an H x W x 3 uint8 array (None only where a reader was asked for names and labels alone, for a
-    labeler that needs no pixels); ``cl_labels`` is None in a test split (true labels only).
+    labeler that needs no pixels); ``cl_labels`` is None in a test split (true labels only): the repository stores
+    such a row's cl_labels as :func:`no_cl_labels`.
     """
 
     name: str
     image: np.ndarray | None
     ord_label: int
     cl_labels: tuple[int, ...] | None = None
+
+
+def no_cl_labels(num_cl: int) -> tuple[int, ...]:
+    """The stored cl_labels of a row without complementary labels (a test split): ``num_cl`` times ``NO_LABEL``.
+
+    Example:
+        >>> no_cl_labels(3)
+        (-1, -1, -1)
+    """
+    return (NO_LABEL,) * num_cl
 
 
 def features_dict(class_names: tuple[str, ...] | list[str], num_cl: int) -> dict:

@@ -19,8 +19,8 @@ from aclbuild.build import MANIFEST
 from aclbuild.cards import card_problems
 from aclbuild.errors import UnknownNameError
 from aclbuild.registry import get_variant
-from aclbuild.repository import SHARD_PATTERN, hash_rows, label_arrays, row_values, split_shards
-from aclbuild.schema import COLUMNS
+from aclbuild.repository import SHARD_PATTERN, hash_rows, label_arrays, missing_cl_rows, row_values, split_shards
+from aclbuild.schema import COLUMNS, NO_LABEL
 
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 
@@ -126,11 +126,9 @@ def _check_split(folder, split, paths, card_features, declared_count, manifest_e
     elif unique_names and len(set(names)) != len(names):
         problems.append(f"split '{split}': names must be unique (the base's source names every image once)")
     num_classes = card_features["ord_labels"].num_classes if card_features is not None else None
-    nulls = table.column("cl_labels").null_count
-    if split != "test" and nulls:
-        problems.append(f"split '{split}': every image needs complementary labels ({nulls} rows have none)")
-    if 0 < nulls < table.num_rows:
-        return problems
+    cl_problem = _cl_presence_problem(split, table)
+    if cl_problem:
+        return problems + [cl_problem]
     ord_labels, cl_labels = label_arrays(table)
     if num_classes is not None:
         for what, values in (("ord_labels", ord_labels), ("cl_labels", cl_labels)):
@@ -146,3 +144,26 @@ def _check_split(folder, split, paths, card_features, declared_count, manifest_e
         if digest.hexdigest() != manifest_entry.get("sha256"):
             problems.append(f"split '{split}': content differs from the build's recorded hash in {MANIFEST}")
     return problems
+
+
+def _cl_presence_problem(split: str, table: pa.Table) -> str | None:
+    """Whether each row has its complementary labels: every row of a train split, no row of the test split (each
+    stores ``NO_LABEL`` -1s there). A null test split (aclbuild 0.1) loads, but torch's DataLoader cannot batch it.
+
+    Example:
+        >>> table = pa.table({"ord_labels": [0, 1], "cl_labels": pa.array([[1], [-1]], pa.list_(pa.int64(), 1))})
+        >>> _cl_presence_problem("train", table)
+        "split 'train': every image needs complementary labels (1 rows have none)"
+    """
+    column = table.column("cl_labels")
+    if split == "test" and column.null_count and column.null_count == table.num_rows:
+        return (
+            "split 'test': cl_labels are null (an aclbuild before 0.2 wrote them), which torch's DataLoader cannot "
+            f"batch; rebuild the folder with `aclbuild build` (it stores {NO_LABEL}, no label, in the test split)"
+        )
+    missing = missing_cl_rows(column)
+    if split != "test" and missing:
+        return f"split '{split}': every image needs complementary labels ({missing} rows have none)"
+    if 0 < missing < table.num_rows:
+        return f"split '{split}': {missing} of {table.num_rows} rows have no complementary labels; all or none must"
+    return None
