@@ -1,23 +1,65 @@
 """A repository split back to the legacy pickle that libcll and the original tools read.
 
+``export_split`` names the file as libcll looks for it: libcll's ACL datasets read ``{root}/aclcifar10.pkl``, so
+the train split of ``aclcifar10-r`` becomes ``aclcifar10r.pkl`` and its test split ``aclcifar10r_test.pkl``.
+
 Example:
-    >>> export_pickle("out/aclcifar10", "aclcifar10.pkl")   # doctest: +SKIP
+    >>> pickle_name("aclcifar10-r"), pickle_name("aclcifar10-r", "test")
+    ('aclcifar10r.pkl', 'aclcifar10r_test.pkl')
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from aclbuild.errors import InputError
+from aclbuild.errors import InputError, OutputExistsError
 from aclbuild.loaders.legacy_pickle import write_legacy_pickle
 from aclbuild.progress import progress_bar
 from aclbuild.repository import iter_records, read_table
 
 FORMATS = ("pickle",)
+SPLITS = ("train", "test")
+MANIFEST = "aclbuild.json"  # aclbuild.build.MANIFEST, named here so export does not import the builder
+
+
+def pickle_name(variant: str, split: str = "train") -> str:
+    """libcll's file name of a variant's split: the name without dashes, ``_test`` for the test split."""
+    stem = variant.replace("-", "")
+    return f"{stem}.pkl" if split == "train" else f"{stem}_{split}.pkl"
+
+
+def variant_name(folder: str | Path) -> str:
+    """The dataset variant a repository folder was built as (its ``aclbuild.json``), else the folder's name."""
+    try:
+        name = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8")).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return name if isinstance(name, str) and name else Path(folder).resolve().name
+
+
+def export_split(folder: str | Path, output_dir: str | Path, split: str = "train", overwrite: bool = False) -> Path:
+    """Write ``split`` of the repository ``folder`` as ``output_dir/<libcll's name>`` (:func:`pickle_name`).
+
+    Raises InputError for an unknown split or an ``output_dir`` inside ``folder`` (the output must not change the
+    input), OutputExistsError when the file exists and ``overwrite`` is false.
+    """
+    folder, output_dir = Path(folder), Path(output_dir)
+    if split not in SPLITS:
+        raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if output_dir.resolve().is_relative_to(folder.resolve()):
+        raise InputError(f"output folder {output_dir} lies inside the repository {folder}; choose a folder outside it")
+    output = output_dir / pickle_name(variant_name(folder), split)
+    if output.exists() and not overwrite:
+        raise OutputExistsError(f"{output} already exists; pass --overwrite to replace it")
+    return export_pickle(folder, output, split, overwrite)
 
 
 def export_pickle(folder: str | Path, output: str | Path, split: str = "train", overwrite: bool = False) -> Path:
-    """Write ``split`` of the repository ``folder`` as a legacy pickle at ``output`` (atomically)."""
+    """Write ``split`` of the repository ``folder`` as a legacy pickle at ``output`` (atomically).
+
+    The test split has no complementary labels: its rows get an empty ``cl_labels`` list.
+    """
     total = read_table(folder, split, columns=["ord_labels"]).num_rows
     records = []
     with progress_bar(f"decoding {split}", total) as advance:

@@ -152,9 +152,10 @@ def _check_split(split: str, ds, expected: _Expected, report: VerifyReport) -> l
     local = None
     if expected.local is not None and split in expected.local_hashes:
         local = row_values(read_table(expected.local, split))
-    digest, count, first_diff = hashlib.sha256(), 0, None
+    digest, count, first_diff, null_cls = hashlib.sha256(), 0, None, 0
     rows = ds.cast_column("images", Image(decode=False)).with_format("arrow")
     for batch in rows.iter(batch_size=BATCH_ROWS):
+        null_cls += batch.column("cl_labels").null_count  # the test split stores -1s; null breaks DataLoader
         batch_rows = row_values(batch)
         hash_rows(digest, batch_rows)
         for offset, row in enumerate(batch_rows):
@@ -162,6 +163,11 @@ def _check_split(split: str, ds, expected: _Expected, report: VerifyReport) -> l
                 first_diff = _diff_row(count + offset, row, local)
         count += batch.num_rows
     report.split_sizes[split] = count
+    if split == "test" and null_cls:
+        problems.append(
+            f"split 'test': {null_cls:,} rows hold null cl_labels (an aclbuild before 0.2 built it), which torch's "
+            "DataLoader cannot batch; rebuild with `aclbuild build` (it stores -1, no label) and push again"
+        )
     declared = expected.declared.get(split)
     if declared is not None and declared != count:
         problems.append(f"split '{split}': the card says {declared:,} examples, load_dataset gives {count:,}")

@@ -69,7 +69,7 @@ def test_bad_pickle_contents(cli, tmp_path, case):
     src = write_pickle(tmp_path / "bad.pkl", _mutate(case, make_legacy_dict()))
     out = tmp_path / "out" / "repo"
     out.parent.mkdir()
-    result = cli("build", src, "--dataset", "aclcifar10", "--output", out)
+    result = cli("build", src, "--dataset", "aclcifar10", "--output-dir", out)
     _assert_clean_failure(result, out, CASES[case])
 
 
@@ -77,7 +77,7 @@ def test_truncated_pickle(cli, tmp_path, legacy_pickle):
     src = tmp_path / "cut.pkl"
     src.write_bytes(legacy_pickle.read_bytes()[:5000])
     out = tmp_path / "out"
-    _assert_clean_failure(cli("build", src, "--dataset", "aclcifar10", "--output", out), out, "cut.pkl")
+    _assert_clean_failure(cli("build", src, "--dataset", "aclcifar10", "--output-dir", out), out, "cut.pkl")
 
 
 def test_malicious_pickle_runs_nothing(cli, tmp_path, monkeypatch):
@@ -87,13 +87,14 @@ def test_malicious_pickle_runs_nothing(cli, tmp_path, monkeypatch):
     src = tmp_path / "evil.pkl"
     src.write_bytes(pickle.dumps(data))
     out = tmp_path / "out"
-    _assert_clean_failure(cli("build", src, "--dataset", "aclcifar10", "--output", out), out, "system")
+    _assert_clean_failure(cli("build", src, "--dataset", "aclcifar10", "--output-dir", out), out, "system")
     assert not (tmp_path / "MARKER").exists()
 
 
 def test_unknown_dataset(cli, tmp_path, legacy_pickle):
     out = tmp_path / "out"
-    _assert_clean_failure(cli("build", legacy_pickle, "--dataset", "aclcifar11", "--output", out), out, "aclcifar11")
+    result = cli("build", legacy_pickle, "--dataset", "aclcifar11", "--output-dir", out)
+    _assert_clean_failure(result, out, "aclcifar11")
 
 
 def test_missing_source(cli, tmp_path):
@@ -112,7 +113,7 @@ def test_csv_unknown_class(cli, tmp_path):
     csv = tmp_path / "labels.csv"
     csv.write_text("n02281406_0.JPEG,pizza,kimono,scandal\n")
     out = tmp_path / "out"
-    result = cli("build", csv, "--dataset", "aclmin10", "-o", out, "--images", tmp_path)
+    result = cli("build", csv, "--dataset", "aclmin10", "-o", out, "--source", tmp_path)
     _assert_clean_failure(result, out, "'scandal' is not a class of base min10")
 
 
@@ -122,14 +123,14 @@ def test_corrupt_archive(cli, tmp_path):
     archive = tmp_path / "tiny-imagenet-200.zip"
     archive.write_bytes(b"PK\x03\x04 this is not a zip file at all")
     out = tmp_path / "out"
-    _assert_clean_failure(cli("build", csv, "--dataset", "aclmin10", "-o", out, "--images", archive), out, "zip")
+    _assert_clean_failure(cli("build", csv, "--dataset", "aclmin10", "-o", out, "--source", archive), out, "zip")
 
 
 def test_output_not_empty(cli, tmp_path, legacy_pickle):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output", out)
+    result = cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output-dir", out)
     assert result.exit_code == 2 and "--overwrite" in result.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
@@ -156,8 +157,8 @@ def test_split_with_some_rows_lacking_cls(cli, tmp_path, legacy_pickle):
     write_split(repo, "train", holes, arrow_schema(get_variant("aclcifar10").base.class_names, 3))
     validate = cli("validate", repo)
     assert validate.exit_code == 2 and "every image needs complementary labels (10 rows have none)" in validate.output
-    for args in (("stats", repo), ("export", repo, "--to", "pickle", "--output", tmp_path / "back.pkl")):
+    for args in (("stats", repo), ("export", repo, "--to", "pickle", "-o", tmp_path / "pickles")):
         result = cli(*args)
         assert result.exit_code == 2 and "10 of 40 rows have no cl_labels" in result.stderr, result.output
         assert len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "back.pkl").exists()
+    assert not (tmp_path / "pickles" / "aclcifar10.pkl").exists()

@@ -16,7 +16,7 @@ from tests.conftest import make_legacy_dict, write_pickle
 
 def test_build_round_trip(cli, legacy_pickle, tmp_path):
     out = tmp_path / "repo"
-    result = cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output", out)
+    result = cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output-dir", out)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "data").iterdir()) == ["train-00000-of-00001.parquet"]
     assert not list(out.rglob("*.py"))
@@ -31,8 +31,8 @@ def test_build_round_trip(cli, legacy_pickle, tmp_path):
     for i in range(len(ds)):
         assert np.array_equal(np.asarray(ds[i]["images"]), source["images"][i])
 
-    exported = tmp_path / "back.pkl"
-    assert cli("export", out, "--to", "pickle", "--output", exported).exit_code == 0
+    assert cli("export", out, "--to", "pickle", "--output-dir", tmp_path / "pickles").exit_code == 0
+    exported = tmp_path / "pickles" / "aclcifar10.pkl"  # libcll's file name of the variant
     back = safe_load(exported.read_bytes(), "back")
     assert back["names"] == source["names"] and back["ord_labels"] == source["ord_labels"]
     assert back["cl_labels"] == source["cl_labels"]
@@ -43,7 +43,7 @@ def test_card_is_complete(cli, legacy_pickle, tmp_path):
     from huggingface_hub import DatasetCard
 
     out = tmp_path / "repo"
-    assert cli("build", legacy_pickle, "--dataset", "aclcifar10-r", "--output", out).exit_code == 0
+    assert cli("build", legacy_pickle, "--dataset", "aclcifar10-r", "--output-dir", out).exit_code == 0
     card = DatasetCard.load(out / "README.md")
     data = card.data.to_dict()
     assert data["pretty_name"] == "ACLCIFAR10-R" and data["license"] == "mit"
@@ -60,7 +60,7 @@ def test_sharding_and_digits_test_split(cli, tmp_path):
     data = make_legacy_dict(n=300, size=8)
     src = write_pickle(tmp_path / "d.pkl", data)
     out = tmp_path / "repo"
-    result = cli("build", src, "--dataset", "digits-uniform", "--output", out, "--max-shard-size", "20KB")
+    result = cli("build", src, "--dataset", "digits-uniform", "--output-dir", out, "--max-shard-size", "20KB")
     assert result.exit_code == 0, result.output
     shards = sorted(p.name for p in (out / "data").iterdir())
     train_shards = [s for s in shards if s.startswith("train-")]
@@ -74,7 +74,7 @@ def test_sharding_and_digits_test_split(cli, tmp_path):
 
 def test_stats_json(cli, legacy_pickle, tmp_path):
     out = tmp_path / "repo"
-    cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output", out)
+    cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output-dir", out)
     result = cli("stats", out, "--json")
     assert result.exit_code == 0
     stats = json.loads(result.stdout)["train"]
@@ -92,7 +92,7 @@ def test_stats_json(cli, legacy_pickle, tmp_path):
 
 def test_validate_reports_each_problem(cli, legacy_pickle, tmp_path):
     out = tmp_path / "repo"
-    cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output", out)
+    cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output-dir", out)
     (out / "loader.py").write_text("print('hi')")
     (out / "data" / "train-00000-of-00001.parquet").rename(out / "data" / "train-00000-of-00003.parquet")
     result = cli("validate", out)
@@ -106,7 +106,7 @@ def test_validate_detects_changed_content(cli, legacy_pickle, tmp_path):
     import pyarrow.parquet as pq
 
     out = tmp_path / "repo"
-    cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output", out)
+    cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output-dir", out)
     shard = out / "data" / "train-00000-of-00001.parquet"
     table = pq.read_table(shard)
     names = table.column("names").to_pylist()
@@ -127,9 +127,9 @@ def test_datasets_table(cli):
 
 def test_overwrite(cli, legacy_pickle, tmp_path):
     out = tmp_path / "repo"
-    assert cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output", out).exit_code == 0
-    assert cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output", out).exit_code == 2
-    result = cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output", out, "--overwrite", "--num-cl", "2")
+    assert cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output-dir", out).exit_code == 0
+    assert cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output-dir", out).exit_code == 2
+    result = cli("build", legacy_pickle, "--dataset", "aclcifar10", "--output-dir", out, "--overwrite", "--num-cl", "2")
     assert result.exit_code == 0
     assert load_dataset(str(out), split="train").features["cl_labels"].length == 2
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
