@@ -135,26 +135,35 @@ def stats_command(
 
 @app.command("export")
 def export_command(
-    folder: Annotated[Path, typer.Argument(help="repository folder")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="file to write")],
-    to: Annotated[str, typer.Option("--to", help="format: pickle (legacy, for libcll)")] = "pickle",
-    split: Annotated[str, typer.Option(help="which split")] = "train",
-    overwrite: Annotated[bool, typer.Option(help="replace an existing file")] = False,
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="repository folder", show_default=False)],
+    output_dir: Annotated[
+        Path,
+        typer.Option(
+            "--output-dir", "-o", metavar="DIR", show_default=False,
+            help="folder for the pickle, named as libcll reads it: aclcifar10-r gives aclcifar10r.pkl (train), "
+            "aclcifar10r_test.pkl (test)",
+        ),
+    ],
+    to: Annotated[str, typer.Option("--to", metavar="FORMAT", help="format: pickle (legacy, for libcll)")] = "pickle",
+    split: Annotated[str, typer.Option(metavar="train|test", help="which split")] = "train",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing pickle")] = False,
 ) -> None:
-    """Write a split back as the legacy pickle. Example: `aclbuild export out/aclcifar10 --to pickle -o a.pkl`"""
+    """Write a split back as the legacy pickle. Example: `aclbuild export out/aclcifar10 -o pickles`"""
     from aclbuild.errors import InputError
-    from aclbuild.export import FORMATS, export_pickle
+    from aclbuild.export import FORMATS, export_split
 
     with user_errors():
         if to not in FORMATS:
             raise InputError(f"unknown export format {to!r}; choose one of: {', '.join(FORMATS)}")
-        path = export_pickle(folder, output, split, overwrite)
+        path = export_split(folder, output_dir, split, overwrite)
     console.print(f"wrote {path}")
 
 
 @app.command("quickstart")
 def quickstart_command(
-    output_dir: Annotated[Path, typer.Option(help="where to put everything")] = Path("aclbuild-quickstart"),
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", metavar="DIR", help="where to put everything")
+    ] = Path("aclbuild-quickstart"),
 ) -> None:
     """The whole pipeline offline on the embedded digits set. Example: `aclbuild quickstart`"""
     from aclbuild.quickstart import run_quickstart
