@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from aclbuild import __version__
 from aclbuild.errors import AclbuildError, InvalidRepositoryError
+from aclbuild.progress import LogConsole, quiet_library_bars
 
 app = typer.Typer(
     name="aclbuild",
@@ -24,7 +25,26 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold a Hub token
     rich_markup_mode="markdown",
 )
-console = Console()
+console = LogConsole()  # in a log (not a terminal): whole lines, never wrapped at 80 columns
+# `aclbuild --help` lists the verbs in the order a user runs them
+VERB_ORDER = ("quickstart", "datasets", "generate", "build", "validate", "stats", "export", "push", "verify",
+              "benchmark", "report")  # fmt: skip
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"aclbuild {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    )] = False,  # fmt: skip
+) -> None:
+    """Build, publish and benchmark complementary-label image datasets labeled by vision-language models."""
+    quiet_library_bars()  # in a log, library tqdm bars would garble the plain progress lines
 
 
 @contextlib.contextmanager
@@ -55,42 +75,56 @@ def datasets_command() -> None:
 
 @app.command("build")
 def build_command(
-    source: Annotated[Path, typer.Argument(help="legacy CL pickle, or label CSV (with --images)")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset variant, e.g. aclcifar10")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="repository folder to write")],
-    test_source: Annotated[Optional[Path], typer.Option(help="archive or folder with the base's test images")] = None,
-    num_cl: Annotated[Optional[int], typer.Option(help="keep the first N CLs per image (default 3)")] = None,
-    images: Annotated[Optional[Path], typer.Option(help="archive or folder with the images a label CSV names")] = None,
-    max_shard_size: Annotated[str, typer.Option(help="largest Parquet shard, e.g. 500MB")] = "500MB",
+    labels: Annotated[Path, typer.Argument(
+        metavar="LABELS", help="legacy CL pickle, or label CSV (its images from --source)", show_default=False
+    )],  # fmt: skip
+    dataset: Annotated[str, typer.Option(
+        "--dataset", "-d", metavar="NAME", help="dataset variant, e.g. aclcifar10 (list: `aclbuild datasets`)"
+    )],  # fmt: skip
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", metavar="DIR", help="repository folder to write")],
+    source: Annotated[Optional[Path], typer.Option(
+        metavar="PATH", help="archive or folder with the base's images: the train images a label CSV names, and the "
+        "test split [default: none; a pickle's train images are its own, and the test split is left out]"
+    )] = None,  # fmt: skip
+    test_source: Annotated[Optional[Path], typer.Option(
+        metavar="PATH", help="archive or folder with the base's test images [default: --source]"
+    )] = None,  # fmt: skip
+    num_cl: Annotated[Optional[int], typer.Option(
+        metavar="N", help="keep the first N CLs per image [default: the variant's released number, 3]"
+    )] = None,  # fmt: skip
+    max_shard_size: Annotated[str, typer.Option(metavar="SIZE", help="largest Parquet shard, e.g. 500MB")] = "500MB",
     download: Annotated[bool, typer.Option(help="download the base's official archive (checksum verified)")] = False,
-    cache_dir: Annotated[Path, typer.Option(help="where --download keeps archives")] = Path("~/.cache/aclbuild"),
+    cache_dir: Annotated[Path, typer.Option(metavar="DIR", help="where --download keeps archives")] = Path(
+        "~/.cache/aclbuild"
+    ),
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
     drop_failed: Annotated[bool, typer.Option(help="drop images whose `generate` query failed (CL -1)")] = False,
 ) -> None:
     """Turn a legacy pickle or a label CSV into a Hub-ready Parquet repository with its dataset card.
 
-    Example: `aclbuild build aclmin10.csv --dataset aclmin10 --images tiny-imagenet-200.zip --output out/aclmin10`
+    Example: `aclbuild build aclmin10.csv --dataset aclmin10 --source tiny-imagenet-200.zip -o out/aclmin10`
     """
     from aclbuild.build import build_from_source
     from aclbuild.registry import get_variant
     from aclbuild.repository import parse_size
 
     with user_errors():
-        if download:
+        if download and source is None:
             from aclbuild.loaders.download import download_archive
 
-            archive = download_archive(get_variant(dataset).base, cache_dir.expanduser())
-            images = images or (archive if source.suffix.lower() == ".csv" else None)
-            test_source = test_source or archive
+            source = download_archive(get_variant(dataset).base, cache_dir.expanduser())
+        images = source if labels.suffix.lower() == ".csv" else None  # a pickle carries its own train images
         folder = build_from_source(
-            source, dataset, output, images=images, test_source=test_source, num_cl=num_cl,
+            labels, dataset, output_dir, images=images, test_source=test_source or source, num_cl=num_cl,
             max_shard_size=parse_size(max_shard_size), overwrite=overwrite, drop_failed=drop_failed,
         )  # fmt: skip
     console.print(f"wrote {folder}")
 
 
 @app.command("validate")
-def validate_command(folder: Annotated[Path, typer.Argument(help="repository folder")]) -> None:
+def validate_command(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="repository folder", show_default=False)],
+) -> None:
     """Check a repository folder: card YAML, shards, features, sizes, labels, content hash.
 
     Example: `aclbuild validate out/aclcifar10`
@@ -107,8 +141,8 @@ def validate_command(folder: Annotated[Path, typer.Argument(help="repository fol
 
 @app.command("stats")
 def stats_command(
-    folder: Annotated[Path, typer.Argument(help="repository folder")],
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="repository folder", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
 ) -> None:
     """Label statistics per split: noise rate, CL marginals, transition matrix, repeated CLs.
 
@@ -255,52 +289,65 @@ def verify_command(
 
 @app.command("benchmark")
 def benchmark_command(
-    datasets: Annotated[list[str], typer.Argument(help="repository folders or Hub ids")],
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="folder for runs/, results.json, results.md")],
-    strategy: Annotated[list[str], typer.Option("--strategy", "-s", help="strategy name (repeatable), or all")],
-    strategy_type: Annotated[
-        Optional[list[str]], typer.Option("--type", help="libcll spelling: --strategy URE --type NN is URE-NN")
-    ] = None,
-    model: Annotated[str, typer.Option(help="resnet34, resnet18, densenet, mlp or linear")] = "resnet34",
-    epochs: Annotated[int, typer.Option(help="training epochs per run")] = 300,
-    lr: Annotated[float, typer.Option(help="learning rate (Adam, no weight decay)")] = 1e-4,
-    lr_grid: Annotated[Optional[str], typer.Option(help="comma-separated learning rates, e.g. 1e-3,1e-4")] = None,
-    batch_size: Annotated[int, typer.Option(help="rows per batch")] = 256,
-    seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "1207,9213,17,33",
-    valid_type: Annotated[str, typer.Option(help="accuracy, ure or scel")] = "accuracy",
-    eval_every: Annotated[int, typer.Option(help="validate every N epochs")] = 10,
+    datasets: Annotated[list[str], typer.Argument(
+        metavar="DATASET", help="repository folders or Hub ids (ORG/NAME)", show_default=False
+    )],  # fmt: skip
+    output_dir: Annotated[Path, typer.Option(
+        "--output-dir", "-o", metavar="DIR", help="folder for runs/, results.json, results.md"
+    )],  # fmt: skip
+    strategy: Annotated[list[str], typer.Option(
+        "--strategy", "-s", metavar="NAME", help="strategy name, or all; repeat for several: -s FWD -s SCL-NL"
+    )],  # fmt: skip
+    strategy_type: Annotated[Optional[list[str]], typer.Option(
+        "--type", metavar="TYPE", help="libcll spelling: --strategy URE --type NN is URE-NN [default: none]"
+    )] = None,  # fmt: skip
+    model: Annotated[
+        str, typer.Option(metavar="NAME", help="resnet34, resnet18, densenet, mlp or linear")
+    ] = "resnet34",
+    epochs: Annotated[int, typer.Option(metavar="N", help="training epochs per run")] = 300,
+    lr: Annotated[Optional[list[float]], typer.Option(
+        metavar="LR", help="learning rate (Adam, no weight decay); repeat for a grid, the best chosen by --lr-select: "
+        "--lr 1e-3 --lr 1e-4 [default: 1e-4]"
+    )] = None,  # fmt: skip
+    batch_size: Annotated[int, typer.Option(metavar="N", help="rows per batch")] = 256,
+    seed: Annotated[Optional[list[int]], typer.Option(
+        metavar="N", help="training seed; repeat for several: --seed 1 --seed 2 [default: 1207, 9213, 17 and 33]"
+    )] = None,  # fmt: skip
+    valid_type: Annotated[str, typer.Option(metavar="NAME", help="accuracy, ure or scel")] = "accuracy",
+    eval_every: Annotated[int, typer.Option(metavar="N", help="validate every N epochs")] = 10,
     num_cl: Annotated[int, typer.Option(
-        help="use the first N CLs of each image; 0: a random number of uniform synthetic CLs per image (libcll)")] = 3,
-    clean_noisy: Annotated[float, typer.Option(help="drop this fraction of the pairs whose CL is the true label")] = 0.0,
-    clip_model: Annotated[Optional[str], typer.Option(help="CLIP checkpoint id or folder, for AN, EM, EM-PL")] = None,
+        metavar="N", help="use the first N CLs of each image; 0: a random number of uniform synthetic CLs per image "
+        "(libcll)")] = 3,  # fmt: skip
+    clean_noisy: Annotated[float, typer.Option(
+        metavar="FRACTION", help="drop this fraction of the pairs whose CL is the true label")] = 0.0,  # fmt: skip
+    clip_model: Annotated[Optional[str], typer.Option(
+        metavar="PATH", help="CLIP checkpoint id or folder, for AN, EM, EM-PL [default: none]")] = None,  # fmt: skip
     batch_by: Annotated[str, typer.Option(
-        help="image: --batch-size images with all their CLs, one view each (libcll); pair: (image, CL) pairs")] = "image",
-    precision: Annotated[str, typer.Option(help="fp32 (libcll) or bf16 (autocast, GPU only)")] = "fp32",
-    hidden_dim: Annotated[int, typer.Option(help="MLP hidden width (libcll trains with 256; its argparse says 500)")] = 256,
-    init: Annotated[str, typer.Option(help="conv init: kaiming (fan_out, as libcll) or pytorch (default init)")] = "kaiming",
+        metavar="NAME", help="image: --batch-size images with all their CLs, one view each (libcll); pair: (image, "
+        "CL) pairs")] = "image",  # fmt: skip
+    precision: Annotated[str, typer.Option(metavar="NAME", help="fp32 (libcll) or bf16 (autocast, GPU only)")] = "fp32",
+    hidden_dim: Annotated[int, typer.Option(
+        metavar="N", help="MLP hidden width (libcll trains with 256; its argparse says 500)")] = 256,  # fmt: skip
+    init: Annotated[str, typer.Option(
+        metavar="NAME", help="conv init: kaiming (fan_out, as libcll) or pytorch (default init)")] = "kaiming",
     valid_rule: Annotated[str, typer.Option(
-        help="T of the ure/scel scores: empirical for all, or strategy (each strategy's own, as libcll)")] = "empirical",
+        metavar="NAME", help="T of the ure/scel scores: empirical for all, or strategy (each strategy's own, as "
+        "libcll)")] = "empirical",  # fmt: skip
     lr_select: Annotated[str, typer.Option(
-        help="validation (best mean validation score) or reference (libcll: best TEST accuracy at --lr-seed)")
-    ] = "validation",
-    lr_seed: Annotated[int, typer.Option(help="the seed --lr-select reference tries the grid at")] = 1126,
+        metavar="NAME", help="validation (best mean validation score) or reference (libcll: best TEST accuracy at "
+        "--lr-seed)")] = "validation",  # fmt: skip
+    lr_seed: Annotated[int, typer.Option(metavar="N", help="the seed --lr-select reference tries the grid at")] = 1126,
 ) -> None:
     """Train complementary-label learners on datasets; write results.json and a mean +- std table.
 
-    Example: `aclbuild benchmark out/aclcifar10 --strategy FWD --strategy SCL-NL --model resnet18 -o bench`
+    Example: `aclbuild benchmark out/aclcifar10 -s FWD -s SCL-NL --model resnet18 --seed 1 --seed 2 -o bench`
     """
-    from aclbuild.errors import InputError
-
     with user_errors():
-        from aclbuild.bench.benchmark import BenchmarkSpec, parse_lr_grid, run_benchmark
+        from aclbuild.bench.benchmark import REFERENCE_SEEDS, BenchmarkSpec, run_benchmark
 
-        try:
-            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-        except ValueError:
-            raise InputError(f"--seeds must be integers separated by commas, got {seeds!r}") from None
         spec = BenchmarkSpec(
-            datasets, strategy, model=model, epochs=epochs, lrs=parse_lr_grid(lr_grid) if lr_grid is not None else [lr],
-            batch_size=batch_size, seeds=seed_list, valid_type=valid_type, eval_every=eval_every, num_cl=num_cl,
+            datasets, strategy, model=model, epochs=epochs, lrs=lr or [1e-4], batch_size=batch_size,
+            seeds=seed or list(REFERENCE_SEEDS), valid_type=valid_type, eval_every=eval_every, num_cl=num_cl,
             clean_noisy=clean_noisy, clip_model=clip_model, types=strategy_type or [], batch_by=batch_by,
             precision=precision, hidden_dim=hidden_dim, init=init, valid_rule=valid_rule, lr_select=lr_select,
             lr_seed=lr_seed,
@@ -310,62 +357,85 @@ def benchmark_command(
 
 @app.command("generate")
 def generate_command(
-    base: Annotated[
-        str, typer.Argument(help="base to label: cifar10, cifar20, min10, min20, digits, mnist, fmnist, kmnist")
-    ],
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="folder for the table, pickle and log")],
+    base: Annotated[str, typer.Argument(
+        metavar="BASE", help="base to label: cifar10, cifar20, min10, min20, digits, mnist, fmnist, kmnist",
+        show_default=False,
+    )],  # fmt: skip
+    output_dir: Annotated[Path, typer.Option(
+        "--output-dir", "-o", metavar="DIR", help="folder for the table, pickle and log"
+    )],  # fmt: skip
     source: Annotated[Optional[Path], typer.Option(
-        help="the base's archive or folder (mnist, fmnist, kmnist: the folder of its four IDX files; digits: none)"
+        metavar="PATH", help="the base's archive or folder (mnist, fmnist, kmnist: the folder of its four IDX files) "
+        "[default: none; digits needs none, the others --source or --download]"
     )] = None,  # fmt: skip
     download: Annotated[bool, typer.Option(help="download the base's official archive (checksum verified)")] = False,
-    cache_dir: Annotated[Path, typer.Option(help="where --download keeps archives")] = Path("~/.cache/aclbuild"),
-    labeler: Annotated[str, typer.Option(help="llava, synthetic, or replay (answers from --answers FILE)")] = "llava",
-    model: Annotated[str, typer.Option(help="LLaVA-NeXT Hub id or local folder")] = "llava-hf/llava-v1.6-mistral-7b-hf",
-    mode: Annotated[str, typer.Option(help="cl (which label does not belong) or ord (most related)")] = "cl",
-    num_rounds: Annotated[int, typer.Option(help="queries (labels) per image")] = 3,
+    cache_dir: Annotated[Path, typer.Option(metavar="DIR", help="where --download keeps archives")] = Path(
+        "~/.cache/aclbuild"
+    ),
+    labeler: Annotated[str, typer.Option(
+        metavar="NAME", help="llava, synthetic, or replay (answers from --answers FILE)"
+    )] = "llava",  # fmt: skip
+    model: Annotated[str, typer.Option(
+        metavar="ORG/NAME", help="LLaVA-NeXT Hub id or local folder"
+    )] = "llava-hf/llava-v1.6-mistral-7b-hf",  # fmt: skip
+    mode: Annotated[str, typer.Option(
+        metavar="NAME", help="cl (which label does not belong) or ord (most related)"
+    )] = "cl",  # fmt: skip
+    num_rounds: Annotated[int, typer.Option(metavar="N", help="queries (labels) per image")] = 3,
     bias_reduction: Annotated[bool, typer.Option("--bias-reduction", "-R", help="budgeted candidates (-R)")] = False,
     protocol: Annotated[str, typer.Option(
-        help="aclbuild, or reference: every reference behaviour at once (released candidate stream and question, "
-        "fp16, batch 16, -R blocks of 16, long names, unlimited retries); options given explicitly still win"
+        metavar="NAME", help="aclbuild, or reference: every reference behaviour at once (released candidate stream "
+        "and question, fp16, batch 16, -R blocks of 16, long names, unlimited retries); options given explicitly "
+        "still win"
     )] = "aclbuild",  # fmt: skip
     candidates: Annotated[Optional[str], typer.Option(
-        help="seeded (per image and round; default) or reference: the released sets' draws from numpy's global "
-        "stream (cifar10, cifar20, min10, min20; -R: cifar10, min10). The order options are shown in is always "
-        "aclbuild's: the reference's depended on its model's answers and retries"
+        metavar="NAME", help="seeded (per image and round) or reference: the released sets' draws from numpy's "
+        "global stream (cifar10, cifar20, min10, min20; -R: cifar10, min10). The order options are shown in is always "
+        "aclbuild's: the reference's depended on its model's answers and retries [default: seeded; --protocol "
+        "reference: reference]"
     )] = None,  # fmt: skip
     candidates_from: Annotated[Optional[Path], typer.Option(
-        help="ask exactly the candidate sets of an earlier run's labels.parquet (any labeler)"
+        metavar="FILE", help="ask exactly the candidate sets of an earlier run's labels.parquet (any labeler) "
+        "[default: none, draw them]"
     )] = None,  # fmt: skip
     answers: Annotated[Optional[Path], typer.Option(
-        help="--labeler replay: the label file to replay (the reference tool's CSV, or a labels.parquet)"
+        metavar="FILE", help="--labeler replay: the label file to replay (the reference tool's CSV, or a "
+        "labels.parquet) [default: none]"
     )] = None,  # fmt: skip
-    r_block: Annotated[
-        Optional[int], typer.Option(help="-R: images whose draws share one budget snapshot (64; reference 16)")
-    ] = None,
-    long_label: Annotated[
-        Optional[bool], typer.Option("--long-label/--short-label", help="full class names in prompts (reference: long)")
-    ] = None,
-    batch_size: Annotated[
-        Optional[int], typer.Option(help="images (generate: queries) per model pass (8; reference 16)")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="seed of every candidate draw")] = 1126,
-    matrix: Annotated[str, typer.Option(help="synthetic: uniform, weak, strong or noisy")] = "uniform",
-    noise: Annotated[float, typer.Option(help="synthetic noisy matrix: lambda")] = 0.1,
+    r_block: Annotated[Optional[int], typer.Option(
+        metavar="N", help="-R: images whose draws share one budget snapshot [default: 64; --protocol reference: 16]"
+    )] = None,  # fmt: skip
+    long_label: Annotated[Optional[bool], typer.Option(
+        "--long-label/--short-label", help="full class names in prompts [default: short; --protocol reference: long]",
+        show_default=False,
+    )] = None,  # fmt: skip
+    batch_size: Annotated[Optional[int], typer.Option(
+        metavar="N", help="images (generate: queries) per model pass [default: 8; --protocol reference: 16]"
+    )] = None,  # fmt: skip
+    seed: Annotated[int, typer.Option(metavar="N", help="seed of every candidate draw")] = 1126,
+    matrix: Annotated[str, typer.Option(metavar="NAME", help="synthetic: uniform, weak, strong or noisy")] = "uniform",
+    noise: Annotated[float, typer.Option(metavar="LAMBDA", help="synthetic noisy matrix: lambda")] = 0.1,
     prompt: Annotated[Optional[str], typer.Option(
-        help="named question: default (the reference tool's) or acl-min (the older one that made ACLMIN10/ACLMIN20)"
+        metavar="NAME", help="named question: default (the reference tool's) or acl-min (the older one that made "
+        "ACLMIN10/ACLMIN20) [default: default]"
     )] = None,  # fmt: skip
-    prompt_file: Annotated[Optional[Path], typer.Option(help="Jinja question template using {{ options }}")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="longest generated answer")] = 30,
+    prompt_file: Annotated[Optional[Path], typer.Option(
+        metavar="FILE", help="Jinja question template using {{ options }} [default: none, --prompt's question]"
+    )] = None,  # fmt: skip
+    max_new_tokens: Annotated[int, typer.Option(metavar="N", help="longest generated answer")] = 30,
     max_retries: Annotated[Optional[str], typer.Option(
-        help="re-asks of an unparseable answer before the query fails, or 'unlimited' (10; reference unlimited)"
+        metavar="N", help="re-asks of an unparseable answer before the query fails, or 'unlimited' [default: 10; "
+        "--protocol reference: unlimited]"
     )] = None,  # fmt: skip
-    dtype: Annotated[
-        Optional[str], typer.Option(help="bf16, fp16 or fp32 (default bf16 on GPU, fp32 on CPU; reference fp16)")
-    ] = None,
-    scoring: Annotated[
-        Optional[str], typer.Option(help="generate (reference; default) or likelihood (cached prefix, faster)")
-    ] = None,
-    limit: Annotated[Optional[int], typer.Option(help="label only the first N images")] = None,
+    dtype: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="bf16, fp16 or fp32 [default: bf16 on GPU, fp32 on CPU; --protocol reference: fp16]"
+    )] = None,  # fmt: skip
+    scoring: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="generate (the reference's) or likelihood (cached prefix, faster) [default: generate]"
+    )] = None,  # fmt: skip
+    limit: Annotated[Optional[int], typer.Option(
+        metavar="N", help="label only the first N images [default: all]"
+    )] = None,  # fmt: skip
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --output-dir")] = False,
 ) -> None:
     """Label a base's training images with LLaVA-NeXT, a synthetic labeler, or a replayed label file: table, legacy
@@ -398,6 +468,15 @@ def generate_command(
         folder = run_generate(settings, source, output_dir, resume=resume, batch_size=chosen["batch_size"],
                               command=["aclbuild", *sys.argv[1:]])  # fmt: skip
     console.print(f"wrote {folder}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _order_verbs() -> None:
+    """Sort the registered verbs by VERB_ORDER (typer lists them in registration order); others go last."""
+    rank = {name: i for i, name in enumerate(VERB_ORDER)}
+    app.registered_commands.sort(key=lambda command: rank.get(command.name or "", len(rank)))
+
+
+_order_verbs()
 
 
 def main() -> None:
