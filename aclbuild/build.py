@@ -128,10 +128,10 @@ def load_source(
     if source.suffix.lower() == ".csv":
         rows = read_label_csv(source, base)
         if images is None and base.archive is not None:
-            raise InputError(f"{source} is a label CSV: pass --images with the {base.archive.filename} it labels")
+            raise InputError(f"{source} is a label CSV: pass --source with the {base.archive.filename} it labels")
         return attach_labels(rows, read_source_images(base, images, "train"), num_cl, str(source))
     if images is not None:
-        raise InputError("--images goes with a label CSV source; a legacy pickle carries its own images")
+        raise InputError("images go with a label CSV source; a legacy pickle carries its own images")
     return read_legacy_pickle(source, base, num_cl, drop_failed)
 
 
