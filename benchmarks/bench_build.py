@@ -3,7 +3,7 @@
 Both routes run in a child process each (so peak memory is measured per route), on the same pickle of 50,000
 32x32 images with 3 CLs:
   baseline: pickle.load -> datasets.Dataset.from_dict(features with Image) -> to_parquet
-  aclbuild: `aclbuild build PICKLE --dataset aclcifar10 --output DIR`
+  aclbuild: `aclbuild build PICKLE --dataset aclcifar10 --output-dir DIR`
 Prints both wall times, peak memories (max RSS), the speed ratio and the shard sizes (both routes write Parquet with
 datasets 5.x's writer options: page index, content-defined chunking, PNG bytes uncompressed).
 
@@ -91,7 +91,7 @@ def main() -> None:
     ours_runs, base_runs = [], []
     for _ in range(args.repeat):  # interleaved, best of N: other load on the machine hits both routes alike
         ours_runs.append(timed(
-            ACLBUILD, ["build", str(source), "--dataset", "aclcifar10", "--output", str(args.workdir / "repo"),
+            ACLBUILD, ["build", str(source), "--dataset", "aclcifar10", "--output-dir", str(args.workdir / "repo"),
                        "--overwrite"]
         ))  # fmt: skip
         base_runs.append(timed(BASELINE, [str(source), str(args.workdir / "baseline.parquet")]))

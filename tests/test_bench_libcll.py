@@ -208,8 +208,8 @@ def test_reference_lr_select_chooses_by_test_accuracy_at_the_selection_seed():
 
 def test_reference_lr_select_runs_the_grid_at_one_seed_then_the_seeds(cli, digits_repo, tmp_path):
     out = tmp_path / "bench"
-    result = cli("benchmark", digits_repo, "-s", "FWD", "--model", "mlp", "--epochs", "1", "--lr-grid", "1e-2,1e-6",
-                 "--seeds", "17,33", "--lr-select", "reference", "-o", out)  # fmt: skip
+    result = cli("benchmark", digits_repo, "-s", "FWD", "--model", "mlp", "--epochs", "1", "--lr", "1e-2",
+                 "--lr", "1e-6", "--seed", "17", "--seed", "33", "--lr-select", "reference", "-o", out)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     runs = json.loads((out / "results.json").read_text())["runs"]
     selection = {r["lr"]: r["test_accuracy"] for r in runs if r["lr_selection"]}
@@ -249,7 +249,7 @@ def test_random_cl_counts_follow_libclls_distribution():
 
 def test_num_cl_zero_benchmark(cli, digits_repo, tmp_path):
     out = tmp_path / "bench"
-    result = cli("benchmark", digits_repo, "-s", "SCL-NL", "--model", "mlp", "--epochs", "1", "--seeds", "17",
+    result = cli("benchmark", digits_repo, "-s", "SCL-NL", "--model", "mlp", "--epochs", "1", "--seed", "17",
                  "--num-cl", "0", "--lr", "1e-3", "-o", out)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     (run,) = json.loads((out / "results.json").read_text())["runs"]
@@ -260,7 +260,7 @@ def test_num_cl_zero_benchmark(cli, digits_repo, tmp_path):
 def test_results_and_report_keep_batchings_apart(cli, digits_repo, tmp_path):
     out = tmp_path / "bench"
     for batch_by in ("image", "pair"):
-        result = cli("benchmark", digits_repo, "-s", "FWD", "--model", "mlp", "--epochs", "1", "--seeds", "17",
+        result = cli("benchmark", digits_repo, "-s", "FWD", "--model", "mlp", "--epochs", "1", "--seed", "17",
                      "--batch-by", batch_by, "-o", out)  # fmt: skip
         assert result.exit_code == 0, result.stderr
     runs = json.loads((out / "results.json").read_text())["runs"]

@@ -199,7 +199,7 @@ def test_benchmark_command_every_strategy_one_epoch(cli, digits_repo, tmp_path):
     clip = write_tiny_clip(tmp_path / "clip", [str(d) for d in range(10)])
     out = tmp_path / "bench"
     args = ["benchmark", digits_repo, "--strategy", "all", "--clip-model", clip, "--model", "linear", "--epochs", "1",
-            "--seeds", "3", "--eval-every", "1", "--lr", "1e-3", "--output-dir", out]  # fmt: skip
+            "--seed", "3", "--eval-every", "1", "--lr", "1e-3", "--output-dir", out]  # fmt: skip
     result = cli(*args)
     assert result.exit_code == 0, result.stderr + result.stdout
     runs = json.loads((out / "results.json").read_text())["runs"]
@@ -214,8 +214,9 @@ def test_benchmark_command_every_strategy_one_epoch(cli, digits_repo, tmp_path):
 
 def test_benchmark_resumes_and_writes_the_results_format(cli, digits_repo, tmp_path):
     out = tmp_path / "bench"
-    args = ["benchmark", digits_repo, "-s", "FWD", "-s", "SCL", "--type", "NL", "--model", "mlp", "--epochs", "2", "--seeds",
-            "1207,17", "--eval-every", "1", "--lr-grid", "1e-3,1e-4", "--batch-size", "128", "-o", out]  # fmt: skip
+    args = ["benchmark", digits_repo, "-s", "FWD", "-s", "SCL", "--type", "NL", "--model", "mlp", "--epochs", "2",
+            "--seed", "1207", "--seed", "17", "--eval-every", "1", "--lr", "1e-3", "--lr", "1e-4",
+            "--batch-size", "128", "-o", out]  # fmt: skip
     first = cli(*args)
     assert first.exit_code == 0, first.stderr
     runs = json.loads((out / "results.json").read_text())["runs"]
@@ -231,7 +232,7 @@ def test_benchmark_resumes_and_writes_the_results_format(cli, digits_repo, tmp_p
 
 def test_clean_noisy_and_num_cl_runs(cli, digits_repo, tmp_path):
     out = tmp_path / "bench"
-    result = cli("benchmark", digits_repo, "-s", "FWD", "--model", "mlp", "--epochs", "1", "--seeds", "5",
+    result = cli("benchmark", digits_repo, "-s", "FWD", "--model", "mlp", "--epochs", "1", "--seed", "5",
                  "--num-cl", "1", "--clean-noisy", "1.0", "--valid-type", "scel", "-o", out)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     (run,) = json.loads((out / "results.json").read_text())["runs"]
@@ -257,7 +258,7 @@ def repo_without_true_labels(tmp_path) -> Path:
     "extra,message",
     [
         (["-s", "NOPE"], "unknown strategy"),
-        (["-s", "FWD", "--lr-grid", ","], "--lr-grid is empty"),
+        (["-s", "FWD", "--lr", "0"], "learning rates must be positive"),
         (["-s", "FWD", "--num-cl", "4"], "larger than the 3 CLs"),
         (["-s", "FWD", "--valid-type", "top5"], "--valid-type"),
         (["-s", "FWD", "--model", "vit"], "unknown model"),
@@ -335,7 +336,7 @@ def test_benchmark_reads_a_hub_id_from_the_loopback_hub(digits_repo, tmp_path):
         pushed = aclbuild("push", digits_repo, "--repo-id", "aclorg/digits-uniform")
         assert pushed.returncode == 0, pushed.stderr[-2000:]
         done = aclbuild("benchmark", "aclorg/digits-uniform", "-s", "FWD", "--model", "mlp", "--epochs", "6",
-                        "--seeds", "1207", "--lr", "1e-3", "--batch-size", "64", "-o", tmp_path / "out")  # fmt: skip
+                        "--seed", "1207", "--lr", "1e-3", "--batch-size", "64", "-o", tmp_path / "out")  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
     (run,) = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
     assert run["dataset"] == "aclorg/digits-uniform" and run["dataset_name"] == "Digits-Uniform"  # from the card

@@ -19,7 +19,7 @@ def test_csv_with_cifar_archive(cli, tmp_path):
     rows = [",".join([r.name, *(base.class_names[c] for c in row)]) for r, row in zip(train, cls)]
     (tmp_path / "labels.csv").write_text("\n".join(rows[::-1]) + "\n")  # CSV order need not be archive order
     out = tmp_path / "repo"
-    result = cli("build", tmp_path / "labels.csv", "--dataset", "aclcifar10", "--images", archive, "-o", out)
+    result = cli("build", tmp_path / "labels.csv", "--dataset", "aclcifar10", "--source", archive, "-o", out)
     assert result.exit_code == 0, result.output
     ds = load_dataset(str(out))
     assert ds["train"]["names"] == [r.name for r in train][::-1]

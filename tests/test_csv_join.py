@@ -52,7 +52,7 @@ def test_repeated_names_in_source_order_join_by_position(cli, tmp_path, repeatin
     names = _names(batches)
     assert names[2] == names[REPEATED]
     out = tmp_path / "repo"
-    result = cli("build", _csv(tmp_path / "l.csv", names), "--dataset", "aclcifar20", "--images", archive, "-o", out)
+    result = cli("build", _csv(tmp_path / "l.csv", names), "--dataset", "aclcifar20", "--source", archive, "-o", out)
     assert result.exit_code == 0, result.output
     assert cli("validate", out).exit_code == 0
     train = list(iter_records(out, "train"))
@@ -71,7 +71,7 @@ def test_repeated_name_out_of_order_is_ambiguous(cli, tmp_path, repeating_archiv
     archive, batches = repeating_archive
     names = _names(batches)[::-1]
     out = tmp_path / "repo"
-    result = cli("build", _csv(tmp_path / "l.csv", names), "--dataset", "aclcifar20", "--images", archive, "-o", out)
+    result = cli("build", _csv(tmp_path / "l.csv", names), "--dataset", "aclcifar20", "--source", archive, "-o", out)
     _one_line_failure(result, out, f"names {names[2]!r}, which the image source holds more than once")
 
 
@@ -80,7 +80,7 @@ def test_subset_without_the_repeated_name_joins_by_name(cli, tmp_path, repeating
     names = _names(batches)
     picked = [names[7], names[0], names[3]]
     out = tmp_path / "repo"
-    result = cli("build", _csv(tmp_path / "l.csv", picked), "--dataset", "aclcifar20", "--images", archive, "-o", out)
+    result = cli("build", _csv(tmp_path / "l.csv", picked), "--dataset", "aclcifar20", "--source", archive, "-o", out)
     assert result.exit_code == 0, result.output
     table = read_table(out, "train", columns=["names", "ord_labels"])
     assert table.column("names").to_pylist() == picked
@@ -93,7 +93,7 @@ def test_names_matching_neither_by_position_nor_by_name(cli, tmp_path, repeating
     names = _names(batches)
     names[4] = "not_in_cifar.png"
     out = tmp_path / "repo"
-    result = cli("build", _csv(tmp_path / "l.csv", names), "--dataset", "aclcifar20", "--images", archive, "-o", out)
+    result = cli("build", _csv(tmp_path / "l.csv", names), "--dataset", "aclcifar20", "--source", archive, "-o", out)
     _one_line_failure(result, out, "1 file names have no image in the image source, e.g. 'not_in_cifar.png'")
 
 
@@ -105,7 +105,7 @@ def test_a_row_repeating_a_name_the_source_holds_once(cli, tmp_path):
     rows = [f"{name},cat,dog,frog" for name in [names[3], names[1], names[3]]]
     (tmp_path / "l.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "repo"
-    result = cli("build", tmp_path / "l.csv", "--dataset", "aclcifar10", "--images", archive, "-o", out)
+    result = cli("build", tmp_path / "l.csv", "--dataset", "aclcifar10", "--source", archive, "-o", out)
     _one_line_failure(result, out, f"row 3 repeats {names[3]!r}, which the image source holds once")
 
 

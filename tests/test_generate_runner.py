@@ -62,7 +62,7 @@ def test_outputs_table_pickle_log_and_build(tmp_path, cli):
     assert sum(stats["cls_per_class"]) == 90 and len(stats["transition_matrix"]) == 10
     assert log["provenance"]["model"] == "scripted" and log["provenance"]["seed"] == 1126
     assert len(log["provenance"]["prompt_sha256"]) == 64 and log["command"] == "t"
-    result = cli("build", out / "labels.pkl", "--dataset", "acldigits", "--output", tmp_path / "repo")
+    result = cli("build", out / "labels.pkl", "--dataset", "acldigits", "--output-dir", tmp_path / "repo")
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "repo" / "aclbuild.json").read_text())
     assert manifest["provenance"]["labeler"] == "llava" and manifest["provenance"]["num_rounds"] == 3
@@ -86,9 +86,9 @@ def test_retries_then_failures_and_build_refuses(tmp_path, cli):
     stats = read_log(out)["statistics"]
     assert stats["failed_queries"] == 30 and stats["retries"] == 30 * 2 + 30
     assert stats["retry_rate"] == pytest.approx(90 / (90 + 90))
-    result = cli("build", out / "labels.pkl", "--dataset", "acldigits", "--output", tmp_path / "repo")
+    result = cli("build", out / "labels.pkl", "--dataset", "acldigits", "--output-dir", tmp_path / "repo")
     assert result.exit_code == 2 and "failed query" in result.stderr and "--drop-failed" in result.stderr
-    result = cli("build", out / "labels.pkl", "--dataset", "acldigits", "--output", tmp_path / "repo", "--drop-failed")
+    result = cli("build", out / "labels.pkl", "--dataset", "acldigits", "-o", tmp_path / "repo", "--drop-failed")
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "repo" / "aclbuild.json").read_text())["splits"]["train"]["num_examples"] == 20
 
@@ -167,7 +167,7 @@ def test_synthetic_labeler_matches_the_foundation(tmp_path, cli):
     "args, message",
     [
         (["nosuchbase"], "unknown base"),
-        (["cifar10"], "needs --images/--test-source"),
+        (["cifar10"], "needs --source/--test-source"),
         (["cifar10", "--source", "/nonexistent/cifar-10-python.tar.gz"], "does not exist"),
         (["digits", "--model", "/nonexistent/model"], "cannot load a LLaVA-NeXT model"),
         (["digits", "-R", "--num-rounds", "8"], "K - 3"),

@@ -305,7 +305,7 @@ def test_read_source_images_dispatch(tmp_path):
     tiny = make_tinyimagenet(tmp_path / "t", as_zip=True)
     assert len(read_source_images(MIN10, tiny, "test")) == 20
     for base in (CIFAR10, MIN20):
-        with pytest.raises(SourceError, match=rf"base {base.name} needs --images/--test-source pointing at "
+        with pytest.raises(SourceError, match=rf"base {base.name} needs --source/--test-source pointing at "
                                               rf"{base.archive.filename} \(or pass --download\)"):  # fmt: skip
             read_source_images(base, None, "train")
 

@@ -100,7 +100,7 @@ def test_benchmark_one_epoch_mlp(cli, tmp_path):
     result = cli("build", tmp_path / "gen" / "labels.pkl", "-d", "mnist-uniform", "--test-source", src, "-o", repo)
     assert result.exit_code == 0, result.output
     out = tmp_path / "bench"
-    result = cli("benchmark", repo, "-s", "FWD", "--model", "mlp", "--epochs", "1", "--seeds", "1126", "-o", out)
+    result = cli("benchmark", repo, "-s", "FWD", "--model", "mlp", "--epochs", "1", "--seed", "1126", "-o", out)
     assert result.exit_code == 0, result.output
     (run,) = json.loads((out / "results.json").read_text())["runs"]
     assert run["strategy"] == "FWD" and run["model"] == "mlp" and run["epochs"] == 1

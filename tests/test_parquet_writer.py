@@ -31,7 +31,7 @@ def test_writer_options_are_datasets_own():
 
 def _shard(cli, tmp_path, data, name="repo"):
     out = tmp_path / name
-    result = cli("build", write_pickle(tmp_path / f"{name}.pkl", data), "--dataset", "aclcifar10", "--output", out)
+    result = cli("build", write_pickle(tmp_path / f"{name}.pkl", data), "--dataset", "aclcifar10", "--output-dir", out)
     assert result.exit_code == 0, result.output
     return out, split_shards(out)["train"][0]
 

@@ -67,7 +67,7 @@ def released(tmp_path_factory):
             base = get_variant(dataset).base.name
             out = root / dataset
             args = ["build", str(LABELS / csv_name), "--dataset", dataset, "-o", str(out)]
-            args += ["--images", str(images.get(base, images["tiny"]))]
+            args += ["--source", str(images.get(base, images["tiny"]))]
             args += ["--num-cl", str(num_cl)] if num_cl else []
             with pytest.MonkeyPatch.context() as env:
                 env.setenv("HF_HOME", str(root / "hf_home"))

@@ -87,17 +87,6 @@ class BenchmarkSpec:
         }  # fmt: skip
 
 
-def parse_lr_grid(text: str) -> list[float]:
-    """``"1e-3,5e-4"`` -> [0.001, 0.0005]; raises InputError when empty or not numbers."""
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"--lr-grid must be numbers separated by commas, got {text!r}") from None
-    if not values:
-        raise InputError("--lr-grid is empty; give at least one learning rate, e.g. 1e-3,1e-4")
-    return values
-
-
 def expand_strategies(names: list[str], clip_model: str | None, types: list[str] | None = None) -> list[str]:
     """Canonical names; ``all`` is every CL strategy and Ord, plus the VLPL family when a CLIP model is given.
 
@@ -187,9 +176,9 @@ def seed_data(train_split: ClData, test_split: ClData, seed: int, spec: Benchmar
 def check_spec(spec: BenchmarkSpec, strategies: list[str]) -> None:
     """Raise InputError (UnknownNameError) for anything the grid cannot run, before any run starts."""
     if not spec.lrs:
-        raise InputError("--lr-grid is empty; give at least one learning rate")
+        raise InputError("no learning rate; give at least one --lr (repeat it for a grid: --lr 1e-3 --lr 1e-4)")
     if not spec.seeds:
-        raise InputError("--seeds is empty; give at least one seed")
+        raise InputError("no seed; give at least one --seed (repeat it for several: --seed 1 --seed 2)")
     if not spec.datasets:
         raise InputError("give at least one DATASET (a repository folder or a Hub id)")
     if spec.num_cl < 0:

@@ -33,7 +33,7 @@ def read_source_images(base: Base, path: str | Path | None, split: str, pixels: 
         filename = base.archive.filename if base.archive else "its source archive"
         the = "the " if isinstance(base.archive, FileSet) else ""
         raise SourceError(
-            f"base {base.name} needs --images/--test-source pointing at {the}{filename} (or pass --download)"
+            f"base {base.name} needs --source/--test-source pointing at {the}{filename} (or pass --download)"
         )
     if base.name in ("cifar10", "cifar20"):
         from aclbuild.loaders.cifar import read_cifar

@@ -88,7 +88,7 @@ def match_images(csv_names: Sequence[str], image_names: Sequence[str], source: s
     if missing:
         raise SourceError(
             f"{source}: {len(missing)} file names have no image in the image source, e.g. {missing[0]!r} (its names "
-            "follow the source's order neither by position nor by name); is the image source (--images, --source) "
+            "follow the source's order neither by position nor by name); is the image source (--source) "
             "the right one?"
         )
     seen: set[str] = set()
