@@ -144,27 +144,22 @@ def stats_command(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="repository folder", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
 ) -> None:
-    """Label statistics per split: noise rate, CL marginals, transition matrix, repeated CLs.
+    """Label statistics per split: noise rate, repeated CLs, and each class by name with its CLs and share.
 
     Example: `aclbuild stats out/aclcifar10 --json`
     """
+    from aclbuild.repository import read_features
     from aclbuild.stats import repository_stats
+    from aclbuild.stats_tables import stats_renderables
 
     with user_errors():
         stats = repository_stats(folder)
+        class_names = read_features(folder)["ord_labels"].names
     if as_json:
         print(json.dumps(stats, indent=2))
         return
-    for split, s in stats.items():
-        table = Table(title=f"{folder} [{split}]", show_header=False)
-        table.add_row("images", f"{s['num_examples']:,}")
-        table.add_row("classes", str(s["num_classes"]))
-        table.add_row("CLs per image", str(s["cls_per_image"]))
-        if s["cls_per_image"]:
-            table.add_row("noise rate", f"{100 * s['noise_rate']:.2f}% ({s['noisy_pairs']} pairs)")
-            table.add_row("images with a repeated CL", f"{100 * s['repeated_cl_rate']:.2f}%")
-            table.add_row("CL share per class", " ".join(f"{100 * m:.1f}%" for m in s["cl_marginals"]))
-        console.print(table)
+    for shown in stats_renderables(folder, stats, class_names):
+        console.print(shown, markup=False, highlight=False)
 
 
 @app.command("export")
