@@ -19,9 +19,10 @@ from aclbuild.registry import get_variant
 from aclbuild.stats import repository_stats
 
 ALL_FIGURES = (
-    "transition_matrices.png", "noise_rates.png", "cls_per_class.png", "learning_curves.png",
-    "accuracy_vs_cleaning.png", "accuracy_vs_num_cl.png",
+    "accuracy_bars.png", "transition_matrices.png", "transition_differences.png", "noise_rates.png",
+    "cls_per_class.png", "learning_curves.png", "accuracy_vs_cleaning.png", "accuracy_vs_num_cl.png",
 )  # fmt: skip
+DATASET_FIGURES = ALL_FIGURES[1:5]
 SEEDS = (1207, 9213, 17)
 STRATEGIES = {"FWD": 0.90, "SCL-NL": 0.93, "CPE-F": 0.89, "Ord": 0.97}  # plausible digits accuracies
 
@@ -87,7 +88,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("report_inputs")
     return {
         "uniform": _build(root / "digits-uniform", "digits-uniform"),
-        "strong": _build(root / "digits-strong", "digits-strong"),
+        "noisy": _build(root / "digits-noisy", "digits-noisy"),  # noise > 0: the noise-rate bars have signal
         "results": write_results(root / "bench"),
     }
 
@@ -108,7 +109,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_full_report_has_every_figure_and_the_table(cli, inputs, tmp_path):
     out = tmp_path / "report"
-    result = cli("report", inputs["results"], inputs["uniform"], inputs["strong"], "--output-dir", out)
+    result = cli("report", inputs["results"], inputs["uniform"], inputs["noisy"], "--output-dir", out)
     assert result.exit_code == 0, result.stderr
     page = (out / "report.md").read_text()
     for name in ALL_FIGURES:
@@ -116,7 +117,7 @@ def test_full_report_has_every_figure_and_the_table(cli, inputs, tmp_path):
         width, height = _png_size(out / "figures" / name)
         assert width >= 400 and height >= 300
     assert "Skipped" not in page
-    assert "| Digits-Uniform |" in page and "| Digits-Strong |" in page  # dataset table rows, from the cards
+    assert "| Digits-Uniform |" in page and "| Digits-Noisy |" in page  # dataset table rows, from the cards
 
     # The table cell, recomputed independently: lr with the best mean valid score, then mean and ddof=1 std.
     runs = json.loads((inputs["results"] / "results.json").read_text())["runs"]
@@ -136,9 +137,10 @@ def test_full_report_has_every_figure_and_the_table(cli, inputs, tmp_path):
     ]  # fmt: skip
 
     summary = json.loads((out / "summary.json").read_text())
-    stats = repository_stats(inputs["strong"])["train"]
-    strong = next(d for d in summary["datasets"] if d["name"] == "Digits-Strong")
-    assert strong["noise_rate"] == stats["noise_rate"] and strong["transition_matrix"] == stats["transition_matrix"]
+    stats = repository_stats(inputs["noisy"])["train"]
+    noisy = next(d for d in summary["datasets"] if d["name"] == "Digits-Noisy")
+    assert stats["noise_rate"] > 0
+    assert noisy["noise_rate"] == stats["noise_rate"] and noisy["transition_matrix"] == stats["transition_matrix"]
     assert f"{100 * stats['noise_rate']:.2f}%" in page
     assert summary["figures"] == list(ALL_FIGURES) and summary["skipped"] == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
@@ -166,10 +168,10 @@ def _as_runs(runs: list[dict]):
 
 def test_repositories_only_skip_result_figures_with_reasons(cli, inputs, tmp_path):
     out = tmp_path / "datasets-only"
-    result = cli("report", inputs["uniform"], inputs["strong"], "--output-dir", out)
+    result = cli("report", inputs["uniform"], inputs["noisy"], "--output-dir", out)
     assert result.exit_code == 0, result.stderr
     page = (out / "report.md").read_text()
-    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(ALL_FIGURES[:3])
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(DATASET_FIGURES)
     assert "_Skipped: no benchmark results (results.json) among the inputs._" in page
     assert "differ only in num_cl" in page and "differ only in clean_noisy" in page
     assert "](figures/learning_curves.png)" not in page
@@ -183,8 +185,8 @@ def test_results_only_skip_dataset_figures_and_note_missing_curves(cli, tmp_path
     result = cli("report", bench / "results.json", "--output-dir", out)
     assert result.exit_code == 0, result.stderr
     page = (out / "report.md").read_text()
-    assert sorted(p.name for p in (out / "figures").iterdir()) == ["learning_curves.png"]
-    assert page.count("no dataset repository folder among the inputs") == 3
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["accuracy_bars.png", "learning_curves.png"]
+    assert page.count("no dataset repository folder among the inputs") == len(DATASET_FIGURES)
     assert f"curve {missing.name} missing" in page
     header = next(line for line in page.splitlines() if line.startswith("| strategy |"))
     assert header == "| strategy | Digits-Uniform | Digits-Strong |"  # nothing varies, so names alone
@@ -209,10 +211,10 @@ def test_duplicate_names_get_their_folder_and_repeated_inputs_count_once(cli, in
 def test_overwrite_replaces_and_refusal_keeps_old_report(cli, inputs, tmp_path):
     out = tmp_path / "report"
     assert cli("report", inputs["uniform"], "--output-dir", out).exit_code == 0
-    again = cli("report", inputs["strong"], "--output-dir", out)
+    again = cli("report", inputs["noisy"], "--output-dir", out)
     assert again.exit_code == 2 and "--overwrite" in again.stderr
     assert "Digits-Uniform" in (out / "report.md").read_text()
-    assert cli("report", inputs["strong"], "--output-dir", out, "--overwrite").exit_code == 0
+    assert cli("report", inputs["noisy"], "--output-dir", out, "--overwrite").exit_code == 0
     assert "Digits-Uniform" not in (out / "report.md").read_text()
 
 
@@ -292,7 +294,7 @@ def test_report_reads_the_benchmark_commands_own_output(cli, tmp_path):
 
 
 def test_curve_series_averages_seeds_over_the_epochs_each_evaluated(tmp_path):
-    from aclbuild.bench.report import curve_series
+    from aclbuild.bench.report_figures import curve_series
     from aclbuild.bench.report_data import Cell, Run
 
     header = "epoch,train_loss,valid_score,test_accuracy\n"

@@ -1,27 +1,33 @@
 """The report's figures, drawn with matplotlib's object API (no pyplot state, no display needed).
 
-Every function takes plain numbers and labels, writes one PNG and returns its path; :mod:`aclbuild.bench.report`
-decides what goes in. Accuracies arrive as fractions and are drawn in percent, as the reference tables are.
+Every ``plot_*`` function takes plain numbers and labels and returns a :class:`~matplotlib.figure.Figure`;
+:func:`save_figure` writes it as PNG, PDF or SVG; :mod:`aclbuild.bench.report` decides what goes in. Accuracies
+arrive as fractions and are drawn in percent, as the reference tables are. Class names are wrapped, never cut.
 
 Example:
-    >>> plot_noise_rates(["ACLMIN10", "CLCIFAR10"], [0.007, 0.041], Path("noise.png"))   # doctest: +SKIP
-    PosixPath('noise.png')
+    >>> fig = plot_noise_rates(["ACLMIN10", "CLCIFAR10"], [0.007, 0.041])
+    >>> save_figure(fig, Path("noise.pdf"), dpi=200)   # doctest: +SKIP
+    PosixPath('noise.pdf')
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-DPI = 110
+FORMATS = ("png", "pdf", "svg")
+DPI = 200
 MAX_COLUMNS = 3
-TICK_CHARS = 16  # long class names ("fruit and vegetables and mushrooms") are cut so the axes stay readable
+# No creation dates in PDF/SVG, so a report drawn twice from the same inputs gives the same bytes.
+NO_DATES = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "png": {}}
 
 
 @dataclass(frozen=True)
@@ -35,8 +41,26 @@ class Series:
     key: str = ""  # what keeps one colour across panels (the strategy); the label when empty
 
 
-def _short(name: str) -> str:
-    return name if len(name) <= TICK_CHARS else name[: TICK_CHARS - 1] + "…"
+def wrap_label(name: str, width: int = 14) -> str:
+    """A class name broken into lines of at most ``width`` characters at spaces (a longer word stays whole).
+
+    >>> wrap_label("fruit and vegetables and mushrooms", 14)
+    'fruit and\\nvegetables and\\nmushrooms'
+    >>> wrap_label("aquatic_mammals", 10)
+    'aquatic_mammals'
+    """
+    return textwrap.fill(name, width, break_long_words=False, break_on_hyphens=True) or name
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = DPI) -> Path:
+    """Write ``fig`` in the format its suffix names (png, pdf, svg); PDF text as TrueType, so it stays editable."""
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"figure format {fmt!r} is not one of {', '.join(FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with matplotlib.rc_context({"pdf.fonttype": 42}):  # Type 3 fonts are refused by some paper systems
+        fig.savefig(path, format=fmt, dpi=dpi, metadata=NO_DATES[fmt])
+    return path
 
 
 def _grid(count: int, panel_width: float, panel_height: float, max_columns: int = MAX_COLUMNS) -> tuple[Figure, list]:
@@ -50,78 +74,30 @@ def _grid(count: int, panel_width: float, panel_height: float, max_columns: int 
     return fig, axes[:count]
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
-
-
-def plot_transition_matrices(
-    matrices: Sequence[np.ndarray],
-    class_names: Sequence[Sequence[str]],
-    titles: Sequence[str],
-    noise_rates: Sequence[float],
-    path: Path,
-) -> Path:
-    """Heatmaps of P(CL | true label) side by side; panels with the same number of classes share a colour scale.
-
-    (A 20-class matrix spreads its mass thinner than a 10-class one, so one scale for both would hide the former.)
-    """
-    largest = max(len(names) for names in class_names)
-    side = 3.6 + 0.22 * largest
-    fig, axes = _grid(len(matrices), side * 1.12, side * 0.95)
-    vmax_by_k: dict[int, float] = {}
-    for matrix in matrices:
-        vmax_by_k[len(matrix)] = max(vmax_by_k.get(len(matrix), 0.0), float(np.max(matrix)))
-    for ax, matrix, names, title, noise in zip(axes, matrices, class_names, titles, noise_rates):
-        k = len(names)
-        vmax = vmax_by_k[k] or 1.0
-        image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=vmax)
-        font = 7 if k <= 12 else 6
-        rotation = 0 if max(map(len, names)) <= 3 else 60
-        ax.set_xticks(range(k), [_short(n) for n in names], rotation=rotation, ha="right" if rotation else "center",
-                      fontsize=font)  # fmt: skip
-        ax.set_yticks(range(k), [_short(n) for n in names], fontsize=font)
-        ax.set_xlabel("complementary label", fontsize=8)
-        ax.set_ylabel("true label", fontsize=8)
-        ax.set_title(f"{title}\nnoise rate {100 * noise:.2f}%", fontsize=10)
-        if k <= 12:  # the numbers stay legible up to about a dozen classes
-            for y in range(k):
-                for j in range(k):
-                    value = matrix[y, j]
-                    colour = "black" if value > 0.6 * vmax else "white"
-                    ax.text(j, y, f"{value:.2f}", ha="center", va="center", fontsize=6.5, color=colour)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
-    fig.suptitle("Transition matrices T[y, j] = P(CL = j | true label y)", fontsize=11)
-    return _save(fig, path)
-
-
-def plot_noise_rates(names: Sequence[str], rates: Sequence[float], path: Path) -> Path:
+def plot_noise_rates(names: Sequence[str], rates: Sequence[float]) -> Figure:
     """Bars of the noise rate (share of CLs equal to the true label) per dataset, values written on the bars."""
-    fig = Figure(figsize=(max(4.5, 1.1 * len(names) + 2), 3.6), layout="constrained")
+    fig = Figure(figsize=(max(4.5, 1.0 * len(names) + 2), 3.8), layout="constrained")
     ax = fig.subplots()
     percent = [100 * r for r in rates]
     bars = ax.bar(range(len(names)), percent, color="tab:red", alpha=0.8)
     ax.bar_label(bars, labels=[f"{p:.2f}%" for p in percent], fontsize=8, padding=2)
-    crowded = len(names) > 4
-    ax.set_xticks(range(len(names)), names, rotation=20 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_xticks(range(len(names)), [wrap_label(n, 18) for n in names], fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
     ax.set_ylabel("noise rate (% of CLs = true label)")
     ax.set_ylim(0, max(percent + [0.1]) * 1.25)
-    ax.set_title("Noise rate per dataset")
+    ax.set_title("Noise rate per dataset", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return fig
 
 
-def plot_cl_shares(
-    groups: Sequence[tuple[Sequence[str], Sequence[str], Sequence[np.ndarray]]], path: Path
-) -> Path:
+def plot_cl_shares(groups: Sequence[tuple[Sequence[str], Sequence[str], Sequence[np.ndarray]]]) -> Figure:
     """Grouped bars of each class's share of all CLs; one panel per class set, one bar colour per dataset.
 
     ``groups`` holds (class names, dataset names, CL marginals per dataset); the dashed line is the uniform share
     1/K, so a bias-reduced (-R) set shows as bars hugging it and a plain VLM set as bars scattered around it.
     """
     largest = max(len(names) for names, _, _ in groups)
-    fig, axes = _grid(len(groups), max(7.0, 0.42 * largest + 2.5), 4.0, max_columns=1)  # wide panels, stacked
+    fig, axes = _grid(len(groups), max(7.0, 0.5 * largest + 2.5), 4.4, max_columns=1)  # wide panels, stacked
     for ax, (class_names, dataset_names, marginals) in zip(axes, groups):
         k = len(class_names)
         width = 0.8 / len(dataset_names)
@@ -129,49 +105,134 @@ def plot_cl_shares(
             offsets = np.arange(k) - 0.4 + width * (i + 0.5)
             ax.bar(offsets, 100 * np.asarray(shares), width=width, label=name)
         ax.axhline(100 / k, color="black", linestyle="--", linewidth=1, label=f"uniform 1/{k}")
-        rotation = 0 if max(map(len, class_names)) <= 3 else 60
-        ax.set_xticks(range(k), [_short(n) for n in class_names], rotation=rotation,
-                      ha="right" if rotation else "center", fontsize=7)  # fmt: skip
-        ax.set_ylabel("share of all CLs (%)")
-        ax.set_title(f"Share of CLs per class: {', '.join(dataset_names)}", fontsize=10)
-        ax.legend(fontsize=7, ncol=min(3, len(dataset_names) + 1))
+        upright = max(map(len, class_names)) <= 3 or k <= 10 and max(map(len, class_names)) <= 12
+        ax.set_xticks(range(k), [wrap_label(n, 12 if upright else 16) for n in class_names],
+                      rotation=0 if upright else 90, fontsize=8, linespacing=0.95)  # fmt: skip
+        ax.set_xlim(-0.6, k - 0.4)
+        ax.set_ylabel("share of all CLs (%)", fontsize=9)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_title(f"Share of CLs per class ({k} classes)", fontsize=10)
+        ax.legend(fontsize=8, ncol=min(4, len(dataset_names) + 1), loc="upper right")
         ax.grid(axis="y", alpha=0.3)
-        ax.set_ylim(0, 100 * max(float(np.max(m)) for m in marginals) * 1.35)
-    return _save(fig, path)
+        ax.set_ylim(0, 100 * max(float(np.max(m)) for m in marginals) * 1.4)
+    return fig
 
 
-def _draw_series(ax, series: Sequence[Series], colours: dict[str, str], markers: bool, bands: bool) -> None:
+def _palette(keys: Sequence[str]) -> dict[str, str]:
+    """One colour per key (strategy), kept across panels."""
+    colours = [f"C{i}" for i in range(10)] + [f"tab:{c}" for c in ("olive", "cyan", "pink", "gray")]
+    return {key: colours[i % len(colours)] for i, key in enumerate(dict.fromkeys(keys))}
+
+
+def _draw_series(ax, series: Sequence[Series], colours: dict[str, str], bands: bool, scale: float = 100.0) -> None:
     for s in series:
-        mean, std, colour = 100 * s.mean, 100 * s.std, colours[s.key or s.label]
+        mean, std, colour = scale * s.mean, scale * s.std, colours[s.key or s.label]
         if bands:  # a dense curve: a shaded band reads better than hundreds of error bars
-            ax.plot(s.x, mean, color=colour, marker="o" if markers else None, markersize=3.5, linewidth=1.4,
+            markers = len(s.x) <= 40
+            ax.plot(s.x, mean, color=colour, marker="o" if markers else None, markersize=3, linewidth=1.4,
                     label=s.label)  # fmt: skip
             if np.any(std > 0):
-                ax.fill_between(s.x, mean - std, mean + std, color=colour, alpha=0.15)
+                ax.fill_between(s.x, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
         else:
             ax.errorbar(s.x, mean, yerr=std, color=colour, marker="o", markersize=4, linewidth=1.4, capsize=3,
                         label=s.label)  # fmt: skip
 
 
+def _figure_legend(fig: Figure, axes: Sequence, columns: int) -> None:
+    """One legend under the panels: a strategy's colour is the same in every panel."""
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", fontsize=8,
+               ncol=max(1, min(len(handles), columns)), frameon=False)  # fmt: skip
+
+
 def plot_line_panels(
-    panels: Sequence[tuple[str, Sequence[Series]]], xlabel: str, suptitle: str, path: Path, bands: bool = True
-) -> Path:
+    panels: Sequence[tuple[str, Sequence[Series]]], xlabel: str, suptitle: str, bands: bool = True
+) -> Figure:
     """Line charts of test accuracy (percent; mean with +- std over seeds), one panel per dataset setting.
 
     ``bands``: the spread as a shaded band (curves over epochs) or as error bars (a few sweep points).
     """
-    fig, axes = _grid(len(panels), 5.2, 3.8)
-    keys = dict.fromkeys(s.key or s.label for _, series in panels for s in series)
-    palette = [f"C{i}" for i in range(10)] + [f"tab:{c}" for c in ("olive", "cyan", "pink", "gray")]
-    colours = {key: palette[i % len(palette)] for i, key in enumerate(keys)}  # a strategy keeps its colour
+    fig, axes = _grid(len(panels), 4.6, 3.4)
+    colours = _palette([s.key or s.label for _, series in panels for s in series])
     for ax, (title, series) in zip(axes, panels):
-        _draw_series(ax, series, colours, markers=max(len(s.x) for s in series) <= 40, bands=bands)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy (%)")
+        _draw_series(ax, series, colours, bands=bands)
+        ax.set_title(textwrap.fill(title, 50), fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel("test accuracy (%)", fontsize=9)
         # epochs, CL counts and cleaning percentages are whole numbers: no 2.5-epoch ticks
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
+        ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2 if len(series) > 6 else 1)
+    _figure_legend(fig, axes, columns=6)
     fig.suptitle(suptitle, fontsize=11)
-    return _save(fig, path)
+    return fig
+
+
+@dataclass(frozen=True)
+class CurveColumn:
+    """One column of the learning-curve figure: the y-axis label, the series per row, the y scale (100: percent)."""
+
+    ylabel: str
+    series: Sequence[Series]
+    scale: float = 100.0
+
+
+def plot_learning_curves(rows: Sequence[tuple[str, Sequence[CurveColumn]]]) -> Figure:
+    """Per dataset setting (a row): validation score, training loss, optionally test accuracy against epoch."""
+    columns = max(len(cols) for _, cols in rows)
+    fig = Figure(figsize=(4.0 * columns, 3.0 * len(rows) + 0.8), layout="constrained")
+    grid = fig.subplots(len(rows), columns, squeeze=False)
+    colours = _palette([s.key or s.label for _, cols in rows for col in cols for s in col.series])
+    for axes, (title, cols) in zip(grid, rows):
+        for ax, col in zip(axes, cols):
+            _draw_series(ax, col.series, colours, bands=True, scale=col.scale)
+            ax.set_ylabel(col.ylabel, fontsize=9)
+            ax.set_xlabel("epoch", fontsize=9)
+            ax.set_title(textwrap.fill(title, 45), fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelsize=8)
+            ax.grid(alpha=0.3)
+        for ax in axes[len(cols):]:
+            ax.set_visible(False)
+    _figure_legend(fig, grid.ravel().tolist(), columns=6)
+    fig.suptitle("Learning curves (mean ± std over seeds)", fontsize=11)
+    return fig
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One strategy's test accuracy in a setting: mean and sample std (fractions) over ``n`` seeds."""
+
+    strategy: str
+    mean: float
+    std: float
+    n: int
+
+
+def plot_accuracy_bars(panels: Sequence[tuple[str, Sequence[Bar]]]) -> Figure:
+    """Test accuracy per strategy with +- std error bars, one panel per dataset setting; mean and n on each bar."""
+    widest = max(len(bars) for _, bars in panels)
+    top = max(100 * (b.mean + b.std) for _, bars in panels for b in bars)
+    fig, axes = _grid(len(panels), max(4.0, 0.55 * widest + 1.5), 3.8, max_columns=2)
+    colours = _palette([b.strategy for _, bars in panels for b in bars])
+    for ax, (title, bars) in zip(axes, panels):
+        x = np.arange(len(bars))
+        means = np.array([100 * b.mean for b in bars])
+        stds = np.array([100 * b.std for b in bars])
+        drawn = ax.bar(x, means, yerr=stds, capsize=3, color=[colours[b.strategy] for b in bars],
+                       error_kw={"linewidth": 1})  # fmt: skip
+        ax.bar_label(drawn, labels=[f"{m:.1f}\nn={b.n}" for m, b in zip(means, bars)], fontsize=7, padding=2)
+        upright = max(len(b.strategy) for b in bars) * len(bars) <= 40
+        ax.set_xticks(x, [b.strategy for b in bars], rotation=0 if upright else 45,
+                      ha="center" if upright else "right", fontsize=8, rotation_mode="anchor")  # fmt: skip
+        ax.set_ylim(0, min(100.0, top) * 1.18 + 1)  # one scale in every panel, room for the labels on top
+        ax.set_yticks(np.arange(0, min(100.0, top) + 20, 20))
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_ylabel("test accuracy (%)", fontsize=9)
+        ax.set_title(textwrap.fill(title, 50), fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Test accuracy per strategy (mean ± std over seeds; n seeds)", fontsize=11)
+    return fig

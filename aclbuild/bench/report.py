@@ -1,39 +1,37 @@
-"""`aclbuild report`: benchmark results and dataset repositories in, PNG figures and a Markdown page out.
+"""`aclbuild report`: benchmark results and dataset repositories in, figures (PNG, PDF or SVG) and a Markdown page out.
 
 Each input is a benchmark output (a folder holding ``results.json``, or that file) or a repository folder that
-`aclbuild build` wrote. Repositories give the transition-matrix heatmaps, the noise-rate bars and the CLs-per-class
-bars; runs give the results table (mean +- std over seeds per strategy and dataset setting), the accuracy-against-
-epoch curves, and accuracy against the cleaning fraction and against the number of CLs. A figure without data is
-skipped with a line in the page saying why. Everything is staged in a temporary folder and renamed into place.
+`aclbuild build` wrote. Repositories give the transition-matrix heatmaps, their differences within a base (e.g. VLM
+minus human), the noise-rate bars and the CLs-per-class bars; runs give the results table (mean +- std over seeds
+per strategy and dataset setting), accuracy bars per strategy, learning curves (validation score and training loss;
+test accuracy on request), and accuracy against the cleaning fraction and against the number of CLs. A figure
+without data or signal is left out with a line in the page saying why (see :mod:`aclbuild.bench.report_figures`).
+Everything is staged in a temporary folder and renamed into place.
 
 Example:
-    >>> write_report(["runs/", "out/aclmin10", "out/aclmin10-r"], "report").figures   # doctest: +SKIP
-    ['transition_matrices.png', 'noise_rates.png', 'cls_per_class.png', 'learning_curves.png']
+    >>> write_report(["runs/", "out/aclmin10", "out/aclmin10-r"], "report", fmt="pdf").figures  # doctest: +SKIP
+    ['transition_matrices.pdf', 'transition_differences.pdf', 'noise_rates.pdf', 'cls_per_class.pdf', ...]
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from aclbuild import __version__
 from aclbuild.bench import plots
-from aclbuild.bench.plots import Series
-from aclbuild.bench.report_data import (
-    Cell,
-    RepositorySummary,
-    Setting,
-    choose_cells,
-    load_inputs,
-    main_settings,
-    read_curve,
-    setting_label,
-    varying_dims,
+from aclbuild.bench.report_data import Cell, RepositorySummary, choose_cells, load_inputs, setting_label, varying_dims
+from aclbuild.bench.report_figures import (
+    SWEEPS,
+    accuracy_bars_section,
+    curves_section,
+    dataset_figures,
+    sweep_section,
 )
 from aclbuild.errors import InputError
 from aclbuild.progress import progress_bar
@@ -42,26 +40,39 @@ from aclbuild.repository import staged_output
 REPORT_FILE = "report.md"
 SUMMARY_FILE = "summary.json"
 FIGURES = "figures"
+MIN_DPI, MAX_DPI = 50, 1200
 
 
 @dataclass
 class Report:
-    """What `write_report` produced: the page, the figures drawn, and one reason per figure skipped."""
+    """What `write_report` produced: the page, the figures drawn, and one reason per figure (or part) left out."""
 
     path: Path
+    fmt: str = "png"
+    dpi: int = plots.DPI
+    figures_dir: Path | None = None  # where figures are saved while the report is staged
     figures: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)  # the page, section by section
 
-    def figure(self, name: str, caption: str, draw: Callable[[], object], why_absent: str | None) -> None:
-        """Embed the figure ``draw`` writes, or, when ``why_absent`` is set, a line saying why there is none."""
+    def figure(self, stem: str, caption: str, draw: Callable[[], Figure], why_absent: str | None) -> None:
+        """Save and link the figure ``draw`` returns, or, when ``why_absent`` is set, a line saying why there is
+        none."""
+        name = f"{stem}.{self.fmt}"
         if why_absent:
             self.skipped.append(f"{name}: {why_absent}")
             self.lines.append(f"_Skipped ({caption}): {why_absent}._\n")
             return
-        draw()
+        assert self.figures_dir is not None, "figures are drawn inside write_report's staging"
+        plots.save_figure(draw(), self.figures_dir / name, self.dpi)
         self.figures.append(name)
-        self.lines.append(f"![{caption}]({FIGURES}/{name})\n")
+        embed = "" if self.fmt == "pdf" else "!"  # Markdown viewers show PNG and SVG inline; a PDF is a link
+        self.lines.append(f"{embed}[{caption}]({FIGURES}/{name})\n")
+
+    def note(self, stem: str, text: str) -> None:
+        """A part of a figure left out (a panel without signal), said in the page and in the CLI output."""
+        self.skipped.append(f"{stem}.{self.fmt}: {text}")
+        self.lines.append(f"_{text}._\n")
 
 
 def results_table(cells: Sequence[Cell]) -> str:
@@ -99,53 +110,6 @@ def details_table(cells: Sequence[Cell]) -> str:
         lines.append(f"| {setting_label(c.setting, shown)} | {c.strategy} | {c.lr:g} ({c.lrs_tried}) | {seeds} | "
                      f"{epoch:.0f} |")  # fmt: skip
     return "\n".join(lines)
-
-
-def curve_series(cell: Cell, label: str) -> tuple[Series | None, list[str]]:
-    """Mean and std over seeds of the test-accuracy curves of a cell; notes for curves that are missing."""
-    curves, notes = [], []
-    for run in cell.runs:
-        if run.curve is None or not run.curve.is_file():
-            notes.append(f"{run.dataset_name} {run.strategy} seed {run.seed}: curve "
-                         f"{'not recorded' if run.curve is None else run.curve.name + ' missing'}")  # fmt: skip
-            continue
-        curve = read_curve(run.curve)
-        if curve:
-            curves.append(curve)
-    if not curves:
-        return None, notes
-    epochs = sorted(set().union(*curves))
-    table = np.array([[c.get(e, np.nan) for e in epochs] for c in curves])
-    return Series(label, np.array(epochs), np.nanmean(table, axis=0), _spread(table), cell.strategy), notes
-
-
-def sweep_panels(cells: Sequence[Cell], dim: str) -> list[tuple[str, list[Series]]]:
-    """Panels of accuracy against ``dim`` (num_cl or clean_noisy): runs equal in all else, >= 2 values of dim."""
-    shown = varying_dims(c.setting for c in cells) - {dim}
-    grouped: dict[Setting, dict[str, list[Cell]]] = defaultdict(lambda: defaultdict(list))
-    for c in cells:
-        grouped[c.setting._replace(**{dim: "*"})][c.strategy].append(c)
-    panels = []
-    for rest, by_strategy in grouped.items():
-        series = []
-        for strategy, members in by_strategy.items():
-            if len(members) < 2:
-                continue
-            members.sort(key=lambda c: getattr(c.setting, dim))
-            x = np.array([getattr(c.setting, dim) for c in members], dtype=float)
-            x = 100 * x if dim == "clean_noisy" else x
-            means, stds = np.array([c.mean for c in members]), np.array([c.std for c in members])
-            series.append(Series(strategy, x, means, stds, strategy))
-        if series:
-            panels.append((setting_label(rest, shown), series))
-    return panels
-
-
-def _spread(table: np.ndarray) -> np.ndarray:
-    """Per column, the sample std (ddof=1) of the values present; 0 where fewer than two are."""
-    counts = np.sum(~np.isnan(table), axis=0)
-    centred = np.where(np.isnan(table), 0.0, table - np.nanmean(table, axis=0))
-    return np.sqrt(np.sum(centred**2, axis=0) / np.maximum(counts - 1, 1)) * (counts > 1)
 
 
 # ---------------------------------------------------------------- the page
@@ -186,82 +150,34 @@ def _results_section(report: Report, cells: Sequence[Cell], num_runs: int) -> No
     ]
 
 
-def _dataset_section(report: Report, repositories: Sequence[RepositorySummary], figures: Path, advance) -> None:
+def _dataset_section(report: Report, repositories: Sequence[RepositorySummary], advance) -> None:
     report.lines.append("## Datasets\n")
-    absent = None if repositories else "no dataset repository folder among the inputs"
     if repositories:
         report.lines += [dataset_table(repositories), ""]
-    names = [r.pretty_name for r in repositories]
-    report.figure(
-        "transition_matrices.png", "transition matrices",
-        lambda: plots.plot_transition_matrices([np.array(r.stats["transition_matrix"]) for r in repositories],
-                                               [r.class_names for r in repositories], names,
-                                               [r.stats["noise_rate"] for r in repositories],
-                                               figures / "transition_matrices.png"),
-        absent,
-    )  # fmt: skip
-    advance()
-    report.figure(
-        "noise_rates.png", "noise rate per dataset",
-        lambda: plots.plot_noise_rates(names, [r.stats["noise_rate"] for r in repositories],
-                                       figures / "noise_rates.png"),
-        absent,
-    )  # fmt: skip
-    advance()
-    by_classes: dict[tuple, list[RepositorySummary]] = defaultdict(list)
-    for r in repositories:  # one panel per class set: -R and plain sets of one base share a panel
-        by_classes[r.class_names].append(r)
-    groups = [(k, [r.pretty_name for r in rs], [np.array(r.stats["cl_marginals"]) for r in rs])
-              for k, rs in by_classes.items()]  # fmt: skip
-    report.figure("cls_per_class.png", "share of CLs per class",
-                  lambda: plots.plot_cl_shares(groups, figures / "cls_per_class.png"), absent)  # fmt: skip
-    advance()
+    dataset_figures(report, repositories, advance)
 
 
-def _curves_section(report: Report, cells: Sequence[Cell], figures: Path) -> None:
-    report.lines.append("## Learning curves\n")
-    shown = varying_dims(c.setting for c in cells)
-    panels, notes = [], []
-    for setting in main_settings(cells):
-        series = []
-        for cell in (c for c in cells if c.setting == setting):
-            line, missing = curve_series(cell, f"{cell.strategy} (lr {cell.lr:g})")
-            notes += missing
-            series += [line] if line else []
-        if series:
-            panels.append((setting_label(setting, shown), series))
-    if len(main_settings(cells)) < len({c.setting for c in cells}):
-        report.lines.append("Curves of each dataset's main setting (least cleaning, most common number of CLs).\n")
-    absent = "no benchmark results among the inputs" if not cells else "no run has a readable curve CSV"
-    report.figure(
-        "learning_curves.png", "test accuracy against epoch",
-        lambda: plots.plot_line_panels(panels, "epoch", "Test accuracy against epoch (mean ± std over seeds)",
-                                       figures / "learning_curves.png"),
-        None if panels else absent,
-    )  # fmt: skip
-    if notes:
-        report.lines.append("Curves left out: " + "; ".join(notes) + ".\n")
+def check_figure_options(fmt: str, dpi: int) -> None:
+    """Refuse a figure format or resolution the report cannot write, saying what to give instead."""
+    if fmt not in plots.FORMATS:
+        raise InputError(f"--format {fmt!r} is not a figure format aclbuild writes; choose one of "
+                         f"{', '.join(plots.FORMATS)}")  # fmt: skip
+    if not MIN_DPI <= dpi <= MAX_DPI:
+        raise InputError(f"--dpi {dpi} is outside {MIN_DPI}..{MAX_DPI}; 200 suits print, 100 the screen")
 
 
-def _sweep_section(report: Report, cells: Sequence[Cell], figures: Path, dim: str) -> None:
-    name, title, xlabel, suptitle = {
-        "clean_noisy": ("accuracy_vs_cleaning.png", "Cleaning noisy CLs", "noisy (image, CL) pairs dropped (%)",
-                        "Accuracy after dropping noisy CLs (mean ± std)"),
-        "num_cl": ("accuracy_vs_num_cl.png", "Number of CLs per image", "CLs per image",
-                   "Accuracy against CLs per image (mean ± std)"),
-    }[dim]  # fmt: skip
-    report.lines.append(f"## {title}\n")
-    panels = sweep_panels(cells, dim)
-    report.figure(
-        name, f"test accuracy against {xlabel}",
-        lambda: plots.plot_line_panels(panels, xlabel, suptitle, figures / name, bands=False),
-        None if panels else f"no two runs of the same dataset and strategy differ only in {dim}",
-    )  # fmt: skip
+def write_report(
+    paths: Sequence[Path | str], output_dir: Path | str, overwrite: bool = False, fmt: str = "png",
+    dpi: int = plots.DPI, test_curves: bool = False,
+) -> Report:  # fmt: skip
+    """Read every input, then write ``output_dir/report.md``, ``figures/*.<fmt>`` and ``summary.json`` atomically.
 
-
-def write_report(paths: Sequence[Path | str], output_dir: Path | str, overwrite: bool = False) -> Report:
-    """Read every input, then write ``output_dir/report.md``, ``figures/*.png`` and ``summary.json`` atomically."""
+    ``fmt``: png, pdf or svg; ``dpi``: the resolution of PNG figures (and of PDF/SVG's raster parts);
+    ``test_curves``: also draw test accuracy against epoch (left out by default: the test set chooses nothing).
+    """
     output_dir = Path(output_dir)
+    fmt = fmt.lower()
+    check_figure_options(fmt, dpi)
     if not paths:
         raise InputError("give at least one benchmark output or dataset repository folder")
     for path in map(Path, paths):
@@ -269,17 +185,19 @@ def write_report(paths: Sequence[Path | str], output_dir: Path | str, overwrite:
             raise InputError(f"--output-dir {output_dir} would replace the input {path}; choose another folder")
     runs, repositories = load_inputs(paths)
     cells = choose_cells(runs)
-    report = Report(output_dir / REPORT_FILE)
+    report = Report(output_dir / REPORT_FILE, fmt, dpi)
     report.lines += ["# aclbuild report\n", f"Made by aclbuild {__version__} from: "
                      + ", ".join(f"`{p}`" for p in paths) + ".\n"]  # fmt: skip
-    with staged_output(output_dir, overwrite) as staged, progress_bar("drawing figures", 6) as advance:
-        figures = staged / FIGURES
+    with staged_output(output_dir, overwrite) as staged, progress_bar("drawing figures", 8) as advance:
+        report.figures_dir = staged / FIGURES
         _results_section(report, cells, len(runs))
-        _dataset_section(report, repositories, figures, advance)
-        _curves_section(report, cells, figures)
+        accuracy_bars_section(report, cells)
         advance()
-        for dim in ("clean_noisy", "num_cl"):
-            _sweep_section(report, cells, figures, dim)
+        _dataset_section(report, repositories, advance)
+        curves_section(report, cells, test_curves)
+        advance()
+        for dim, _ in SWEEPS:
+            sweep_section(report, cells, dim)
             advance()
         (staged / REPORT_FILE).write_text("\n".join(report.lines), encoding="utf-8")
         summary = {
@@ -292,4 +210,5 @@ def write_report(paths: Sequence[Path | str], output_dir: Path | str, overwrite:
             "skipped": report.skipped,
         }
         (staged / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    report.figures_dir = output_dir / FIGURES
     return report

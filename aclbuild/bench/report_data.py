@@ -22,7 +22,7 @@ import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -93,6 +93,8 @@ class RepositorySummary:
     pretty_name: str
     class_names: tuple[str, ...]
     stats: dict
+    base: str = ""  # the base the labels are on (aclbuild.json's dataset); repositories of one base are compared
+    kind: str = ""  # vlm, vlm-r, human or synthetic; "" where aclbuild.json names no known dataset
 
 
 @dataclass(frozen=True)
@@ -177,28 +179,30 @@ def read_results(path: Path) -> list[Run]:
     return runs
 
 
-def read_curve(path: Path) -> dict[int, float]:
-    """Test accuracy by epoch from a run's curve CSV, leaving out epochs where it was not evaluated."""
+def read_curve(path: Path) -> dict[str, dict[int, float]]:
+    """Per column (train_loss, valid_score, test_accuracy), its value by epoch from a run's curve CSV; epochs where
+    a column was not evaluated (an empty cell) are left out of it."""
     try:
         with Path(path).open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
             header = tuple(rows[0].keys()) if rows else ()
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read curve {path}: {exc}") from None
-    if rows and not {"epoch", "test_accuracy"} <= set(header):
+    if rows and ("epoch" not in header or not set(CURVE_COLUMNS[1:]) & set(header)):
         raise InputError(f"curve {path} has header {','.join(header)}; expected {','.join(CURVE_COLUMNS)}")
-    curve = {}
+    curve: dict[str, dict[int, float]] = {column: {} for column in CURVE_COLUMNS[1:]}
     for line, row in enumerate(rows, start=2):
-        cell = (row.get("test_accuracy") or "").strip()
-        if not cell:
-            continue
-        try:
-            epoch, accuracy = int(row["epoch"]), float(cell)
-        except (TypeError, ValueError):
-            raise InputError(f"{path}:{line}: epoch and test_accuracy must be numbers") from None
-        if not 0.0 <= accuracy <= 1.0:
-            raise InputError(f"{path}:{line}: test_accuracy {accuracy} is not a fraction in [0, 1]")
-        curve[epoch] = accuracy
+        for column, values in curve.items():
+            cell = (row.get(column) or "").strip()
+            if not cell:
+                continue
+            try:
+                epoch, value = int(row["epoch"]), float(cell)
+            except (TypeError, ValueError):
+                raise InputError(f"{path}:{line}: epoch and {column} must be numbers") from None
+            if column == "test_accuracy" and not 0.0 <= value <= 1.0:
+                raise InputError(f"{path}:{line}: test_accuracy {value} is not a fraction in [0, 1]")
+            values[epoch] = value
     return curve
 
 
@@ -213,7 +217,20 @@ def read_repository(folder: Path) -> RepositorySummary:
     train = repository_stats(folder).get("train")
     if not train or not train.get("cls_per_image"):
         raise InputError(f"{folder} has no train split with complementary labels to report on")
-    return RepositorySummary(folder, pretty_name, class_names, train)
+    return RepositorySummary(folder, pretty_name, class_names, train, *_base_of(folder, class_names))
+
+
+def _base_of(folder: Path, class_names: tuple[str, ...]) -> tuple[str, str]:
+    """(base, variant kind) named by the build's aclbuild.json; the class names stand in where it names none."""
+    from aclbuild.build import MANIFEST
+    from aclbuild.errors import UnknownNameError
+    from aclbuild.registry import get_variant
+
+    try:
+        variant = get_variant(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["dataset"])
+    except (OSError, ValueError, KeyError, TypeError, UnknownNameError):
+        return "classes: " + ", ".join(class_names), ""
+    return variant.base.name, variant.kind
 
 
 def load_inputs(paths: Sequence[Path | str]) -> tuple[list[Run], list[RepositorySummary]]:
@@ -243,10 +260,9 @@ def load_inputs(paths: Sequence[Path | str]) -> tuple[list[Run], list[Repository
             advance()
     names = Counter(r.pretty_name for r in repositories)
     repositories = [
-        r if names[r.pretty_name] == 1 else RepositorySummary(r.folder, f"{r.pretty_name} ({r.folder.name})",
-                                                               r.class_names, r.stats)
+        r if names[r.pretty_name] == 1 else replace(r, pretty_name=f"{r.pretty_name} ({r.folder.name})")
         for r in repositories
-    ]  # fmt: skip
+    ]
     return runs, repositories
 
 
