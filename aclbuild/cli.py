@@ -210,17 +210,29 @@ def report_command(
             help="benchmark outputs (folder with results.json, or the file) and repositories",
         ),
     ],
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="folder for report.md and figures/")],
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", metavar="DIR", help="folder for report.md and figures/")
+    ],
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
+    figure_format: Annotated[
+        str, typer.Option("--format", metavar="png|pdf|svg", help="file format of the figures (default: png)")
+    ] = "png",
+    dpi: Annotated[
+        int, typer.Option(metavar="N", help="resolution of the figures in dots per inch (default: 200)")
+    ] = 200,
+    test_curves: Annotated[
+        bool, typer.Option("--test-curves", help="also draw test accuracy against epoch (default: off)")
+    ] = False,
 ) -> None:
-    """PNG figures and a Markdown page: heatmaps, noise and CL-share bars, curves, sweeps, the results table.
+    """Figures and a Markdown page: the results table, accuracy bars, heatmaps and their differences, noise and
+    CL-share bars, learning curves, sweeps. A figure without signal is left out with a line saying why.
 
-    Example: `aclbuild report runs/ out/aclmin10 out/aclmin10-r --output-dir report`
+    Example: `aclbuild report runs/ out/aclmin10 out/aclmin10-r --output-dir report --format pdf`
     """
     from aclbuild.bench.report import write_report
 
     with user_errors():
-        report = write_report(inputs, output_dir, overwrite)
+        report = write_report(inputs, output_dir, overwrite, fmt=figure_format, dpi=dpi, test_curves=test_curves)
     console.print(f"wrote {report.path} with {len(report.figures)} figures")
     for reason in report.skipped:
         console.print(f"  skipped {reason}")
