@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from aclbuild import __version__
+from aclbuild.card_facts import check_label_kind
 from aclbuild.cards import HEATMAP_PATH, render_card, save_heatmap
 from aclbuild.errors import InputError, OutputExistsError, SourceError
 from aclbuild.registry import Base, Variant, get_variant
@@ -74,13 +75,20 @@ def build_repository(
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
     provenance: dict | None = None,
     repo_id: str | None = None,
+    allow_kind_mismatch: bool = False,
+    card_authors: Sequence[str] = (),
+    contact: str | None = None,
 ) -> Path:
     """Write a repository folder from train (with CLs) and optional test (true labels only) records.
 
-    The folder is written beside ``output`` under a temporary name and renamed into place at the end, so a failed
-    or interrupted build leaves nothing behind.
+    ``provenance`` (what `aclbuild generate` recorded) decides what the card says about the labels; one whose labeler
+    contradicts ``variant``'s kind is refused unless ``allow_kind_mismatch``. ``repo_id``, ``card_authors`` and
+    ``contact`` go into the card. The folder is written beside ``output`` under a temporary name and renamed into
+    place at the end, so a failed or interrupted build leaves nothing behind.
     """
     base = variant.base
+    check_label_kind(variant, provenance, allow_kind_mismatch)
+    check_repo_id(repo_id)
     check_records(train, base, "train", need_cls=True)
     if test:
         check_records(test, base, "test", need_cls=False)
@@ -101,11 +109,14 @@ def build_repository(
             splits.append(write_split(staged, "test", test, schema, max_shard_size))
         heatmap.result()
         download_size = sum(path.stat().st_size for path in (staged / "data").glob("*.parquet"))
-        card = render_card(variant, num_cl, splits, train_stats, provenance, repo_id, download_size)
+        card = render_card(
+            variant, num_cl, splits, train_stats, provenance, repo_id, download_size, card_authors, contact
+        )
         (staged / "README.md").write_text(str(card), encoding="utf-8")
         manifest = {
             "dataset": variant.name,
             "built_with": f"aclbuild {__version__}",
+            "repo_id": repo_id,
             "splits": {s.name: asdict(s) for s in splits},
             "provenance": provenance or {},
         }
@@ -146,15 +157,25 @@ def build_from_source(
     overwrite: bool = False,
     provenance: dict | None = None,
     drop_failed: bool = False,
+    repo_id: str | None = None,
+    allow_kind_mismatch: bool = False,
+    card_authors: Sequence[str] = (),
+    contact: str | None = None,
+    labels_log: str | Path | None = None,
 ) -> Path:
     """What `aclbuild build` does: read the source, add the test split when its images are at hand, write.
 
-    Without ``num_cl`` the variant's released number of CLs (3) is kept, or all when the source holds fewer.
+    Without ``num_cl`` the variant's released number of CLs (3) is kept, or all when the source holds fewer. The
+    labels' provenance is ``provenance``, else that of ``labels_log`` (a `generate` run's ``labels.json``), else that
+    of the ``labels.json`` beside ``source``; the variant must agree with it (see :func:`build_repository`).
     """
     from aclbuild.loaders.images import read_source_images
 
     variant = get_variant(dataset)
     base = variant.base
+    check_repo_id(repo_id)
+    if provenance is None and labels_log:
+        check_label_kind(variant, read_provenance(labels_log), allow_kind_mismatch)
     output = Path(output)
     if output.exists() and output.is_dir() and any(output.iterdir()) and not overwrite:
         raise OutputExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
@@ -164,8 +185,11 @@ def build_from_source(
     test_path = test_source or images
     test = read_source_images(base, test_path, "test") if (test_path or base.archive is None) else None
     if provenance is None:
-        provenance = _provenance_beside(Path(source))
-    return build_repository(variant, train, test, output, overwrite, max_shard_size, provenance)
+        provenance = read_provenance(labels_log) if labels_log else _provenance_beside(Path(source))
+    return build_repository(
+        variant, train, test, output, overwrite, max_shard_size, provenance, repo_id, allow_kind_mismatch,
+        card_authors, contact,
+    )  # fmt: skip
 
 
 def _provenance_beside(source: Path) -> dict | None:
@@ -177,3 +201,40 @@ def _provenance_beside(source: Path) -> dict | None:
         return json.loads(log.read_text(encoding="utf-8")).get("provenance")
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def read_provenance(labels_log: str | Path) -> dict:
+    """The ``provenance`` dict of a `generate` run's ``labels.json`` (given with ``--labels-log``); raises when the
+    file is missing, unreadable or records none."""
+    path = Path(labels_log)
+    try:
+        log = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"--labels-log {path}: not a readable labels.json ({exc}); give generate's own") from None
+    if not isinstance(log, dict) or not isinstance(log.get("provenance"), dict):
+        raise InputError(f"--labels-log {path} records no 'provenance'; give the labels.json of a generate run")
+    return log["provenance"]
+
+
+def check_repo_id(repo_id: str | None) -> None:
+    """Refuse a repo id that is not ORG/NAME (None is fine: the card then says YOUR_ORG/<variant name>).
+
+    Example:
+        >>> check_repo_id("aclorg/aclcifar10")
+        >>> check_repo_id("aclcifar10")
+        Traceback (most recent call last):
+        aclbuild.errors.InputError: --repo-id 'aclcifar10' is not ORG/NAME; give the Hub repository the set goes to, e.g. aclorg/aclcifar10
+    """
+    if repo_id is None:
+        return
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+        valid = repo_id.count("/") == 1
+    except HFValidationError:
+        valid = False
+    if not valid:
+        raise InputError(
+            f"--repo-id {repo_id!r} is not ORG/NAME; give the Hub repository the set goes to, e.g. aclorg/aclcifar10"
+        )

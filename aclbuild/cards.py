@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from aclbuild import __version__
-from aclbuild.registry import Variant
+from aclbuild.card_facts import INSIST_FLAG, LabelOrigin, label_origin
+from aclbuild.card_text import annotation_process, annotators, bias_lines, code, kind_risk
+from aclbuild.registry import DEFAULT_VLM, Base, Variant
 from aclbuild.repository import SplitInfo
 from aclbuild.schema import card_features
 
@@ -25,13 +28,14 @@ REQUIRED_YAML = (
     "license", "pretty_name", "task_categories", "tags", "size_categories", "annotations_creators",
     "source_datasets", "configs", "dataset_info",
 )  # fmt: skip
-_KIND_SENTENCES = {
-    "vlm": "Its complementary labels were given by a vision-language model (LLaVA-NeXT).",
-    "vlm-r": "Its complementary labels were given by a vision-language model (LLaVA-NeXT) with the bias-reduced "
-    "(-R) candidate draw, so every class is about equally often a complementary label.",
-    "human": "Its complementary labels were given by human annotators.",
-    "synthetic": "Its complementary labels are synthetic, drawn from a known transition matrix.",
-}
+LLAVA_CITATION = """@inproceedings{liu2024improved,
+  title     = {Improved Baselines with Visual Instruction Tuning},
+  author    = {Liu, Haotian and Li, Chunyuan and Li, Yuheng and Lee, Yong Jae},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages     = {26296--26306},
+  year      = {2024}
+}"""
+NOT_GIVEN = "Not given."
 
 
 def size_category(num_examples: int) -> str:
@@ -42,13 +46,24 @@ def size_category(num_examples: int) -> str:
 
 
 def card_metadata(
-    variant: Variant, num_cl: int, splits: list[SplitInfo], download_size: int | None = None
-) -> DatasetCardData:
+    variant: Variant, num_cl: int, splits: list[SplitInfo], download_size: int | None = None,
+    origin: LabelOrigin | None = None,
+) -> DatasetCardData:  # fmt: skip
     """The card's YAML: licence, names, tags, then dataset_info (features, split sizes) and configs as datasets'
     ``push_to_hub`` writes them (same keys, same order, no YAML anchors or aliases).
 
-    ``download_size`` is the bytes of the Parquet shards (left out when not given, as datasets does).
+    ``download_size`` is the bytes of the Parquet shards (left out when not given, as datasets does). The labels'
+    tag and ``annotations_creators`` follow ``origin`` (the recorded labeler); without a record, the variant's
+    release.
+
+    Example:
+        >>> from aclbuild.registry import get_variant
+        >>> data = card_metadata(get_variant("aclcifar10"), 3, [], origin=LabelOrigin("synthetic", "synthetic"))
+        >>> data.tags[-1], data.annotations_creators
+        ('synthetic-labels', ['machine-generated'])
     """
+    kind = origin.kind if origin is not None and origin.recorded else variant.kind
+    kind_tags = [f"{kind}-labels"] if kind else []
     info: dict = {"features": card_features(variant.base.class_names, num_cl)}
     info["splits"] = [{"name": s.name, "num_bytes": s.num_bytes, "num_examples": s.num_examples} for s in splits]
     if download_size is not None:
@@ -65,9 +80,10 @@ def card_metadata(
         pretty_name=variant.pretty_name,
         language=["en"],
         task_categories=["image-classification"],
-        tags=["complementary-label-learning", "weakly-supervised-learning", f"{variant.kind}-labels"],
+        tags=["complementary-label-learning", "weakly-supervised-learning", *kind_tags],
         size_categories=[size_category(sum(s.num_examples for s in splits))],
-        annotations_creators=[variant.annotations_creators],
+        annotations_creators=["crowdsourced" if kind == "human" else "machine-generated"],
+        task_ids=["multi-class-image-classification"],
         source_datasets=[variant.base.source_dataset],
         **extra,
         # datasets writes dataset_info, then configs; a JSON round trip unshares the ClassLabel dict that ord_labels
@@ -85,35 +101,61 @@ def render_card(
     provenance: dict | None = None,
     repo_id: str | None = None,
     download_size: int | None = None,
+    card_authors: Sequence[str] = (),
+    contact: str | None = None,
 ) -> DatasetCard:
     """The full card; its YAML is parsed back and checked before it is returned.
 
+    Every statement about the labels follows ``provenance`` (what `aclbuild generate` recorded; None: not recorded,
+    and the card then attributes what it says to the variant's release) and the splits' own statistics; a
+    provenance that contradicts the variant's kind was refused or allowed before (:func:`check_label_kind`).
     ``download_size``: the bytes of the repository's Parquet shards, written into ``dataset_info`` as datasets does.
+    Without ``repo_id`` the usage example says ``YOUR_ORG/<variant name>``, which `push` replaces.
     """
     template = resources.files("aclbuild").joinpath("dataset_cards/dataset_card.md").read_text(encoding="utf-8")
     base = variant.base
+    provenance = provenance or {}
+    origin = label_origin(provenance)
+    repo_id = repo_id or f"YOUR_ORG/{variant.name}"
+    authors = ", ".join(card_authors)
     card = DatasetCard.from_template(
-        card_metadata(variant, num_cl, splits, download_size),
+        card_metadata(variant, num_cl, splits, download_size, origin),
         template_str=template,
         name=variant.name,
-        kind=variant.kind,
+        libcll_file=variant.name.replace("-", "") + ".pkl",
         base_pretty=base.pretty_name,
-        base_license=base.license,
-        base_citation=base.citation,
         num_classes=base.num_classes,
-        class_names=base.class_names,
+        num_train=train_stats["num_examples"],
         num_cl=train_stats["cls_per_image"],
         image_size=base.image_size,
-        kind_sentence=_KIND_SENTENCES[variant.kind],
-        labeling_summary=variant.labeling_summary,
-        provenance=provenance or {},
-        train_source=base.train_source,
-        test_source=base.test_source,
-        has_test=any(s.name == "test" for s in splits),
-        splits=splits,
-        repo_id=repo_id or f"YOUR_ORG/{variant.name}",
-        stats=train_stats,
+        origin_words=origin.describe() if origin.recorded else f"{_variant_words(variant)}, per {variant.release}",
+        variant_words=_variant_words(variant),
+        mismatch=not origin.matches(variant),
+        insist_flag=INSIST_FLAG,
+        curators=authors or NOT_GIVEN,
+        shared_by=repo_id.split("/")[0] if not repo_id.startswith("YOUR_ORG/") else NOT_GIVEN,
+        license_name=_LICENSE_NAMES.get(variant.license),
+        image_terms=base.image_terms or f"those of {base.pretty_name}",
+        repo_id=repo_id,
+        split_rows=[_split_row(s, base) for s in splits],
+        class_list=", ".join(f"{i} {code(n)}" for i, n in enumerate(base.class_names)),
+        rationale_labels=_rationale(origin, variant),
+        producers=base.producers or f"The authors of {base.pretty_name}",
+        process=annotation_process(origin, provenance, variant, train_stats["cls_per_image"]),
+        provenance=provenance,
+        annotators=annotators(origin, provenance, variant),
+        bias=bias_lines(train_stats, base.class_names),
+        kind_risk=kind_risk(origin, variant),
+        cl_rows=[
+            {"name": code(n), "count": c, "share": m}
+            for n, c, m in zip(base.class_names, train_stats["cl_counts"], train_stats["cl_marginals"])
+        ],
         heatmap=HEATMAP_PATH,
+        base_citation=base.citation,
+        **_model_citation(origin, provenance, variant),
+        acl_release=(origin.kind or variant.kind) in ("vlm", "vlm-r"),
+        authors=authors or NOT_GIVEN,
+        contact=contact or "Not given; use the Community tab of the dataset's Hub page.",
         version=__version__,
     )
     # dataset_info is not parsed with datasets here (a 0.7 s import); tests/test_schema.py checks its features list.
@@ -121,6 +163,38 @@ def render_card(
     if problems:  # a template or metadata bug, not bad input
         raise RuntimeError("generated card is invalid: " + "; ".join(problems))
     return card
+
+
+_LICENSE_NAMES = {"other": "ImageNet terms of access"}
+
+
+def _variant_words(variant: Variant) -> str:
+    """The labels the variant's name stands for, in words."""
+    return LabelOrigin(variant.kind, variant.kind, variant.matrix).describe()
+
+
+def _split_row(split: SplitInfo, base: Base) -> dict:
+    """A split's row of the structure table: its size and where its images come from (and how many of them)."""
+    origin, full = (base.train_origin, base.num_train) if split.name == "train" else (base.test_origin, base.num_test)
+    part = f" ({split.num_examples:,} of its {full:,})" if split.num_examples < full else ""
+    return {"name": split.name, "num_examples": split.num_examples, "origin": (origin or base.pretty_name) + part}
+
+
+def _rationale(origin: LabelOrigin, variant: Variant) -> str:
+    kind = origin.kind if origin.recorded else variant.kind
+    if kind == "synthetic":
+        return "labels whose transition matrix is known"
+    return "labels a real labeler gave" if kind else "these labels"
+
+
+def _model_citation(origin: LabelOrigin, provenance: dict, variant: Variant) -> dict:
+    """The labeling model's paper, when a LLaVA model made the labels (recorded, or claimed by the release)."""
+    if origin.labeler == "llava" and "llava" in str(provenance.get("model", "")).lower():
+        return {"model_citation": LLAVA_CITATION, "model_citation_note": "The labels were given by a LLaVA-NeXT model:"}
+    if origin.labeler in (None, "replay") and variant.kind in ("vlm", "vlm-r"):
+        note = f"According to {variant.release}, its labels were given by {DEFAULT_VLM} (LLaVA-NeXT):"
+        return {"model_citation": LLAVA_CITATION, "model_citation_note": note}
+    return {"model_citation": "", "model_citation_note": ""}
 
 
 def card_pretty_name(folder: str | Path) -> str:

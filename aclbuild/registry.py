@@ -126,6 +126,24 @@ FMNIST_CITATION = """@article{xiao2017fashion,
   journal = {arXiv preprint arXiv:1708.07747},
   year    = {2017}
 }"""
+CIFAR_CITATION = """@techreport{krizhevsky2009learning,
+  title       = {Learning Multiple Layers of Features from Tiny Images},
+  author      = {Krizhevsky, Alex},
+  institution = {University of Toronto},
+  year        = {2009}
+}"""
+TINYIMAGENET_CITATION = """@article{le2015tiny,
+  title   = {Tiny ImageNet Visual Recognition Challenge},
+  author  = {Le, Ya and Yang, Xuan},
+  journal = {CS 231N},
+  year    = {2015}
+}"""
+DIGITS_CITATION = """@misc{alpaydin1998optical,
+  title        = {Optical Recognition of Handwritten Digits},
+  author       = {Alpaydin, E. and Kaynak, C.},
+  howpublished = {UCI Machine Learning Repository},
+  year         = {1998}
+}"""
 KMNIST_CITATION = """@article{clanuwat2018deep,
   title   = {Deep Learning for Classical Japanese Literature},
   author  = {Clanuwat, Tarin and Bober-Irizar, Mikel and Kitamoto, Asanobu and Lamb, Alex and Yamamoto, Kazuaki
@@ -159,6 +177,12 @@ class Base:
     # False for cifar20: CIFAR-100's train split names two images baby_s_000333.png (rows are told apart by position).
     unique_names: bool = True
     citation: str = ""  # BibTeX of the source images, for the card (empty: the card cites the CL benchmarks only)
+    # For the card, without counts (the card counts the split it describes): where each split's images come from,
+    # who made the source images, and the terms the images keep whatever the labels' licence.
+    train_origin: str = ""
+    test_origin: str = ""
+    producers: str = ""
+    image_terms: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -185,51 +209,89 @@ class Base:
 
 
 _GREY = "28x28 greyscale stored as RGB (three equal channels)"
+_CIFAR_PRODUCERS = (
+    "Alex Krizhevsky, Vinod Nair and Geoffrey Hinton (University of Toronto), from the 80 Million Tiny Images web "
+    "collection"
+)
+_CIFAR_TERMS = (
+    "the CIFAR images are distributed by their authors (https://www.cs.toronto.edu/~kriz/cifar.html) without a "
+    "licence of their own; cite Krizhevsky (2009) when you use them"
+)
+_TIN_TRAIN = "TinyImageNet-200's training images of the {} classes' wnids"
+_TIN_TEST = "TinyImageNet-200's validation images of the same wnids"
+_TIN_PRODUCERS = "Stanford's CS231n course (Ya Le and Xuan Yang), from ImageNet's web images"
+_TIN_TERMS = (
+    "TinyImageNet images are ImageNet images and follow ImageNet's terms of access "
+    "(https://image-net.org/download.php): non-commercial research and educational use only"
+)
 BASES: dict[str, Base] = {
     "cifar10": Base(
         "cifar10", "CIFAR10", CIFAR10_NAMES, CIFAR10_NAMES, 32, 50_000, 10_000,
         "the 50,000 CIFAR-10 training images, in the archive's order",
-        "the 10,000 CIFAR-10 test images", CIFAR10_ARCHIVE, "extended|cifar10", "mit",
+        "the 10,000 CIFAR-10 test images", CIFAR10_ARCHIVE, "extended|cifar10", "mit", citation=CIFAR_CITATION,
+        train_origin="CIFAR-10's training set, in the archive's order", test_origin="CIFAR-10's test set",
+        producers=_CIFAR_PRODUCERS, image_terms=_CIFAR_TERMS,
     ),
     "cifar20": Base(
         "cifar20", "CIFAR20", CIFAR20_NAMES, CIFAR20_LONG_NAMES, 32, 50_000, 10_000,
         "the 50,000 CIFAR-100 training images, in the archive's order, labelled by their coarse (superclass) label",
         "the 10,000 CIFAR-100 test images, coarse labels", CIFAR100_ARCHIVE, "extended|cifar100", "mit",
-        short_names_collide=True, unique_names=False,
+        short_names_collide=True, unique_names=False, citation=CIFAR_CITATION,
+        train_origin="CIFAR-100's training set, in the archive's order, each image labelled by its coarse (superclass) "
+        "label", test_origin="CIFAR-100's test set, coarse labels", producers=_CIFAR_PRODUCERS,
+        image_terms=_CIFAR_TERMS,
     ),
     "min10": Base(
         "min10", "MicroImageNet10", tuple(n for _, n in MIN10_CLASSES), tuple(n for _, n in MIN10_CLASSES), 64,
         5_000, 500, "the 500 TinyImageNet-200 training images of each of the 10 wnids (5,000)",
         "the 50 TinyImageNet-200 validation images of each wnid (500)", TINYIMAGENET_ARCHIVE,
         "extended|other-tiny-imagenet-200", "other", wnids=tuple(w for w, _ in MIN10_CLASSES),
+        citation=TINYIMAGENET_CITATION, train_origin=_TIN_TRAIN.format(10), test_origin=_TIN_TEST,
+        producers=_TIN_PRODUCERS, image_terms=_TIN_TERMS,
     ),
     "min20": Base(
         "min20", "MicroImageNet20", tuple(n for _, n in MIN20_CLASSES), tuple(n for _, n in MIN20_CLASSES), 64,
         10_000, 1_000, "the 500 TinyImageNet-200 training images of each of the 20 wnids (10,000)",
         "the 50 TinyImageNet-200 validation images of each wnid (1,000)", TINYIMAGENET_ARCHIVE,
         "extended|other-tiny-imagenet-200", "other", wnids=tuple(w for w, _ in MIN20_CLASSES),
+        citation=TINYIMAGENET_CITATION, train_origin=_TIN_TRAIN.format(20), test_origin=_TIN_TEST,
+        producers=_TIN_PRODUCERS, image_terms=_TIN_TERMS,
     ),
     "digits": Base(
         "digits", "Digits", tuple(str(d) for d in range(10)), tuple(str(d) for d in range(10)), 8, 1_400, 397,
         "1,400 of scikit-learn's 1,797 8x8 handwritten digits (a permutation with seed 0, first 1,400)",
         "the other 397 digits of the same permutation", None, "extended|other-uci-optical-digits", "cc-by-4.0",
+        citation=DIGITS_CITATION, train_origin="scikit-learn's 8x8 handwritten digits (load_digits), the first 1,400 "
+        "of a permutation with seed 0", test_origin="the other 397 digits of the same permutation",
+        producers="E. Alpaydin and C. Kaynak (UCI Machine Learning Repository), from handwritten forms",
+        image_terms="the digits are the UCI set's, under CC BY 4.0",
     ),
     "mnist": Base(
         "mnist", "MNIST", tuple(str(d) for d in range(10)), tuple(str(d) for d in range(10)), 28, 60_000, 10_000,
         f"the 60,000 MNIST training images, in the IDX file's order, {_GREY}", f"the 10,000 MNIST test images, {_GREY}",
         MNIST_FILES, "extended|mnist", "cc-by-sa-3.0", citation=MNIST_CITATION,
+        train_origin=f"MNIST's training set, in the IDX file's order, {_GREY}",
+        test_origin=f"MNIST's test set, {_GREY}",
+        producers="Yann LeCun, Corinna Cortes and Christopher J.C. Burges, from NIST's handwritten digits",
+        image_terms="the MNIST images keep their own terms (CC BY-SA 3.0, as published on the Hub)",
     ),
     "fmnist": Base(
         "fmnist", "Fashion-MNIST", FMNIST_NAMES, FMNIST_NAMES, 28, 60_000, 10_000,
         f"the 60,000 Fashion-MNIST training images, in the IDX file's order, {_GREY}",
         f"the 10,000 Fashion-MNIST test images, {_GREY}", FMNIST_FILES, "extended|fashion_mnist", "mit",
-        citation=FMNIST_CITATION,
+        citation=FMNIST_CITATION, train_origin=f"Fashion-MNIST's training set, in the IDX file's order, {_GREY}",
+        test_origin=f"Fashion-MNIST's test set, {_GREY}", producers="Zalando Research, from Zalando's article images",
+        image_terms="the Fashion-MNIST images are Zalando's, published under the MIT licence",
     ),
     "kmnist": Base(
         "kmnist", "Kuzushiji-MNIST", KMNIST_NAMES, KMNIST_NAMES, 28, 60_000, 10_000,
         f"the 60,000 Kuzushiji-MNIST training images, in the IDX file's order, {_GREY}",
         f"the 10,000 Kuzushiji-MNIST test images, {_GREY}", KMNIST_FILES, "extended|kmnist", "cc-by-sa-4.0",
-        citation=KMNIST_CITATION,
+        citation=KMNIST_CITATION, train_origin=f"Kuzushiji-MNIST's training set, in the IDX file's order, {_GREY}",
+        test_origin=f"Kuzushiji-MNIST's test set, {_GREY}",
+        producers="the ROIS-DS Center for Open Data in the Humanities (CODH), from the Kuzushiji dataset of the "
+        "National Institute of Japanese Literature",
+        image_terms="the KMNIST images keep their own terms (CC BY-SA 4.0)",
     ),
 }  # fmt: skip
 
@@ -238,6 +300,11 @@ NO_HUMAN_SET = ("digits", "mnist", "fmnist", "kmnist")  # bases no human-labelle
 VARIANT_STEMS = {"MicroImageNet": "MIN", "Fashion-MNIST": "FMNIST", "Kuzushiji-MNIST": "KMNIST"}  # short pretty names
 
 DEFAULT_VLM = "llava-hf/llava-v1.6-mistral-7b-hf"
+# the sets published with their labels (reference/sources.md): the ACL (VLM) sets and CLImage's human-labelled sets
+RELEASED_SETS = frozenset({
+    "aclcifar10", "aclcifar10-r", "aclcifar20", "aclmin10", "aclmin10-r", "aclmin20",
+    "clcifar10", "clcifar20", "clmin10", "clmin20",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -271,23 +338,38 @@ class Variant:
         return "crowdsourced" if self.kind == "human" else "machine-generated"
 
     @property
+    def release(self) -> str:
+        """Who vouches for :attr:`labeling_summary`: the published set, or the protocol this variant's name stands for.
+
+        Example:
+            >>> get_variant("aclcifar10").release, get_variant("acldigits").release
+            ('the published ACLCIFAR10 release', 'the ACL labeling protocol this variant is named after')
+        """
+        if self.name in RELEASED_SETS:
+            return f"the published {self.pretty_name} release"
+        if self.kind == "synthetic":
+            return "aclbuild's definition of this variant"
+        return f"the {'ACL' if self.kind != 'human' else 'CLImage'} labeling protocol this variant is named after"
+
+    @property
     def labeling_summary(self) -> str:
-        """One sentence on how the complementary labels were made, for the card and `aclbuild datasets`."""
+        """How the variant's release made its complementary labels (a clause: the card says whose word it is)."""
         if self.kind == "vlm":
             return (
-                f"Each label is the answer of the vision-language model {DEFAULT_VLM} to 'which label does not "
-                "belong to this image?' among 4 classes drawn uniformly at random, one query per round."
+                f"each label is the answer of the vision-language model {DEFAULT_VLM} to 'which label does not "
+                "belong to this image?' among 4 classes drawn uniformly at random, one query per round"
             )
         if self.kind == "vlm-r":
             return (
-                "As the VLM-labelled set, but candidates are drawn from per-class budgets so that every class is "
-                "chosen about equally often (the -R bias-reduction procedure); the CLs of an image are distinct."
+                f"each label is the answer of the vision-language model {DEFAULT_VLM} among 4 candidates drawn from "
+                "per-class budgets so that every class is chosen about equally often (the -R bias-reduction "
+                "procedure); the CLs of an image are distinct"
             )
         if self.kind == "human":
-            return "Each label is a human annotator's choice of a class the image does not belong to, among 4 shown."
+            return "each label is a human annotator's choice of a class the image does not belong to, among 4 shown"
         return (
-            f"Synthetic: each image's CLs are drawn without replacement from row y of the '{self.matrix}' "
-            "transition matrix (cll-benchmark protocol), y being the true label."
+            f"each image's CLs are drawn without replacement from row y of the '{self.matrix}' transition matrix "
+            "(cll-benchmark protocol), y being the true label"
         )
 
 

@@ -51,8 +51,12 @@ def test_card_is_complete(cli, legacy_pickle, tmp_path):
     assert data["annotations_creators"] == ["machine-generated"]
     assert data["configs"][0]["data_files"] == [{"split": "train", "path": "data/train-*"}]
     assert data["dataset_info"]["splits"][0]["num_examples"] == 40
-    for text in ("load_dataset(", "Noise rate", "figures/transition_matrix.png", "bias-reduced", "@article"):
+    assert data["task_ids"] == ["multi-class-image-classification"]
+    for text in ("load_dataset(\"YOUR_ORG/aclcifar10-r\")", "Noise:", "figures/transition_matrix.png", "-R", "@article"):
         assert text in card.text
+    # a legacy pickle records no labeling settings: the card says so and gives the release's account as the release's
+    assert "were not recorded" in card.text and "According to the published ACLCIFAR10-R release" in card.text
+    assert json.loads((out / "aclbuild.json").read_text())["repo_id"] is None
     assert validate_repository(out) == []
 
 

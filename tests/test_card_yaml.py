@@ -84,10 +84,10 @@ def test_build_card_yaml_has_no_anchors_and_datasets_order(built, cli):
     assert "&id" not in raw and "*id" not in raw, raw
     keys = list(data)
     assert keys[-2:] == ["dataset_info", "configs"], keys  # datasets writes dataset_info, then configs
-    assert keys[:8] == [
+    assert keys[:9] == [
         "annotations_creators", "language", "license", "size_categories", "source_datasets", "task_categories",
-        "pretty_name", "tags",
-    ]  # fmt: skip
+        "task_ids", "pretty_name", "tags",
+    ]  # fmt: skip  (huggingface_hub's DatasetCardData order)
     info = data["dataset_info"]
     assert list(info) == ["features", "splits", "download_size", "dataset_size"]
     shards = sorted((folder / "data").glob("*.parquet"))

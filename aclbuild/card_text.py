@@ -1,0 +1,168 @@
+"""The card's sentences about its labels, each derived from the recorded provenance and the split statistics.
+
+Nothing here reads the variant's name except to say, explicitly, what its release claims when nothing was recorded.
+
+Example:
+    >>> from aclbuild.card_facts import label_origin
+    >>> from aclbuild.registry import get_variant
+    >>> prov = {"labeler": "synthetic", "matrix": "weak", "seed": 7}
+    >>> annotators(label_origin(prov), prov, get_variant("cifar10-weak"))
+    "No person: aclbuild's synthetic labeler drew the labels at random."
+"""
+
+from __future__ import annotations
+
+from aclbuild.card_facts import LabelOrigin
+from aclbuild.registry import Variant
+
+NOT_RECORDED = "The labeling settings of this build were not recorded (its source came without `labels.json`)."
+_STREAMS = {
+    "seeded": "drawn uniformly at random, 4 distinct classes independent of the true label, by a generator seeded "
+    "by (seed, image, round)",
+    "reference": "the released ACL sets' own draws (numpy's global stream), 4 distinct classes independent of the "
+    "true label",
+}
+
+
+def code(name: str) -> str:
+    """A class name as every part of the card writes it.
+
+    Example:
+        >>> code("fruit, vegetables and mushrooms")
+        '`fruit, vegetables and mushrooms`'
+    """
+    return f"`{name}`"
+
+
+def release_claim(variant: Variant) -> str:
+    """What the variant's release says about its labels, attributed to it."""
+    return f"According to {variant.release}, {variant.labeling_summary}."
+
+
+def annotators(origin: LabelOrigin, provenance: dict, variant: Variant) -> str:
+    """Who or what made the labels (the card's "Who are the annotators?")."""
+    if not origin.recorded:
+        return f"Not recorded with this build. {release_claim(variant)}"
+    if origin.labeler == "llava":
+        model = provenance.get("model", "a vision-language model whose name was not recorded")
+        revision = provenance.get("revision")
+        at = f" at revision `{revision}`" if revision else " (revision not recorded)"
+        dtype = f", weights in {provenance['dtype']}" if provenance.get("dtype") else ""
+        return f"The vision-language model `{model}`{at}{dtype}, run by `aclbuild generate`; no person chose a label."
+    if origin.labeler == "replay":
+        claim = f" {release_claim(variant)}" if variant.kind in ("vlm", "vlm-r") else ""
+        return (
+            f"The labels are those of the label file `{provenance.get('answers', 'not recorded')}`, replayed by "
+            f"`aclbuild generate --labeler replay`; the model that wrote that file is not recorded.{claim}"
+        )
+    if origin.kind == "synthetic":
+        return "No person: aclbuild's synthetic labeler drew the labels at random."
+    if origin.kind == "human":
+        return "Human annotators, as recorded in the labels' provenance."
+    return f"The labeler `{origin.labeler}`, of which nothing else is recorded."
+
+
+def question(provenance: dict) -> str | None:
+    """The question the model was asked, with placeholders for the 4 candidates (None: not recorded)."""
+    if provenance.get("prompt"):
+        from aclbuild.labeling.prompts import load_template
+
+        try:
+            text = load_template("cl", None, provenance["prompt"]).question(["c1", "c2", "c3", "c4"])
+        except Exception:  # noqa: BLE001 - a prompt name this version does not know: quote the name only
+            return f"the question set named `{provenance['prompt']}`"
+        return f'"{text}"'
+    if provenance.get("prompt_sha256"):
+        return f"a custom question template (SHA-256 `{provenance['prompt_sha256'][:16]}...`)"
+    return None
+
+
+def annotation_process(origin: LabelOrigin, provenance: dict, variant: Variant, num_cl: int) -> list[str]:
+    """The card's annotation-process bullets (one fact each), from the provenance."""
+    if not origin.recorded:
+        return [f"{NOT_RECORDED} {release_claim(variant)}"]
+    lines = []
+    rounds = provenance.get("num_rounds", provenance.get("cls_per_image"))
+    if origin.kind == "synthetic":
+        noise = f", noise parameter {provenance['noise']}" if "noise" in provenance else ""
+        matrix = provenance.get("matrix", "not recorded")
+        lines.append(
+            f"Each image's CLs were drawn without replacement from row y of the '{matrix}' transition matrix{noise}, "
+            "y being the image's true label, by a generator seeded by (seed, image)."
+        )
+    elif origin.labeler in ("llava", "replay"):
+        asked = question(provenance) if origin.labeler == "llava" else None
+        if origin.labeler == "llava":
+            lines.append(
+                f"Question: {asked or 'not recorded'}; the 4 candidates are listed in a shuffled order and the class "
+                "the model names is that round's CL."
+            )
+        stream = str(provenance.get("candidates", "not recorded"))
+        described = _STREAMS.get(stream, f"read back {stream[5:]}" if stream.startswith("from ") else stream)
+        if provenance.get("bias_reduction"):
+            block = provenance.get("r_block", "not recorded")
+            described = (
+                f"drawn from per-class budgets (bias reduction, -R, blocks of {block} images), so every class is "
+                "chosen about equally often and an image's CLs are distinct"
+            )
+        lines.append(f"Candidates: {described}.")
+        if origin.labeler == "llava":
+            lines.append(_answering(provenance))
+    if rounds is not None:
+        kept = f"; this set keeps the first {num_cl}" if num_cl < int(rounds) else ""
+        lines.append(f"Rounds: {rounds} per image, one CL each{kept}.")
+    if "seed" in provenance:
+        lines.append(f"Seed: {provenance['seed']}.")
+    made = [f"protocol `{provenance['protocol']}`"] if provenance.get("protocol") else []
+    made += [f"aclbuild {provenance['aclbuild_version']}"] if provenance.get("aclbuild_version") else []
+    if made:
+        lines.append("Made with " + ", ".join(made) + ".")
+    return lines
+
+
+def _answering(provenance: dict) -> str:
+    """How the model's answers were read: scoring, names shown, retries."""
+    scoring = provenance.get("scoring", "not recorded")
+    if scoring == "generate" and provenance.get("max_new_tokens"):
+        scoring = f"free generation of up to {provenance['max_new_tokens']} tokens"
+    names = "long class names" if provenance.get("long_label") else "the last word of each class name"
+    retries = provenance.get("max_retries", "not recorded")
+    retried = "without limit" if retries == "unlimited" else f"up to {retries} times"
+    return f"Answers: {scoring}, options shown as {names}; an answer naming no single option was asked again {retried}."
+
+
+def bias_lines(stats: dict, class_names: tuple[str, ...]) -> list[str]:
+    """The measured label noise and class bias of the train split.
+
+    Example:
+        >>> stats = {"noise_rate": 0.0023, "noisy_pairs": 2, "num_examples": 300, "cls_per_image": 3,
+        ...          "cl_marginals": [0.167, 0.051, 0.782], "repeated_cl_rate": 0.0}
+        >>> print(bias_lines(stats, ("truck", "cat", "ship"))[1])
+        Class bias: `ship` is the most frequent CL (78.2% of CLs) and `cat` the least (5.1%); a labeler without bias would give each class 33.3%.
+    """
+    pairs = stats["num_examples"] * stats["cls_per_image"]
+    shares = stats["cl_marginals"]
+    top = max(range(len(shares)), key=shares.__getitem__)
+    low = min(range(len(shares)), key=shares.__getitem__)
+    lines = [
+        f"Noise: {stats['noisy_pairs']:,} of the {pairs:,} (image, CL) pairs ({100 * stats['noise_rate']:.2f}%) name "
+        "the image's true class, so those CLs are wrong.",
+        f"Class bias: {code(class_names[top])} is the most frequent CL ({100 * shares[top]:.1f}% of CLs) and "
+        f"{code(class_names[low])} the least ({100 * shares[low]:.1f}%); a labeler without bias would give each class "
+        f"{100 / len(shares):.1f}%.",
+    ]
+    if stats["cls_per_image"] > 1:
+        lines.append(f"Repeated CLs: {100 * stats['repeated_cl_rate']:.2f}% of images carry one CL more than once.")
+    return lines
+
+
+def kind_risk(origin: LabelOrigin, variant: Variant) -> str:
+    """What the kind of labeler implies for users (the unrecorded case speaks of the release's claim)."""
+    kind = origin.kind if origin.recorded else variant.kind
+    text = {
+        "vlm": "VLM labels carry the model's own visual and language biases; the figures above measure them here.",
+        "vlm-r": "The -R draw evens out which classes are offered, not the model's errors within an image.",
+        "human": "Human labels carry their annotators' confusions.",
+        "synthetic": "Synthetic labels follow a chosen matrix, not the behaviour of any real labeler.",
+    }.get(kind or "", "How the labeler errs was not recorded.")
+    return text if origin.recorded else f"If the release's account holds: {text}"
