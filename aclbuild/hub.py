@@ -1,7 +1,9 @@
 """Publishing a repository folder on the Hugging Face Hub: `aclbuild push`.
 
 The folder goes up as it is (its Parquet shards are never decoded or re-encoded) in one commit that adds changed
-files and removes stale ones under ``data/`` and ``figures/``; unchanged data makes no commit. A commit is atomic on
+files and removes stale ones under ``data/`` and ``figures/``; unchanged data makes no commit. Only the README goes
+up changed: its usage example names the target repo, and the other configs a repo may hold (their files and card
+entries) are kept (:mod:`aclbuild.hub_card`). The folder itself is only read. A commit is atomic on
 the Hub, so a failed push leaves the remote at its previous commit. The token is never printed, logged or written:
 every message that leaves this module passes through :func:`aclbuild.hub_errors.scrub`.
 
@@ -13,8 +15,7 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import hashlib
+import fnmatch
 import json
 import os
 import re
@@ -24,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aclbuild.errors import AuthError, HubError, InputError, InvalidRepositoryError
+from aclbuild.hub_card import PushedCard, pushed_card
 from aclbuild.hub_errors import answer_lost, hub_errors, is_transient, quiet_hub_logs, with_retries
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MANAGED_PREFIXES = ("data/", "figures/")  # remote files here that the folder lacks are stale and get deleted
+CARD = "README.md"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
@@ -41,6 +44,8 @@ class PushPlan:
     unchanged: list[str] = field(default_factory=list)
     upload_bytes: int = 0
     head: str | None = None  # remote commit the plan was made against; None when the repo does not exist yet
+    card: PushedCard | None = None  # the README that goes up (repo id filled in, other configs kept)
+    contents: dict[str, Path | bytes] = field(default_factory=dict, repr=False)  # what each path uploads
 
     @property
     def is_empty(self) -> bool:
@@ -106,21 +111,32 @@ def local_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def same_as_remote(content: Path | bytes, entry) -> bool:
+    """Whether a file equals the remote one: by sha256 for an LFS file, else by git blob hash (huggingface_hub's)."""
+    import io
+
+    from huggingface_hub.utils.sha import git_hash, sha_fileobj
+
+    if entry.lfs:
+        with content.open("rb") if isinstance(content, Path) else io.BytesIO(content) as f:
+            return entry.lfs.sha256 == sha_fileobj(f).hex()
+    return entry.blob_id == git_hash(content.read_bytes() if isinstance(content, Path) else content)
 
 
-def git_blob_sha1(path: Path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+def recorded_repo_id(folder: Path) -> str | None:
+    """The repo id the folder was built for (aclbuild.json's ``repo_id``; None when built without --repo-id)."""
+    from aclbuild.build import MANIFEST
+
+    try:
+        value = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("repo_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def plan_push(api, repo_id: str, folder: Path, revision: str) -> PushPlan:
-    """Compare the folder with the remote at ``revision`` (or at main when that branch does not exist yet)."""
+    """Compare the folder (its card as it would go up) with the remote at ``revision`` (or at main when that branch
+    does not exist yet)."""
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
     from huggingface_hub.hf_api import RepoFile
 
@@ -136,19 +152,37 @@ def plan_push(api, repo_id: str, folder: Path, revision: str) -> PushPlan:
             continue
         except RepositoryNotFoundError:
             break
-    for rel, path in local_files(folder).items():
+    plan.contents = dict(local_files(folder))
+    if CARD in plan.contents:
+        remote_card = _read_remote(api, repo_id, CARD, plan.head) if CARD in remote else None
+        plan.card = pushed_card(plan.contents[CARD].read_text(encoding="utf-8"), remote_card, repo_id,
+                                recorded_repo_id(folder))  # fmt: skip
+        plan.contents[CARD] = plan.card.text.encode("utf-8")
+    for rel, content in plan.contents.items():
         entry = remote.get(rel)
         if entry is None:
             plan.added.append(rel)
-        elif (entry.lfs.sha256 == file_sha256(path)) if entry.lfs else (entry.blob_id == git_blob_sha1(path)):
+        elif same_as_remote(content, entry):
             plan.unchanged.append(rel)
             continue
         else:
             plan.changed.append(rel)
-        plan.upload_bytes += path.stat().st_size
-    local = set(plan.added) | set(plan.changed) | set(plan.unchanged)
-    plan.deleted = sorted(p for p in remote if p.startswith(MANAGED_PREFIXES) and p not in local)
+        plan.upload_bytes += content.stat().st_size if isinstance(content, Path) else len(content)
+    kept = plan.card.other_patterns if plan.card else []
+    plan.deleted = sorted(
+        p for p in remote
+        if p.startswith(MANAGED_PREFIXES) and p not in plan.contents and not any(fnmatch.fnmatch(p, k) for k in kept)
+    )  # fmt: skip
     return plan
+
+
+def _read_remote(api, repo_id: str, path: str, revision: str) -> str:
+    """A small text file of the repo at ``revision``, read through a throwaway cache (the user's is left alone)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="aclbuild-push-") as cache:
+        local = api.hf_hub_download(repo_id, path, repo_type="dataset", revision=revision, cache_dir=cache)
+        return Path(local).read_text(encoding="utf-8")
 
 
 def push_folder(
@@ -215,19 +249,22 @@ def push_report(result: PushResult, dry_run: bool = False) -> str:
         lines = [f"dry run for {where} (the remote {remote}):"]
         for verb, paths in (("add", plan.added), ("change", plan.changed), ("delete", plan.deleted)):
             lines += [f"  {verb:<6} {path}" for path in paths]
+        lines += [f"  {note}" for note in (plan.card.notes if plan.card else [])]
         lines.append(
             f"  {len(plan.unchanged)} files unchanged; would upload {plan.upload_bytes:,} bytes; nothing was uploaded"
         )
         return "\n".join(lines)
+    notes = [f"  {note}" for note in (plan.card.notes if plan.card else [])]
     if result.commit_url is None:
-        return f"{where}: no changes; the remote is already at commit {plan.head[:7]}, no new commit made"
+        done = f"{where}: no changes; the remote is already at commit {plan.head[:7]}, no new commit made"
+        return "\n".join([done] + notes)
     counts = f"{len(plan.added)} added, {len(plan.changed)} changed, {len(plan.deleted)} deleted"
     kind = " as a pull request" if result.pr_url else ""
     lines = [
         f"pushed {where}{kind}: {result.files} files, {result.bytes:,} bytes in {result.seconds:.1f} s ({counts})",
         f"commit: {result.commit_url}",
     ]
-    return "\n".join(lines + ([f"pull request: {result.pr_url}"] if result.pr_url else []))
+    return "\n".join(lines + ([f"pull request: {result.pr_url}"] if result.pr_url else []) + notes)
 
 
 def _commit(api, folder: Path, repo_id: str, revision: str, plan: PushPlan, create_pr: bool, message: str):
@@ -236,12 +273,15 @@ def _commit(api, folder: Path, repo_id: str, revision: str, plan: PushPlan, crea
 
     from aclbuild.progress import progress_bar
 
-    additions = [CommitOperationAdd(rel, str(folder / rel)) for rel in plan.added + plan.changed]
+    def source(rel: str) -> str | bytes:
+        content = plan.contents[rel]
+        return str(content) if isinstance(content, Path) else content
+
+    additions = [CommitOperationAdd(rel, source(rel)) for rel in plan.added + plan.changed]
     with progress_bar(f"uploading to {repo_id}", plan.upload_bytes) as advance:
-        for op in additions:
-            upload = functools.partial(api.preupload_lfs_files, repo_id, [op], repo_type="dataset",
-                                       revision=revision, create_pr=create_pr, free_memory=False)  # fmt: skip
-            with_retries(upload)
+        for op in additions:  # preupload and LFS transfers go through huggingface_hub's http_backoff: no retry here
+            api.preupload_lfs_files(repo_id, [op], repo_type="dataset", revision=revision, create_pr=create_pr,
+                                    free_memory=False)  # fmt: skip
             advance(op.upload_info.size, note=op.path_in_repo)
     operations = additions + [CommitOperationDelete(rel) for rel in plan.deleted]
 

@@ -3,7 +3,8 @@
 The repo is loaded with plain ``load_dataset`` (and ``streaming=True`` when asked) into a fresh temporary cache.
 Checked: the card's YAML, the loaded features against the card's ``dataset_info``, split sizes, class names against
 the registry, and every row against the content hash in the repo's ``aclbuild.json``; with ``against`` also
-against the local build (hash, then the first differing row is named).
+against the local build (hash, then the first differing row is named). Only the ``default`` config is checked: other
+configs a repo holds (e.g. one added with ``push_to_hub(config_name=...)``) are named in the summary.
 
 Example:
     >>> report = verify_remote("my-org/aclcifar10", against="out/aclcifar10")   # doctest: +SKIP
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from aclbuild.errors import InvalidRepositoryError, UnknownNameError
 from aclbuild.hub import DEFAULT_ENDPOINT
+from aclbuild.hub_card import DEFAULT_CONFIG, default_view, other_config_names
 from aclbuild.hub_errors import hub_errors, quiet_hub_logs
 
 BATCH_ROWS = 1000
@@ -35,11 +37,19 @@ class VerifyReport:
 
     problems: list[str] = field(default_factory=list)
     split_sizes: dict[str, int] = field(default_factory=dict)
+    other_configs: list[str] = field(default_factory=list)  # configs besides the default one: named, not checked
 
     @property
     def summary(self) -> str:
+        """One line: the split sizes, and the other configs when the repo has some.
+
+        Example:
+            >>> VerifyReport(split_sizes={"train": 60}, other_configs=["small"]).summary
+            'train 60 rows; card, features, classes and content hashes hold; other configs, not checked: small'
+        """
         sizes = ", ".join(f"{split} {n:,} rows" for split, n in self.split_sizes.items())
-        return f"{sizes}; card, features, classes and content hashes hold"
+        others = f"; other configs, not checked: {', '.join(self.other_configs)}" if self.other_configs else ""
+        return f"{sizes}; card, features, classes and content hashes hold{others}"
 
 
 @dataclass
@@ -64,7 +74,7 @@ def verify_remote(
     """Load ``repo_id`` from the Hub (HF_ENDPOINT) and check it; see the module docstring."""
     import datasets
     from datasets import DatasetInfo
-    from huggingface_hub import DatasetCard
+    from huggingface_hub import DatasetCard, DatasetCardData
 
     from aclbuild.build import MANIFEST
     from aclbuild.cards import card_problems
@@ -84,9 +94,11 @@ def verify_remote(
         with hub_errors(endpoint, repo_id, token):
             card_text = _download(repo_id, "README.md", revision, token, cache)
             manifest = _download(repo_id, MANIFEST, revision, token, cache, missing_ok=True)
-        card = DatasetCard(card_text)
+        full = DatasetCard(card_text).data.to_dict()
+        report.other_configs = other_config_names(full)
+        data = default_view(full)  # the default config's entries, as build writes them for a repo of its own
+        card = DatasetCard(f"---\n{DatasetCardData(**data).to_yaml()}\n---\n")
         report.problems += [f"card: {p}" for p in card_problems(card)]
-        data = card.data.to_dict()
         try:
             card_features = DatasetInfo._from_yaml_dict(dict(data.get("dataset_info") or {})).features
         except Exception:  # noqa: BLE001 - reported by card_problems
@@ -103,7 +115,7 @@ def verify_remote(
         if against is not None:
             local_manifest = json.loads((against / MANIFEST).read_text(encoding="utf-8"))
             expected.local_hashes = {k: v["sha256"] for k, v in local_manifest["splits"].items()}
-            local_card = DatasetCard.load(against / "README.md").data.to_dict()
+            local_card = default_view(DatasetCard.load(against / "README.md").data.to_dict())
             if local_card != data:
                 report.problems.append("card: YAML differs from the local build's card")
             if card_features is not None and read_features(against) != card_features:
@@ -117,8 +129,9 @@ def _check_load(repo_id, revision, token, cache, streaming: bool, expected: _Exp
     from datasets import load_dataset
 
     tag = "[streaming] " if streaming else ""
+    name = DEFAULT_CONFIG if report.other_configs else None  # one config: whatever its name, load_dataset picks it
     try:
-        loaded = load_dataset(repo_id, revision=revision, token=token, cache_dir=cache, streaming=streaming,
+        loaded = load_dataset(repo_id, name, revision=revision, token=token, cache_dir=cache, streaming=streaming,
                               download_mode="force_redownload")  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - any failure to load is the finding itself
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
