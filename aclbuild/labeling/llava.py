@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,7 @@ class LlavaBackend:
             "local" if Path(self.model_id).is_dir() else "unknown"
         )
         self.kv_bytes_per_token = kv_bytes_per_token(self.model.config.text_config, self.model.dtype.itemsize)
+        self.cache_keyword = cache_keyword(self.model)
         self.split_is_exact: bool | None = None  # do prefix and suffix tokenise as the whole prompt does?
         self._tokens: dict[str, list[int]] = {}
         self.keep_prefixes = 0  # images whose prefix caches are kept between calls (set by the -R runner)
@@ -216,7 +218,7 @@ class LlavaBackend:
         with torch.inference_mode():
             logits = self.model(
                 input_ids=tensor(pack.ids), attention_mask=torch.cat([sees_prefix, visible], dim=-1),
-                position_ids=p.prefix_len + tensor(pack.offsets), past_key_values=cache,
+                position_ids=p.prefix_len + tensor(pack.offsets), **{self.cache_keyword: cache},
             ).logits  # fmt: skip
             return answer_scores(logits, pack)
 
@@ -247,7 +249,7 @@ class LlavaBackend:
         inputs = {k: torch.from_numpy(v).to(self.device) for k, v in ready.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
         with torch.inference_mode():
-            cache = self.model(**inputs, use_cache=True).past_key_values
+            cache = output_cache(self.model(**inputs, use_cache=True))
         self.prefix_passes += stop - start
         if self.keep_prefixes >= stop - start:
             self._kept[key] = cache
@@ -289,6 +291,32 @@ def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
     if backend is None:
         return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+
+
+def cache_keyword(model) -> str:
+    """The forward argument that takes a key/value cache: ``cache`` since transformers 5.24 (``past_key_values``,
+    which older 5.x releases take, is deprecated and goes in 5.40).
+
+    Example:
+        >>> class New:
+        ...     def forward(self, input_ids=None, cache=None): ...
+        >>> class Old:
+        ...     def forward(self, input_ids=None, past_key_values=None): ...
+        >>> cache_keyword(New()), cache_keyword(Old())
+        ('cache', 'past_key_values')
+    """
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(outputs):
+    """The key/value cache a forward pass returned, under its new name ``cache`` or its old ``past_key_values``
+    (reading the old attribute on a new output logs a deprecation warning).
+
+    Example:
+        >>> output_cache({"logits": 1, "cache": "kv"}), output_cache({"past_key_values": "old"})
+        ('kv', 'old')
+    """
+    return outputs["cache"] if "cache" in outputs else outputs["past_key_values"]
 
 
 def _shallow_copy(cache):
