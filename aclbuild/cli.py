@@ -99,6 +99,23 @@ def build_command(
     ),
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
     drop_failed: Annotated[bool, typer.Option(help="drop images whose `generate` query failed (CL -1)")] = False,
+    repo_id: Annotated[Optional[str], typer.Option(
+        metavar="ORG/NAME", help="the Hub repository the card's usage example names [default: YOUR_ORG/<dataset>, "
+        "which `push` fills in]"
+    )] = None,  # fmt: skip
+    labels_log: Annotated[Optional[Path], typer.Option(
+        metavar="FILE", help="the labels.json of the `generate` run that made LABELS, for the card [default: the "
+        "labels.json beside LABELS, if any; else the card says the settings were not recorded]"
+    )] = None,  # fmt: skip
+    allow_kind_mismatch: Annotated[bool, typer.Option(
+        help="build even when the recorded labeler contradicts the variant's kind (the card says what the labels are)"
+    )] = False,  # fmt: skip
+    card_author: Annotated[Optional[list[str]], typer.Option(
+        metavar="NAME", help="a dataset card author (repeat for several) [default: none, the card says not given]"
+    )] = None,  # fmt: skip
+    contact: Annotated[Optional[str], typer.Option(
+        metavar="TEXT", help="how to reach the card's authors [default: none, the card points to the Hub page]"
+    )] = None,  # fmt: skip
 ) -> None:
     """Turn a legacy pickle or a label CSV into a Hub-ready Parquet repository with its dataset card.
 
@@ -116,7 +133,9 @@ def build_command(
         images = source if labels.suffix.lower() == ".csv" else None  # a pickle carries its own train images
         folder = build_from_source(
             labels, dataset, output_dir, images=images, test_source=test_source or source, num_cl=num_cl,
-            max_shard_size=parse_size(max_shard_size), overwrite=overwrite, drop_failed=drop_failed,
+            max_shard_size=parse_size(max_shard_size), overwrite=overwrite, drop_failed=drop_failed, repo_id=repo_id,
+            labels_log=labels_log, allow_kind_mismatch=allow_kind_mismatch, card_authors=card_author or (),
+            contact=contact,
         )  # fmt: skip
     console.print(f"wrote {folder}")
 
