@@ -267,8 +267,8 @@ def label_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
     labels (no split a build writes does).
 
     Example:
-        >>> table = pa.table({"ord_labels": [0, 1], "cl_labels": pa.array([[-1, -1], [-1, -1]], pa.list_(pa.int64(), 2))})
-        >>> label_arrays(table)[1] is None
+        >>> no_cls = pa.array([[-1, -1], [-1, -1]], pa.list_(pa.int64(), 2))
+        >>> label_arrays(pa.table({"ord_labels": [0, 1], "cl_labels": no_cls}))[1] is None
         True
     """
     ord_labels = table.column("ord_labels").to_numpy().astype(np.int64)
