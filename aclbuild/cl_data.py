@@ -6,13 +6,13 @@ pairs, and gives either layout; its transition matrix is estimated on the traini
 ``torch.utils.data.Dataset`` with the attributes of libcll's datasets (``data``, ``targets``, ``true_targets``,
 ``num_classes``, ``input_dim``); a split without CLs (the test split) gives (image, true label) rows.
 
-Example (needs a built repository or the Hub):
-    >>> train = load_cl_dataset("aclbuild-quickstart/digits-uniform", "train", num_cl=1)   # doctest: +SKIP
-    >>> len(train), train.data.shape, train.targets.shape, train.input_dim                 # doctest: +SKIP
-    (1400, torch.Size([1400, 8, 8, 3]), torch.Size([1400, 1]), 192)
-    >>> image, cl, label = train[0]                                                          # doctest: +SKIP
-    >>> test = load_cl_dataset("aclbuild-quickstart/digits-uniform", "test", num_cl=1)     # doctest: +SKIP
-    >>> image, label = test[0]; len(test)                                                   # doctest: +SKIP
+Example (the folder `aclbuild quickstart` builds; a Hub id such as ``my-org/aclcifar10`` loads the same way):
+    >>> train = load_cl_dataset("aclbuild-quickstart/digits-uniform", "train", num_cl=1)
+    >>> len(train), tuple(train.data.shape), tuple(train.targets.shape), train.input_dim
+    (1400, (1400, 8, 8, 3), (1400, 1), 192)
+    >>> image, cl, label = train[0]
+    >>> test = load_cl_dataset("aclbuild-quickstart/digits-uniform", "test", num_cl=1)
+    >>> image, label = test[0]; len(test)
     397
 """
 
