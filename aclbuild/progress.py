@@ -95,8 +95,8 @@ def format_duration(seconds: float) -> str:
 
 
 def progress_line(description: str, done: int, total: int | None, elapsed: float, unit: str = "",
-                  note: str = "", finished: bool = False) -> str:  # fmt: skip
-    """One plain progress line.
+                  note: str = "", finished: bool = False, rate: float | None = None) -> str:  # fmt: skip
+    """One plain progress line; ``rate`` (per second) defaults to ``done / elapsed``.
 
     Example:
         >>> progress_line("generate digits (synthetic)", 1200, 50000, 34.3, "queries")
@@ -106,12 +106,13 @@ def progress_line(description: str, done: int, total: int | None, elapsed: float
     """
     count = f"{done:,}/{total:,}" if total else f"{done:,}"
     parts = [count + (f" {unit}" if unit else "") + (f" ({100 * done / total:.1f}%)" if total else "")]
-    rate = done / elapsed if elapsed > 0 else math.inf
-    if done and math.isfinite(rate):
+    if rate is None:
+        rate = done / elapsed if elapsed > 0 else math.inf
+    if rate and math.isfinite(rate):
         parts.append(f"{rate:,.0f} {unit or 'items'}/s" if rate >= 1 else f"{1 / rate:.1f} s each")
     if finished:
         parts.append(f"done in {format_duration(elapsed)}")
-    elif total and done and math.isfinite(rate):
+    elif total and rate and math.isfinite(rate):
         parts.append(f"eta {format_duration((total - done) / rate)}")
     return f"{description}: " + ", ".join(parts) + (f"; {note}" if note else "")
 
@@ -119,11 +120,13 @@ def progress_line(description: str, done: int, total: int | None, elapsed: float
 class PlainProgress:
     """Counts work and writes a :func:`progress_line` to stderr at most every ``interval`` seconds."""
 
-    def __init__(self, description: str, total: int | None, unit: str = "", interval: float | None = None) -> None:
+    def __init__(self, description: str, total: int | None, unit: str = "", completed: int = 0,
+                 interval: float | None = None) -> None:  # fmt: skip
         self.description, self.total, self.unit = description, total, unit
         self.interval = progress_interval() if interval is None else interval
         self.started = self.last = time.monotonic()
-        self.done, self.note, self.lines = 0, "", 0
+        self.completed = completed  # done before this run (a resumed run): not counted in the rate
+        self.done, self.note, self.lines = completed, "", 0
 
     def advance(self, n: int = 1, note: str | None = None) -> None:
         self.done += n
@@ -140,15 +143,20 @@ class PlainProgress:
 
     def _write(self, finished: bool) -> None:
         elapsed = time.monotonic() - self.started
-        line = progress_line(self.description, self.done, self.total, elapsed, self.unit, self.note, finished)
+        rate = (self.done - self.completed) / elapsed if elapsed > 0 else math.inf
+        line = progress_line(self.description, self.done, self.total, elapsed, self.unit, self.note, finished, rate)
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
         self.lines += 1
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None, unit: str = "") -> Iterator[Callable[..., None]]:
+def progress_bar(
+    description: str, total: int | None, unit: str = "", completed: int = 0
+) -> Iterator[Callable[..., None]]:
     """Yield ``advance(n=1, note=None)``: a bar on a terminal, plain periodic lines on stderr otherwise.
+
+    ``completed`` counts work done before (a resumed run); ``unit`` names what is counted (images, epochs).
 
     Example:
         >>> with progress_bar("encoding", 3, "images") as advance:
@@ -156,7 +164,7 @@ def progress_bar(description: str, total: int | None, unit: str = "") -> Iterato
         ...         advance()
     """
     if not stderr_is_terminal():
-        plain = PlainProgress(description, total, unit)
+        plain = PlainProgress(description, total, unit, completed)
         yield plain.advance
         plain.finish()
         return
@@ -171,7 +179,7 @@ def progress_bar(description: str, total: int | None, unit: str = "") -> Iterato
         transient=False,
     )
     with progress:
-        task = progress.add_task(description, total=total, note="")
+        task = progress.add_task(description, total=total, completed=completed, note="")
 
         def advance(n: int = 1, note: str | None = None) -> None:
             progress.update(task, advance=n, **({"note": note} if note is not None else {}))

@@ -17,6 +17,7 @@ from aclbuild.errors import AclbuildError
 from aclbuild.export import export_pickle
 from aclbuild.labeling.synthetic import label_records, transition_matrix
 from aclbuild.loaders.digits import read_digits
+from aclbuild.progress import LogConsole, quiet_library_bars
 from aclbuild.registry import get_variant
 from aclbuild.stats import repository_stats
 from aclbuild.validate import validate_repository
@@ -30,7 +31,8 @@ def run_quickstart(output_dir: str | Path, console: Console | None = None) -> di
 
     Returns the paths and train statistics; raises when any step does not hold.
     """
-    console = console or Console()
+    console = console or LogConsole()
+    quiet_library_bars()  # in a log, datasets' tqdm bars would garble the lines below
     output_dir = Path(output_dir)
     started = time.perf_counter()
     variant = get_variant("digits-uniform")

@@ -3,7 +3,7 @@
 Example:
     >>> stats = {"test": {"num_examples": 4, "num_classes": 2, "class_counts": [2, 2], "cls_per_image": 0}}
     >>> stats_renderables("out/x", stats, ["cat", "dog"])
-    ['test: 4 images, 2 classes, no complementary labels (true labels only)']
+    ['out/x', 'test: 4 images, 2 classes, no complementary labels (true labels only)']
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ def ordered_splits(names: Sequence[str]) -> list[str]:
     return known + sorted(s for s in names if s not in SPLIT_ORDER)
 
 
-def summary_table(split: str, folder: str | Path, s: dict) -> Table:
+def summary_table(split: str, s: dict) -> Table:
     """Images, classes, CLs per image, noise rate and repeated CLs of one split with CLs."""
-    table = Table(title=f"{split}: {folder}", show_header=False, title_justify="left")
+    table = Table(title=split, show_header=False, title_justify="left")
     table.add_column("", no_wrap=True)
     table.add_column("", justify="right", no_wrap=True)
     table.add_row("images", f"{s['num_examples']:,}")
@@ -52,13 +52,14 @@ def class_table(split: str, s: dict, class_names: Sequence[str]) -> Table:
 
 
 def stats_renderables(folder: str | Path, stats: dict[str, dict], class_names: Sequence[str]) -> list[Table | str]:
-    """What `aclbuild stats` prints, split by split: tables for a split with CLs, one line for one without."""
-    shown: list[Table | str] = []
+    """What `aclbuild stats` prints: the folder, then split by split tables for a split with CLs, one line for one
+    without (a table title wraps at the table's width, so the path is a line of its own)."""
+    shown: list[Table | str] = [str(folder)]
     for split in ordered_splits(list(stats)):
         s = stats[split]
         if not s["cls_per_image"]:
             shown.append(f"{split}: {s['num_examples']:,} images, {s['num_classes']} classes, no complementary labels "
                          "(true labels only)")  # fmt: skip
             continue
-        shown += [summary_table(split, folder, s), class_table(split, s, class_names)]
+        shown += [summary_table(split, s), class_table(split, s, class_names)]
     return shown

@@ -285,7 +285,7 @@ def test_report_reads_the_benchmark_commands_own_output(cli, tmp_path):
     for strategy in {r["strategy"] for r in runs}:
         main = [r for r in runs if r["strategy"] == strategy and r["num_cl"] == 3 and r["clean_noisy"] == 0]
         accs = _expected_accuracies(main)
-        spread = f"+- {100 * accs.std(ddof=1):.2f}" if len(accs) > 1 else "(1 run)"
+        spread = f"+- {100 * accs.std(ddof=1):.2f}" if len(accs) > 1 else "(n=1)"
         row = next(line for line in page.splitlines() if line.startswith(f"| {strategy} |"))
         assert f"{100 * accs.mean():.2f} {spread}" in row
     for dim, name in (("num_cl", "accuracy_vs_num_cl.png"), ("clean_noisy", "accuracy_vs_cleaning.png")):

@@ -77,27 +77,14 @@ class Report:
 
 def results_table(cells: Sequence[Cell]) -> str:
     """Markdown: strategies as rows, settings as columns, test accuracy % as mean +- std; best of a column bold."""
+    from aclbuild.bench.results import AccuracyCell, accuracy_table  # the same table as results.md (n=1 included)
+
     settings = list(dict.fromkeys(c.setting for c in cells))
-    strategies = list(dict.fromkeys(c.strategy for c in cells))
     shown = varying_dims(settings)
-    by_key = {(c.setting, c.strategy): c for c in cells}
-    best = {s: max(c.mean for c in cells if c.setting == s) for s in settings}
-    lines = [
-        "| strategy | " + " | ".join(setting_label(s, shown) for s in settings) + " |",
-        "|---|" + "---|" * len(settings),
-    ]
-    for strategy in strategies:
-        row = []
-        for s in settings:
-            cell = by_key.get((s, strategy))
-            if cell is None:
-                text = "–"
-            else:  # one run has no spread to show; "+- 0.00" would claim one
-                spread = f"+- {100 * cell.std:.2f}" if len(cell.runs) > 1 else "(1 run)"
-                text = f"{100 * cell.mean:.2f} {spread}"
-            row.append(f"**{text}**" if cell is not None and cell.mean == best[s] else text)
-        lines.append(f"| {strategy} | " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    by_key = {(c.setting, c.strategy): AccuracyCell(tuple(float(a) for a in c.accuracies)) for c in cells}
+    strategies = dict.fromkeys(c.strategy for c in cells)
+    rows = [(strategy, [by_key.get((s, strategy)) for s in settings]) for strategy in strategies]
+    return accuracy_table("strategy", [setting_label(s, shown) for s in settings], rows, bold_best=True, missing="–")
 
 
 def details_table(cells: Sequence[Cell]) -> str:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +32,73 @@ SETTING_DEFAULTS = {
     "valid_rule": "empirical", "batch_by": "pair", "precision": None, "init": "pytorch", "hidden_dim": None,
     "lr_select": "validation",
 }  # fmt: skip
+ACCURACY_CAPTION = (
+    "Test accuracy (%) of the best-validation checkpoint, mean +- std (ddof=1) over seeds; n=1: a single seed, "
+    "no spread."
+)
 REFERENCE_WARNING = (
     "**Learning rate chosen by TEST accuracy at seed {seed} (libcll's rule, `--lr-select reference`): the test set "
     "took part in choosing, so these accuracies are optimistic.**"
 )
+
+
+@dataclass(frozen=True)
+class AccuracyCell:
+    """One cell of a results table: the test accuracies (fractions) of its seed runs, and a note after them."""
+
+    accuracies: tuple[float, ...]
+    note: str = ""
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def text(self) -> str:
+        """``81.25 +- 0.43`` (in %, sample std over seeds), ``81.25 (n=1)`` for one seed: no spread to show.
+
+        Example:
+            >>> AccuracyCell((0.8, 0.9)).text, AccuracyCell((0.8125,), " (lr 0.001)").text
+            ('85.00 +- 7.07', '81.25 (n=1) (lr 0.001)')
+        """
+        if not self.accuracies:
+            return self.note.strip()
+        accs = 100 * np.asarray(self.accuracies)
+        spread = f"+- {accs.std(ddof=1):.2f}" if len(accs) > 1 else "(n=1)"
+        return f"{accs.mean():.2f} {spread}{self.note}"
+
+
+def accuracy_table(
+    corner: str, columns: Sequence[str], rows: Sequence[tuple[str, Sequence[AccuracyCell | None]]],
+    bold_best: bool = False, missing: str = "",
+) -> str:  # fmt: skip
+    """The Markdown results table of results.md and report.md: mean +- std per cell, ``(n=1)`` for a single seed.
+
+    ``rows`` are (name, one cell per column, None where nothing ran); with ``bold_best`` the best mean of each
+    column is bold.
+
+    Example:
+        >>> rows = [("FWD", [AccuracyCell((0.5,))]), ("SCL", [None])]
+        >>> print(accuracy_table("strategy", ["A"], rows, bold_best=True, missing="-"))
+        | strategy | A |
+        |---|---|
+        | FWD | **50.00 (n=1)** |
+        | SCL | - |
+    """
+    best = {}
+    for i in range(len(columns)):
+        means = [cells[i].mean for _, cells in rows if cells[i] is not None and cells[i].accuracies]
+        best[i] = max(means) if means else None
+    lines = [f"| {corner} | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, cells in rows:
+        texts = []
+        for i, cell in enumerate(cells):
+            text = missing if cell is None else cell.text
+            if bold_best and cell is not None and cell.accuracies and cell.mean == best[i]:
+                text = f"**{text}**"
+            texts.append(text)
+        lines.append(f"| {name} | " + " | ".join(texts) + " |")
+    return "\n".join(lines)
 
 
 def setting_of(run: dict) -> tuple:
@@ -103,30 +168,25 @@ def results_markdown(runs: list[dict]) -> str:
         if values["lr_select"] == "reference":
             seeds = sorted({r["seed"] for r in group if r.get("lr_selection")}) or ["(none run)"]
             lines += [REFERENCE_WARNING.format(seed=", ".join(map(str, seeds))), ""]
-        lines += ["Test accuracy (%) of the best-validation checkpoint, mean +- std (ddof=1) over seeds.", ""]
+        lines += [ACCURACY_CAPTION, ""]
         datasets = list(dict.fromkeys(r["dataset"] for r in group))
         names = {r["dataset"]: r["dataset_name"] for r in group}
         strategies = list(dict.fromkeys(r["strategy"] for r in group))
-        lines.append("| strategy | " + " | ".join(names[d] for d in datasets) + " |")
-        lines.append("|---|" + "---|" * len(datasets))
-        for strategy in strategies:
-            cells = []
-            for dataset in datasets:
-                cell_runs = [r for r in group if r["strategy"] == strategy and r["dataset"] == dataset]
-                if not cell_runs:
-                    cells.append("")
-                    continue
-                lr, chosen = choose_lr(cell_runs, values["valid_type"], values["lr_select"])
-                lr_note = f" (lr {lr:g})" if len({r["lr"] for r in cell_runs}) > 1 else ""
-                if not chosen:
-                    cells.append(f"no seed runs yet{lr_note}")
-                    continue
-                accs = 100 * np.array([r["test_accuracy"] for r in chosen])
-                spread = accs.std(ddof=1) if len(accs) > 1 else 0.0  # sample std over seeds
-                cells.append(f"{accs.mean():.2f} +- {spread:.2f}{lr_note}")
-            lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
-        lines.append("")
+        rows = [(s, [_cell([r for r in group if r["strategy"] == s and r["dataset"] == d], values) for d in datasets])
+                for s in strategies]  # fmt: skip
+        lines += [accuracy_table("strategy", [names[d] for d in datasets], rows), ""]
     return "\n".join(lines)
+
+
+def _cell(cell_runs: list[dict], values: dict) -> AccuracyCell | None:
+    """The table cell of one (strategy, dataset): the seed runs at the chosen lr, the lr named when several ran."""
+    if not cell_runs:
+        return None
+    lr, chosen = choose_lr(cell_runs, values["valid_type"], values["lr_select"])
+    lr_note = f" (lr {lr:g})" if len({r["lr"] for r in cell_runs}) > 1 else ""
+    if not chosen:
+        return AccuracyCell((), f"no seed runs yet{lr_note}")
+    return AccuracyCell(tuple(r["test_accuracy"] for r in chosen), lr_note)
 
 
 def write_results(output_dir: str | Path) -> list[dict]:

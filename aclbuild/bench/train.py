@@ -191,7 +191,9 @@ def train_run(
     seconds: list[float] = []
     steps = 0
     writer = _tensorboard(Path(curve_path)) if curve_path and accelerator.is_main_process else None
-    with progress_bar(f"{strategy_name} {config.model} lr {config.lr:g} seed {config.seed}", config.epochs) as advance:
+    run_name = f"{strategy_name} {train.name} {config.model} lr {config.lr:g} seed {config.seed}"
+    last_valid = ""  # the latest validation, shown on every progress line until the next
+    with progress_bar(run_name, config.epochs, "epochs") as advance:
         for epoch in range(1, config.epochs + 1):
             if fast:
                 rank, world = accelerator.process_index, accelerator.num_processes
@@ -233,6 +235,7 @@ def train_run(
                 test_acc = evaluate(net, strategy, data.test, augment.normalise, device, "accuracy",
                                     config.valid_rule, accelerator.autocast)  # fmt: skip
                 row.update(valid_score=score, test_accuracy=test_acc)
+                last_valid = f", valid {config.valid_type} {score:.4f} (epoch {epoch})"
                 if (score < best[1]) if lower_is_better else (score > best[1]):
                     best = (epoch, score, test_acc)
                 if writer is not None:
@@ -241,7 +244,7 @@ def train_run(
             if writer is not None:
                 writer.add_scalar("train_loss", row["train_loss"], epoch)
             curve.append(row)
-            advance(note=f"loss {row['train_loss']:.4f}")
+            advance(note=f"loss {row['train_loss']:.4f}{last_valid}")
     if writer is not None:
         writer.close()
     if curve_path and accelerator.is_main_process:

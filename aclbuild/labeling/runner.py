@@ -161,8 +161,8 @@ class _Job:
         # images this run labels, over all processes (for images per second)
         self.images_to_label = sum(not all(self.store.done(i, r) for r in rounds) for i in range(len(self.records)))
         total = len(self.records) * self.s.num_rounds
-        with progress_bar(f"labeling {self.base.name} ({self.s.labeler})", total) as advance:
-            advance(len(self.store.rows))
+        name = f"generate {self.base.name} ({self.s.labeler})"
+        with progress_bar(name, total, "queries", completed=len(self.store.rows)) as advance:
             if self.s.bias_reduction:
                 self._run_reduced(advance)
                 return
