@@ -16,6 +16,7 @@ from rich.table import Table
 
 from aclbuild import __version__
 from aclbuild.errors import AclbuildError, InvalidRepositoryError
+from aclbuild.extras import needs_extra, require_extra
 from aclbuild.progress import LogConsole, quiet_library_bars
 
 app = typer.Typer(
@@ -217,6 +218,7 @@ def quickstart_command(
     from aclbuild.quickstart import run_quickstart
 
     with user_errors():
+        require_extra("bench", "torch", "accelerate")  # the quickstart ends with a benchmark: refuse before building
         run_quickstart(output_dir, console)
 
 
@@ -259,15 +261,29 @@ def report_command(
 
 @app.command("push")
 def push_command(
-    folders: Annotated[list[Path], typer.Argument(help="repository folders that `aclbuild build` wrote")],
-    repo_id: Annotated[Optional[str], typer.Option(help="target dataset repo ORG/NAME (one folder)")] = None,
-    org: Annotated[Optional[str], typer.Option(help="push each folder to ORG/DATASET (named in aclbuild.json)")] = None,
+    folders: Annotated[list[Path], typer.Argument(
+        metavar="DIR", help="repository folders that `aclbuild build` wrote", show_default=False
+    )],  # fmt: skip
+    repo_id: Annotated[Optional[str], typer.Option(
+        metavar="ORG/NAME", help="target dataset repo (one folder) [default: none; give it or --org]"
+    )] = None,  # fmt: skip
+    org: Annotated[Optional[str], typer.Option(
+        metavar="ORG", help="push each folder to ORG/DATASET (named in aclbuild.json) [default: none]"
+    )] = None,  # fmt: skip
     private: Annotated[bool, typer.Option(help="create the repository private")] = False,
-    revision: Annotated[Optional[str], typer.Option(help="branch to commit to (created when missing)")] = None,
+    revision: Annotated[Optional[str], typer.Option(
+        metavar="BRANCH", help="branch to commit to (created when missing) [default: main]"
+    )] = None,  # fmt: skip
     create_pr: Annotated[bool, typer.Option(help="open a pull request instead of committing to the branch")] = False,
-    message: Annotated[Optional[str], typer.Option(help="commit message")] = None,
-    token: Annotated[Optional[str], typer.Option(help="Hub token (default: HF_TOKEN, then the saved login)")] = None,
-    endpoint: Annotated[Optional[str], typer.Option(help="Hub URL (default: HF_ENDPOINT or huggingface.co)")] = None,
+    message: Annotated[Optional[str], typer.Option(
+        metavar="TEXT", help="commit message [default: Upload <folder name> with aclbuild]"
+    )] = None,  # fmt: skip
+    token: Annotated[Optional[str], typer.Option(
+        metavar="TOKEN", help="Hub token [default: HF_TOKEN, then the saved login]"
+    )] = None,  # fmt: skip
+    endpoint: Annotated[Optional[str], typer.Option(
+        metavar="URL", help="Hub URL [default: HF_ENDPOINT, else https://huggingface.co]"
+    )] = None,  # fmt: skip
     dry_run: Annotated[bool, typer.Option(help="list what would be added, changed and deleted; upload nothing")] = False,
 ) -> None:
     """Publish repository folders as dataset repos on the Hub, one atomic commit each (none when unchanged).
@@ -287,12 +303,22 @@ def push_command(
 
 @app.command("verify")
 def verify_command(
-    repo_id: Annotated[str, typer.Argument(help="published dataset repo ORG/NAME")],
-    revision: Annotated[Optional[str], typer.Option(help="branch, tag or commit")] = None,
-    endpoint: Annotated[Optional[str], typer.Option(help="Hub URL (default: HF_ENDPOINT or huggingface.co)")] = None,
-    against: Annotated[Optional[Path], typer.Option(help="local repository folder every row must equal")] = None,
+    repo_id: Annotated[str, typer.Argument(
+        metavar="ORG/NAME", help="published dataset repo", show_default=False
+    )],  # fmt: skip
+    revision: Annotated[Optional[str], typer.Option(
+        metavar="REVISION", help="branch, tag or commit [default: main]"
+    )] = None,  # fmt: skip
+    endpoint: Annotated[Optional[str], typer.Option(
+        metavar="URL", help="Hub URL [default: HF_ENDPOINT, else https://huggingface.co]"
+    )] = None,  # fmt: skip
+    against: Annotated[Optional[Path], typer.Option(
+        metavar="DIR", help="local repository folder every row must equal [default: none, no row check]"
+    )] = None,  # fmt: skip
     streaming: Annotated[bool, typer.Option(help="load with streaming=True as well")] = False,
-    token: Annotated[Optional[str], typer.Option(help="Hub token for a private repo (default: HF_TOKEN)")] = None,
+    token: Annotated[Optional[str], typer.Option(
+        metavar="TOKEN", help="Hub token for a private repo [default: HF_TOKEN, then the saved login]"
+    )] = None,  # fmt: skip
 ) -> None:
     """Load a published dataset as a downstream user would and check card, features, splits, classes and rows.
 
@@ -369,7 +395,8 @@ def benchmark_command(
     Example: `aclbuild benchmark out/aclcifar10 -s FWD -s SCL-NL --model resnet18 --seed 1 --seed 2 -o bench`
     """
     with user_errors():
-        from aclbuild.bench.benchmark import REFERENCE_SEEDS, BenchmarkSpec, run_benchmark
+        with needs_extra("bench"):
+            from aclbuild.bench.benchmark import REFERENCE_SEEDS, BenchmarkSpec, run_benchmark
 
         spec = BenchmarkSpec(
             datasets, strategy, model=model, epochs=epochs, lrs=lr or [1e-4], batch_size=batch_size,
@@ -474,6 +501,7 @@ def generate_command(
     from aclbuild.registry import get_base
 
     with user_errors():
+        require_extra("label", "torch", "accelerate")  # every labeler runs under accelerate
         if download:
             from aclbuild.loaders.download import download_archive
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from aclbuild.errors import InputError
+from aclbuild.extras import needs_extra
 from aclbuild.labeling.backend import Query, Reply
 from aclbuild.labeling.inputs import BatchInputs
 from aclbuild.labeling.packing import SuffixPack, answer_scores, choose, pack_suffixes
@@ -84,7 +85,8 @@ class LlavaBackend:
         batch_size: int = 8, device=None, loaded: tuple | None = None,
     ) -> None:  # fmt: skip
         """``loaded`` = (processor, model) already in memory (the benchmark's randomly initialised 7B model)."""
-        import torch
+        with needs_extra("label"):
+            import torch
 
         if scoring not in SCORINGS:
             raise InputError(f"unknown --scoring {scoring!r}; choose generate or likelihood")
@@ -327,7 +329,8 @@ def _shallow_copy(cache):
 
 def _load(model_id: str, torch_dtype, device):
     """Processor and model, or one clear InputError when the weights are not at hand (offline, wrong path)."""
-    from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+    with needs_extra("label"):
+        from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
     try:
         processor = AutoProcessor.from_pretrained(model_id)
