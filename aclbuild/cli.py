@@ -101,7 +101,7 @@ def build_command(
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
     drop_failed: Annotated[bool, typer.Option(help="drop images whose `generate` query failed (CL -1)")] = False,
     repo_id: Annotated[Optional[str], typer.Option(
-        metavar="ORG/NAME", help="the Hub repository the card's usage example names [default: YOUR_ORG/<dataset>, "
+        metavar="ORG/NAME", help="the Hub repository the card's usage example names [default: YOUR_ORG/DATASET, "
         "which `push` fills in]"
     )] = None,  # fmt: skip
     labels_log: Annotated[Optional[Path], typer.Option(
@@ -276,7 +276,7 @@ def push_command(
     )] = None,  # fmt: skip
     create_pr: Annotated[bool, typer.Option(help="open a pull request instead of committing to the branch")] = False,
     message: Annotated[Optional[str], typer.Option(
-        metavar="TEXT", help="commit message [default: Upload <folder name> with aclbuild]"
+        metavar="TEXT", help="commit message [default: 'Upload FOLDER with aclbuild']"
     )] = None,  # fmt: skip
     token: Annotated[Optional[str], typer.Option(
         metavar="TOKEN", help="Hub token [default: HF_TOKEN, then the saved login]"
