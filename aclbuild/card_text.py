@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 from aclbuild.card_facts import LabelOrigin
 from aclbuild.registry import Variant
 
@@ -62,6 +64,22 @@ def annotators(origin: LabelOrigin, provenance: dict, variant: Variant) -> str:
     return f"The labeler `{origin.labeler}`, of which nothing else is recorded."
 
 
+def public_settings(provenance: dict) -> dict:
+    """The provenance as the card shows it: files by their name only (a local path says nothing to the card's readers
+    and may say too much about the machine that made it).
+
+    Example:
+        >>> public_settings({"answers": "/home/me/acl/aclcifar10.csv", "candidates": "from /tmp/run/labels.parquet"})
+        {'answers': 'aclcifar10.csv', 'candidates': 'from labels.parquet'}
+    """
+    shown = dict(provenance)
+    if isinstance(shown.get("answers"), str):
+        shown["answers"] = PurePath(shown["answers"]).name
+    if isinstance(shown.get("candidates"), str) and shown["candidates"].startswith("from "):
+        shown["candidates"] = "from " + PurePath(shown["candidates"][5:]).name
+    return shown
+
+
 def question(provenance: dict) -> str | None:
     """The question the model was asked, with placeholders for the 4 candidates (None: not recorded)."""
     if provenance.get("prompt"):
@@ -105,7 +123,10 @@ def annotation_process(origin: LabelOrigin, provenance: dict, variant: Variant, 
                 f"drawn from per-class budgets (bias reduction, -R, blocks of {block} images), so every class is "
                 "chosen about equally often and an image's CLs are distinct"
             )
-        lines.append(f"Candidates: {described}.")
+        if origin.labeler == "replay":  # the file's labels were checked against this stream, not chosen from it
+            lines.append(f"The replay matched the file's labels against candidates {described}.")
+        else:
+            lines.append(f"Candidates: {described}.")
         if origin.labeler == "llava":
             lines.append(_answering(provenance))
     if rounds is not None:
@@ -152,7 +173,7 @@ def bias_lines(stats: dict, class_names: tuple[str, ...]) -> list[str]:
         f"{100 / len(shares):.1f}%.",
     ]
     if stats["cls_per_image"] > 1:
-        lines.append(f"Repeated CLs: {100 * stats['repeated_cl_rate']:.2f}% of images carry one CL more than once.")
+        lines.append(f"Repeated CLs: {100 * stats['repeated_cl_rate']:.2f}% of images carry the same CL more than once.")
     return lines
 
 

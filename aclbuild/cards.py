@@ -18,7 +18,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from aclbuild import __version__
 from aclbuild.card_facts import INSIST_FLAG, LabelOrigin, label_origin
-from aclbuild.card_text import annotation_process, annotators, bias_lines, code, kind_risk
+from aclbuild.card_text import annotation_process, annotators, bias_lines, code, kind_risk, public_settings
 from aclbuild.registry import DEFAULT_VLM, Base, Variant
 from aclbuild.repository import SplitInfo
 from aclbuild.schema import card_features
@@ -114,8 +114,8 @@ def render_card(
     """
     template = resources.files("aclbuild").joinpath("dataset_cards/dataset_card.md").read_text(encoding="utf-8")
     base = variant.base
-    provenance = provenance or {}
     origin = label_origin(provenance)
+    provenance = public_settings(provenance or {})
     repo_id = repo_id or f"YOUR_ORG/{variant.name}"
     authors = ", ".join(card_authors)
     card = DatasetCard.from_template(
