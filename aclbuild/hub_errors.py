@@ -3,6 +3,13 @@
 Every failure of huggingface_hub or the transport becomes a :class:`aclbuild.errors.HubError` (or
 :class:`AuthError`) with one clear line; every message passes through :func:`scrub` first.
 
+Retries: huggingface_hub's ``http_backoff`` already retries the requests it sends through it (preupload, LFS
+transfers, tree listings), so those calls are made once here. :func:`with_retries` is for the calls it sends once
+(``repo_info``, ``create_repo``, ``create_branch``, ``create_commit``); it retries what ``http_backoff`` would retry
+(its own default exceptions and status codes, read from its signature), and a commit only after checking that the
+lost one did not land (``http_backoff`` cannot tell). The transport exceptions are ``httpx2``'s, the HTTP client
+huggingface_hub depends on; huggingface_hub re-exports only their base class (``huggingface_hub.errors.HTTPError``).
+
 Example:
     >>> scrub("401 for Bearer hf_secret", "hf_secret")
     '401 for Bearer ***'
@@ -11,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 import re
 import time
@@ -20,7 +29,6 @@ from typing import TypeVar
 from aclbuild.errors import AuthError, HubError, InputError
 
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before each retry of a transient failure; ACLBUILD_HUB_RETRY_DELAYS overrides
-TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 
 T = TypeVar("T")
 
@@ -74,15 +82,35 @@ def with_retries(call: Callable[[], T], give_up: Callable[[BaseException], bool]
     raise AssertionError("unreachable")
 
 
+@functools.cache
+def backoff_policy() -> tuple[tuple[type[BaseException], ...], tuple[int, ...]]:
+    """The exceptions and status codes huggingface_hub's ``http_backoff`` retries by default.
+
+    Example:
+        >>> exceptions, statuses = backoff_policy()
+        >>> 503 in statuses, 404 in statuses, any(e.__name__ == "TimeoutException" for e in exceptions)
+        (True, False, True)
+    """
+    from huggingface_hub.utils import http_backoff
+
+    params = inspect.signature(http_backoff).parameters
+    exceptions, statuses = params["retry_on_exceptions"].default, params["retry_on_status_codes"].default
+    return (
+        (exceptions,) if isinstance(exceptions, type) else tuple(exceptions),
+        (statuses,) if isinstance(statuses, int) else tuple(statuses),
+    )
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Whether a failure is worth retrying: a transport error, or a 429 or 5xx answer, possibly wrapped."""
-    import httpx2
+    """Whether a failure is worth retrying, as ``http_backoff`` judges it (timeouts, network errors, a dropped
+    answer; 408, 429, 5xx), possibly wrapped."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    if isinstance(exc, httpx2.TransportError):
+    exceptions, statuses = backoff_policy()
+    if isinstance(exc, exceptions):
         return True
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
-        return exc.response.status_code in TRANSIENT_STATUS
+        return exc.response.status_code in statuses
     cause = _root_cause(exc)
     return cause is not exc and is_transient(cause)
 
