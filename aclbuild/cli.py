@@ -288,6 +288,9 @@ def push_command(
 ) -> None:
     """Publish repository folders as dataset repos on the Hub, one atomic commit each (none when unchanged).
 
+    The uploaded card's usage example names the repo it goes to; other configs the repo holds are kept. The folder is
+    only read.
+
     Example: `aclbuild push out/aclcifar10 --repo-id my-org/aclcifar10` or `aclbuild push out/* --org my-org`
     """
     from aclbuild.hub import push_folder, push_report, target_repo_ids
@@ -321,6 +324,8 @@ def verify_command(
     )] = None,  # fmt: skip
 ) -> None:
     """Load a published dataset as a downstream user would and check card, features, splits, classes and rows.
+
+    The default config is checked; other configs the repo holds are named.
 
     Example: `aclbuild verify my-org/aclcifar10 --against out/aclcifar10 --streaming`
     """
