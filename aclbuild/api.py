@@ -142,8 +142,10 @@ def verify(
 
         return verify_remote(repo_id, revision=revision, against=against, streaming=streaming, token=token)
     finally:
-        if endpoint:
-            os.environ.pop("HF_ENDPOINT") if saved is None else os.environ.__setitem__("HF_ENDPOINT", saved)
+        if endpoint and saved is None:
+            del os.environ["HF_ENDPOINT"]
+        elif endpoint:
+            os.environ["HF_ENDPOINT"] = saved
 
 
 def export(folder: str | Path, output_dir: str | Path, *, split: str = "train", overwrite: bool = False) -> Path:
