@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from aclbuild.bench.plots import wrap_label
+from aclbuild.bench.plots import set_title, wrap_label
 
 MAX_ANNOTATED = 12  # cell values stay legible up to about a dozen classes
 
@@ -98,7 +98,7 @@ def plot_heatmap_groups(
         bar = subfig.colorbar(images[0], ax=axes[: len(group)], shrink=0.8, aspect=30, pad=0.02)
         bar.set_label(colorbar_label, fontsize=9)
         bar.ax.tick_params(labelsize=8)
-    fig.suptitle(suptitle, fontsize=11)
+    set_title(fig, suptitle)
     return fig
 
 

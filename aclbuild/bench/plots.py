@@ -63,6 +63,12 @@ def save_figure(fig: Figure, path: Path, dpi: int = DPI) -> Path:
     return path
 
 
+def set_title(fig: Figure, title: str, size: float = 11) -> None:
+    """The figure's title, wrapped to the figure's width so that a one-panel figure does not cut it off."""
+    chars = max(20, int(fig.get_figwidth() * 72 / (0.6 * size)))  # a character is about 0.6 em wide
+    fig.suptitle(textwrap.fill(title, chars), fontsize=size)
+
+
 def _grid(count: int, panel_width: float, panel_height: float, max_columns: int = MAX_COLUMNS) -> tuple[Figure, list]:
     """A figure with ``count`` panels, at most ``max_columns`` per row; unused panels are hidden."""
     columns = min(count, max_columns)
@@ -118,24 +124,41 @@ def plot_cl_shares(groups: Sequence[tuple[Sequence[str], Sequence[str], Sequence
     return fig
 
 
-def _palette(keys: Sequence[str]) -> dict[str, str]:
-    """One colour per key (strategy), kept across panels."""
-    colours = [f"C{i}" for i in range(10)] + [f"tab:{c}" for c in ("olive", "cyan", "pink", "gray")]
-    return {key: colours[i % len(colours)] for i, key in enumerate(dict.fromkeys(keys))}
+@dataclass(frozen=True)
+class Style:
+    """How one key (strategy) is drawn in every panel: colour, line style and bar hatch."""
+
+    colour: str
+    line: str = "-"
+    hatch: str = ""
 
 
-def _draw_series(ax, series: Sequence[Series], colours: dict[str, str], bands: bool, scale: float = 100.0) -> None:
+def _palette(keys: Sequence[str]) -> dict[str, Style]:
+    """One style per key (strategy), kept across panels: ten colours, then the ten again dashed and hatched.
+
+    >>> styles = _palette([f"S{i}" for i in range(21)])
+    >>> styles["S0"], styles["S10"].line, styles["S20"].hatch
+    (Style(colour='C0', line='-', hatch=''), '--', '..')
+    """
+    variants = (("-", ""), ("--", "//"), (":", ".."), ("-.", "xx"))
+    return {
+        key: Style(f"C{i % 10}", *variants[(i // 10) % len(variants)])
+        for i, key in enumerate(dict.fromkeys(keys))
+    }
+
+
+def _draw_series(ax, series: Sequence[Series], styles: dict[str, Style], bands: bool, scale: float = 100.0) -> None:
     for s in series:
-        mean, std, colour = scale * s.mean, scale * s.std, colours[s.key or s.label]
+        mean, std, style = scale * s.mean, scale * s.std, styles[s.key or s.label]
         if bands:  # a dense curve: a shaded band reads better than hundreds of error bars
             markers = len(s.x) <= 40
-            ax.plot(s.x, mean, color=colour, marker="o" if markers else None, markersize=3, linewidth=1.4,
-                    label=s.label)  # fmt: skip
+            ax.plot(s.x, mean, color=style.colour, linestyle=style.line, marker="o" if markers else None,
+                    markersize=3, linewidth=1.4, label=s.label)  # fmt: skip
             if np.any(std > 0):
-                ax.fill_between(s.x, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
+                ax.fill_between(s.x, mean - std, mean + std, color=style.colour, alpha=0.15, linewidth=0)
         else:
-            ax.errorbar(s.x, mean, yerr=std, color=colour, marker="o", markersize=4, linewidth=1.4, capsize=3,
-                        label=s.label)  # fmt: skip
+            ax.errorbar(s.x, mean, yerr=std, color=style.colour, linestyle=style.line, marker="o", markersize=4,
+                        linewidth=1.4, capsize=3, label=s.label)  # fmt: skip
 
 
 def _figure_legend(fig: Figure, axes: Sequence, columns: int) -> None:
@@ -167,7 +190,7 @@ def plot_line_panels(
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     _figure_legend(fig, axes, columns=6)
-    fig.suptitle(suptitle, fontsize=11)
+    set_title(fig, suptitle)
     return fig
 
 
@@ -198,7 +221,7 @@ def plot_learning_curves(rows: Sequence[tuple[str, Sequence[CurveColumn]]]) -> F
         for ax in axes[len(cols):]:
             ax.set_visible(False)
     _figure_legend(fig, grid.ravel().tolist(), columns=6)
-    fig.suptitle("Learning curves (mean ± std over seeds)", fontsize=11)
+    set_title(fig, "Learning curves (mean ± std over seeds)")
     return fig
 
 
@@ -216,13 +239,14 @@ def plot_accuracy_bars(panels: Sequence[tuple[str, Sequence[Bar]]]) -> Figure:
     """Test accuracy per strategy with +- std error bars, one panel per dataset setting; mean and n on each bar."""
     widest = max(len(bars) for _, bars in panels)
     top = max(100 * (b.mean + b.std) for _, bars in panels for b in bars)
-    fig, axes = _grid(len(panels), max(4.0, 0.55 * widest + 1.5), 3.8, max_columns=2)
+    fig, axes = _grid(len(panels), max(4.0, 0.55 * widest + 1.5), 3.8, max_columns=2 if widest <= 8 else 1)
     colours = _palette([b.strategy for _, bars in panels for b in bars])
     for ax, (title, bars) in zip(axes, panels):
         x = np.arange(len(bars))
         means = np.array([100 * b.mean for b in bars])
         stds = np.array([100 * b.std for b in bars])
-        drawn = ax.bar(x, means, yerr=stds, capsize=3, color=[colours[b.strategy] for b in bars],
+        drawn = ax.bar(x, means, yerr=stds, capsize=3, color=[colours[b.strategy].colour for b in bars],
+                       hatch=[colours[b.strategy].hatch for b in bars], edgecolor="white",
                        error_kw={"linewidth": 1})  # fmt: skip
         ax.bar_label(drawn, labels=[f"{m:.1f}\nn={b.n}" for m, b in zip(means, bars)], fontsize=7, padding=2)
         upright = max(len(b.strategy) for b in bars) * len(bars) <= 40
@@ -234,5 +258,5 @@ def plot_accuracy_bars(panels: Sequence[tuple[str, Sequence[Bar]]]) -> Figure:
         ax.set_ylabel("test accuracy (%)", fontsize=9)
         ax.set_title(textwrap.fill(title, 50), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Test accuracy per strategy (mean ± std over seeds; n seeds)", fontsize=11)
+    set_title(fig, "Test accuracy per strategy (mean ± std over seeds; n seeds)")
     return fig
