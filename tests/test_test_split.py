@@ -97,3 +97,16 @@ def test_train_rows_of_only_minus_ones_count_as_missing(repo_copy):
     with pytest.raises(SourceError, match="350 of 1400 rows have no cl_labels"):
         repository_stats(repo_copy)
 
+
+
+def test_verify_names_a_null_test_split(repo_copy, tmp_path):
+    from aclbuild.verify import VerifyReport, _check_split, _Expected
+
+    expected = _Expected(card_features=None, declared={}, class_names=None, remote_hashes={}, local=None,
+                         local_hashes={})  # fmt: skip
+    built = load_dataset(str(repo_copy), split="test", cache_dir=str(tmp_path / "cache-built"))
+    assert _check_split("test", built, expected, VerifyReport()) == []
+    rewrite_cl_labels(repo_copy, "test", as_null)
+    old = load_dataset(str(repo_copy), split="test", cache_dir=str(tmp_path / "cache-old"))
+    problems = _check_split("test", old, expected, VerifyReport())
+    assert len(problems) == 1 and "397 rows hold null cl_labels" in problems[0] and "rebuild" in problems[0]
