@@ -174,8 +174,9 @@ def build_from_source(
     variant = get_variant(dataset)
     base = variant.base
     check_repo_id(repo_id)
-    if provenance is None and labels_log:
-        check_label_kind(variant, read_provenance(labels_log), allow_kind_mismatch)
+    if provenance is None:
+        provenance = read_provenance(labels_log) if labels_log else _provenance_beside(Path(source))
+    check_label_kind(variant, provenance, allow_kind_mismatch)  # before the images are read
     output = Path(output)
     if output.exists() and output.is_dir() and any(output.iterdir()) and not overwrite:
         raise OutputExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
@@ -184,8 +185,6 @@ def build_from_source(
         train = [ClRecord(r.name, r.image, r.ord_label, r.cl_labels[: variant.num_cl]) for r in train]
     test_path = test_source or images
     test = read_source_images(base, test_path, "test") if (test_path or base.archive is None) else None
-    if provenance is None:
-        provenance = read_provenance(labels_log) if labels_log else _provenance_beside(Path(source))
     return build_repository(
         variant, train, test, output, overwrite, max_shard_size, provenance, repo_id, allow_kind_mismatch,
         card_authors, contact,

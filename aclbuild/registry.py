@@ -334,10 +334,6 @@ class Variant:
         return self.base.license
 
     @property
-    def annotations_creators(self) -> str:
-        return "crowdsourced" if self.kind == "human" else "machine-generated"
-
-    @property
     def release(self) -> str:
         """Who vouches for :attr:`labeling_summary`: the published set, or the protocol this variant's name stands for.
 
