@@ -26,9 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import torch
 
 from aclbuild.errors import InputError, SourceError
+from aclbuild.extras import needs_extra
+
+with needs_extra("bench"):  # a core install: load_cl_dataset says which extra brings torch
+    import torch
 from aclbuild.png import decode_image
 from aclbuild.progress import progress_bar
 

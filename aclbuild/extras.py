@@ -2,14 +2,15 @@
 
 The core install (``pip install aclbuild``) covers build, validate, stats, export, push and verify. The extras add
 the heavy modules: ``[label]`` (torch, transformers, accelerate) to generate with a VLM, ``[bench]`` (torch,
-accelerate, transformers for the VLPL strategies) to benchmark and run the quickstart. A verb that reaches for one
-of them in a core install stops with :class:`MissingExtraError` naming the extra, not an ImportError traceback.
+accelerate, transformers for the VLPL strategies) to benchmark, run the quickstart and load a set as a torch
+Dataset. A verb that reaches for one of them in a core install stops with :class:`MissingExtraError` naming the
+extra, not an ImportError traceback.
 
 Example:
     >>> with needs_extra("bench"):
     ...     import json   # present: nothing happens
-    >>> missing_extra_message("torch", "bench")
-    'torch is not installed; benchmark and quickstart need the bench extra: pip install "aclbuild[bench]"'
+    >>> print(missing_extra_message("torch", "label"))
+    torch is not installed; generate and its VLM labeler need the label extra: pip install "aclbuild[label]"
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aclbuild.errors import InputError
 
 EXTRAS = {  # extra -> what it is for; pyproject.toml's [project.optional-dependencies] (tests/test_dependencies.py)
     "label": "generate and its VLM labeler",
-    "bench": "benchmark and quickstart",
+    "bench": "benchmark, quickstart and load_cl_dataset",
 }
 OPTIONAL_MODULES = ("torch", "transformers", "accelerate")  # top-level modules that only the extras install
 

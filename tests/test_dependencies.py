@@ -144,7 +144,7 @@ def test_the_core_verbs_modules_import_no_heavy_module():
     assert done.stdout.strip() == "[]"
 
 
-CLI = BLOCK_HEAVY.format(heavy=HEAVY) + "from aclbuild.cli import main\nsys.argv = ['aclbuild', *sys.argv[1:]]\nmain()\n"
+CLI = BLOCK_HEAVY.format(heavy=HEAVY) + "from aclbuild.cli import main\nsys.argv = ['aclbuild', *sys.argv[1:]]\nmain()"
 
 
 def test_build_validate_stats_export_run_without_the_extras(tmp_path):
@@ -190,3 +190,14 @@ def test_the_vlm_labeler_without_transformers_names_the_label_extra(tmp_path):
         'MissingExtraError True transformers is not installed; generate and its VLM labeler need the label extra: '
         'pip install "aclbuild[label]"'
     )
+
+
+def test_load_cl_dataset_without_torch_names_the_bench_extra(tmp_path):
+    code = BLOCK_HEAVY.format(heavy=HEAVY) + (
+        "import aclbuild\ntry:\n    aclbuild.load_cl_dataset('repo', 'train')\nexcept ImportError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    done = run_python(code, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    expected = f'torch is not installed; {EXTRAS["bench"]} need the bench extra: pip install "aclbuild[bench]"'
+    assert done.stdout.strip() == f"MissingExtraError {expected}"
