@@ -187,8 +187,8 @@ def curves_section(report: FigureSink, cells: Sequence[Cell], test_curves: bool)
     if len(main_settings(cells)) < len({c.setting for c in cells}):
         report.lines.append("Curves of each dataset's main setting (least cleaning, most common number of CLs).\n")
     if cells and not test_curves:
-        report.lines.append("Test-accuracy curves are left out (the test set chose nothing here); "
-                            "`aclbuild report --test-curves` adds them.\n")  # fmt: skip
+        report.lines.append("Test-accuracy curves are left out by default (a checkpoint or learning rate is never "
+                            "chosen by the test set); `aclbuild report --test-curves` adds them.\n")  # fmt: skip
     absent = "no benchmark results among the inputs" if not cells else "no run has a readable curve CSV"
     report.figure("learning_curves", "validation score and training loss against epoch",
                   lambda: plots.plot_learning_curves(rows), None if found else absent)  # fmt: skip
