@@ -133,7 +133,7 @@ def render_card(
         mismatch=not origin.matches(variant),
         insist_flag=INSIST_FLAG,
         curators=authors or NOT_GIVEN,
-        shared_by=repo_id.split("/")[0] if not repo_id.startswith("YOUR_ORG/") else NOT_GIVEN,
+        shared_by=authors or NOT_GIVEN,  # not the repo's owner: `push` may send the folder to another one
         license_name=_LICENSE_NAMES.get(variant.license),
         image_terms=base.image_terms or f"those of {base.pretty_name}",
         repo_id=repo_id,

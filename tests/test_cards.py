@@ -143,7 +143,8 @@ def test_repo_id_authors_and_contact(cli, legacy_pickle, tmp_path):
     assert result.exit_code == 0, result.output
     text = card_of(out)[1]
     assert 'load_dataset("aclorg/aclcifar10")' in text and "YOUR_ORG" not in text
-    assert "**Shared by:** aclorg" in text and "Ada Lovelace, Alan Turing" in text and "cl@example.org" in text
+    assert "**Curated by:** Ada Lovelace, Alan Turing" in text and "**Shared by:** Ada Lovelace, Alan Turing" in text
+    assert "## Dataset Card Authors\n\nAda Lovelace, Alan Turing" in text and "cl@example.org" in text
     assert json.loads((out / "aclbuild.json").read_text())["repo_id"] == "aclorg/aclcifar10"
     plain = tmp_path / "plain"
     assert cli("build", legacy_pickle, "-d", "aclcifar10", "-o", plain).exit_code == 0
