@@ -173,7 +173,8 @@ def bias_lines(stats: dict, class_names: tuple[str, ...]) -> list[str]:
         f"{100 / len(shares):.1f}%.",
     ]
     if stats["cls_per_image"] > 1:
-        lines.append(f"Repeated CLs: {100 * stats['repeated_cl_rate']:.2f}% of images carry the same CL more than once.")
+        repeated = 100 * stats["repeated_cl_rate"]
+        lines.append(f"Repeated CLs: {repeated:.2f}% of images carry the same CL more than once.")
     return lines
 
 

@@ -187,3 +187,14 @@ def test_licences_and_class_names_follow_the_base(tmp_path):
     assert "| `fruit, vegetables and mushrooms` |" in text  # the CL table writes names the same way
     names = data["dataset_info"]["features"][2]["dtype"]["class_label"]["names"]
     assert names["4"] == "fruit, vegetables and mushrooms"
+
+
+def test_an_unknown_labeler_is_named_not_guessed(tmp_path):
+    provenance = {"labeler": "oracle", "num_rounds": 3}
+    with pytest.raises(InputError, match="unknown labeler 'oracle'"):
+        build_repository(get_variant("aclcifar10"), records(), None, tmp_path / "r", provenance=provenance)
+    build_repository(get_variant("aclcifar10"), records(), None, tmp_path / "r", provenance=provenance,
+                     allow_kind_mismatch=True)  # fmt: skip
+    data, text = card_of(tmp_path / "r")
+    assert not set(data["tags"]) & KIND_TAGS and data["annotations_creators"] == ["other"]
+    assert "The labeler `oracle`, of which nothing else is recorded." in text and "LLaVA" not in text
