@@ -201,3 +201,36 @@ def test_load_cl_dataset_without_torch_names_the_bench_extra(tmp_path):
     assert done.returncode == 0, done.stderr
     expected = f'torch is not installed; {EXTRAS["bench"]} need the bench extra: pip install "aclbuild[bench]"'
     assert done.stdout.strip() == f"MissingExtraError {expected}"
+
+
+def test_likelihood_scoring_passes_the_cache_without_a_deprecation_warning(tmp_path, monkeypatch, one_thread):
+    """transformers deprecates ``past_key_values`` (removed in 5.40): the reused prefix cache goes in as ``cache``."""
+    import warnings
+
+    import numpy as np
+    import transformers
+    from packaging.version import Version
+    from transformers.utils import generic
+
+    from aclbuild.labeling.backend import Query
+    from aclbuild.labeling.llava import LlavaBackend
+    from aclbuild.labeling.prompts import load_template
+    from tests.tiny_llava import build_tiny_llava
+
+    logged = []
+    monkeypatch.setattr(generic.logger, "warning_once", lambda *args, **kwargs: logged.append(args))
+    template, names = load_template("cl", None), ["airplane", "bird", "cat", "dog"]
+    prefix, suffix = template.split_prompt(names)
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    pairs = [(i, r) for i in (0, 1) for r in (0, 1)]
+    queries = [Query(i, r, 0, image, names, names, template.prompt(names), prefix, suffix) for i, r in pairs]
+    backend = LlavaBackend(str(build_tiny_llava(tmp_path / "model")), scoring="likelihood", batch_size=2)
+    backend.keep_prefixes = 2  # -R: the kept cache is copied and reused by the second call
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        first = [r.choice for r in backend.answer(queries[::2])]
+        second = [r.choice for r in backend.answer(queries[1::2])]
+    assert logged == []
+    assert backend.prefix_passes == 2 and len(first) == len(second) == 2
+    new_name = Version(transformers.__version__) >= Version("5.24")
+    assert backend.cache_keyword == ("cache" if new_name else "past_key_values")
