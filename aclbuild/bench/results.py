@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from aclbuild.bench.strategies import STRATEGIES
-
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 # A run record's settings, with the value a record written before the key existed stands for.
 SETTING_DEFAULTS = {
@@ -108,6 +106,7 @@ def setting_of(run: dict) -> tuple:
 
 def collect_runs(output_dir: Path) -> list[dict]:
     """Every finished run under DIR/runs, plus the CLIP-zero-shot rows, in a stable order."""
+    from aclbuild.bench.strategies import STRATEGIES  # torch: report reads results in a core install
     runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((output_dir / "runs").glob("**/run.json"))]
     order = {name: i for i, name in enumerate(["CLIP-zero-shot", *STRATEGIES])}
     key = lambda r: (r["dataset"], order.get(r["strategy"], 99), bool(r.get("lr_selection")), r["seed"], r["lr"])  # noqa: E731
