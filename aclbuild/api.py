@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from aclbuild.hub import PushResult
-    from aclbuild.verify import VerifyReport
+    from aclbuild.verification import VerifyReport
 
 __all__ = ["build", "push", "verify", "export"]  # and load_cl_dataset, through __getattr__ (it imports torch)
 
@@ -61,7 +61,7 @@ def build(
         >>> sorted(path.name for path in (folder / "data").iterdir())
         ['test-00000-of-00001.parquet', 'train-00000-of-00001.parquet']
     """
-    from aclbuild.build import build_from_source
+    from aclbuild.builder import build_from_source
     from aclbuild.repository import parse_size
 
     shard_bytes = parse_size(max_shard_size) if isinstance(max_shard_size, str) else int(max_shard_size)
@@ -126,7 +126,7 @@ def verify(
     Checked: the card, the loaded features against it, split sizes, class names and every row against the content
     hashes; with ``against`` (a local build) also that every row equals it; ``streaming`` loads a second time with
     ``streaming=True``. ``endpoint`` defaults to HF_ENDPOINT, then huggingface.co. Returns the
-    :class:`aclbuild.verify.VerifyReport`: ``problems`` (empty when all holds) and ``split_sizes``.
+    :class:`aclbuild.verification.VerifyReport`: ``problems`` (empty when all holds) and ``split_sizes``.
 
     Example:
         >>> import aclbuild
@@ -138,7 +138,7 @@ def verify(
     if endpoint:  # verify_remote reads HF_ENDPOINT, as `aclbuild verify --endpoint` sets it
         os.environ["HF_ENDPOINT"] = endpoint.rstrip("/")
     try:
-        from aclbuild.verify import verify_remote
+        from aclbuild.verification import verify_remote
 
         return verify_remote(repo_id, revision=revision, against=against, streaming=streaming, token=token)
     finally:
@@ -163,7 +163,7 @@ def export(folder: str | Path, output_dir: str | Path, *, split: str = "train", 
         >>> aclbuild.export("out/digits", "libcll-data", split="test").name
         'digitsuniform_test.pkl'
     """
-    from aclbuild.export import export_split
+    from aclbuild.pickle_export import export_split
 
     return export_split(folder, output_dir, split, overwrite)
 

@@ -111,7 +111,7 @@ def build_command(
 
     Example: `aclbuild build aclmin10.csv --dataset aclmin10 --source tiny-imagenet-200.zip -o out/aclmin10`
     """
-    from aclbuild.build import build_from_source
+    from aclbuild.builder import build_from_source
     from aclbuild.registry import get_variant
     from aclbuild.repository import parse_size
 
@@ -188,7 +188,7 @@ def export_command(
 ) -> None:
     """Write a split back as the legacy pickle. Example: `aclbuild export out/aclcifar10 -o pickles`"""
     from aclbuild.errors import InputError
-    from aclbuild.export import FORMATS, export_split
+    from aclbuild.pickle_export import FORMATS, export_split
 
     with user_errors():
         if to not in FORMATS:
@@ -322,7 +322,7 @@ def verify_command(
 
     if endpoint:  # datasets and huggingface_hub read it when first imported
         os.environ["HF_ENDPOINT"] = endpoint.rstrip("/")
-    from aclbuild.verify import verify_remote
+    from aclbuild.verification import verify_remote
 
     with user_errors():
         report = verify_remote(repo_id, revision=revision, against=against, streaming=streaming, token=token)

@@ -79,7 +79,7 @@ def resolve_token(token: str | None) -> str:
 
 def target_repo_ids(folders: Sequence[Path], repo_id: str | None, org: str | None) -> list[str]:
     """One repo id per folder: ``repo_id`` for a single folder, or ``ORG/<dataset>`` from each folder's manifest."""
-    from aclbuild.build import MANIFEST
+    from aclbuild.builder import MANIFEST
 
     if bool(repo_id) == bool(org):
         raise InputError("give exactly one of --repo-id ORG/NAME or --org ORG")
@@ -125,7 +125,7 @@ def same_as_remote(content: Path | bytes, entry) -> bool:
 
 def recorded_repo_id(folder: Path) -> str | None:
     """The repo id the folder was built for (aclbuild.json's ``repo_id``; None when built without --repo-id)."""
-    from aclbuild.build import MANIFEST
+    from aclbuild.builder import MANIFEST
 
     try:
         value = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("repo_id")

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from aclbuild.build import build_repository
+from aclbuild.builder import build_repository
 from aclbuild.errors import AclbuildError
-from aclbuild.export import export_pickle
+from aclbuild.pickle_export import export_pickle
 from aclbuild.labeling.synthetic import label_records, transition_matrix
 from aclbuild.loaders.digits import read_digits
 from aclbuild.progress import LogConsole, quiet_library_bars

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from datasets import DatasetInfo, Features
 from huggingface_hub import DatasetCard
 
-from aclbuild.build import MANIFEST
+from aclbuild.builder import MANIFEST
 from aclbuild.cards import card_problems
 from aclbuild.errors import UnknownNameError
 from aclbuild.registry import get_variant

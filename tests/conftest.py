@@ -81,7 +81,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def digits_repo(tmp_path_factory) -> Path:
     """digits-uniform: 1,400 train images with 3 uniform synthetic CLs, 397 test images."""
-    from aclbuild.build import build_repository
+    from aclbuild.builder import build_repository
     from aclbuild.labeling.synthetic import label_records, transition_matrix
     from aclbuild.loaders.digits import read_digits
     from aclbuild.registry import get_variant

@@ -66,12 +66,12 @@ def test_import_is_light_and_the_names_are_the_api():
     script = (
         "import sys, inspect, aclbuild\n"
         "assert 'torch' not in sys.modules and 'datasets' not in sys.modules, 'import aclbuild is heavy'\n"
-        "import aclbuild.build, aclbuild.export, aclbuild.verify\n"  # binding the submodules keeps them callable
-        "from aclbuild.build import build_from_source\n"
+        "import aclbuild.builder, aclbuild.pickle_export, aclbuild.verification, aclbuild.api\n"
         "for name in ('build', 'push', 'verify', 'export'):\n"
         "    assert callable(getattr(aclbuild, name)), name\n"
         "assert 'output_dir' in str(inspect.signature(aclbuild.build))\n"
         "assert 'torch' not in sys.modules\n"
+        "assert aclbuild.build is aclbuild.api.build and aclbuild.verify is aclbuild.api.verify\n"
         "print(aclbuild.load_cl_dataset.__module__)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120)

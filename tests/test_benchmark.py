@@ -17,7 +17,7 @@ from aclbuild.bench.benchmark import prepare_run_data, split_indices
 from aclbuild.bench.models import build_model
 from aclbuild.bench.strategies import STRATEGIES
 from aclbuild.bench.train import Augment, TrainConfig, train_run
-from aclbuild.build import build_repository
+from aclbuild.builder import build_repository
 from aclbuild.cl_data import ClData, estimate_transition, load_cl_dataset
 from aclbuild.errors import InputError
 from aclbuild.registry import get_variant

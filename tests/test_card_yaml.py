@@ -18,7 +18,7 @@ import yaml
 from conftest import make_legacy_dict
 from hub_server import TOKEN, HubServer
 
-from aclbuild.build import build_repository
+from aclbuild.builder import build_repository
 from aclbuild.registry import get_variant
 from aclbuild.schema import ClRecord
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_legacy_dict, write_pickle
 from huggingface_hub import DatasetCard
 
-from aclbuild.build import build_repository
+from aclbuild.builder import build_repository
 from aclbuild.errors import InputError
 from aclbuild.registry import get_variant
 from aclbuild.schema import ClRecord

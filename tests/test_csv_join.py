@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from aclbuild.export import export_pickle
+from aclbuild.pickle_export import export_pickle
 from aclbuild.loaders.legacy_pickle import read_legacy_pickle
 from aclbuild.registry import get_base
 from aclbuild.repository import iter_records, read_table

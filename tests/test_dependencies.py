@@ -135,8 +135,8 @@ def run_python(code: str, *args: str, cwd: Path | None = None) -> subprocess.Com
 
 def test_the_core_verbs_and_reports_modules_import_no_heavy_module():
     code = (
-        "import sys, aclbuild, aclbuild.cli, aclbuild.build, aclbuild.validate, aclbuild.stats, aclbuild.export, "
-        "aclbuild.hub, aclbuild.verify, aclbuild.api, aclbuild.bench.report, aclbuild.bench.results\n"
+        "import sys, aclbuild, aclbuild.cli, aclbuild.builder, aclbuild.validate, aclbuild.stats, aclbuild.pickle_export, "
+        "aclbuild.hub, aclbuild.verification, aclbuild.api, aclbuild.bench.report, aclbuild.bench.results\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )
     done = run_python(code)

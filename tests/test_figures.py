@@ -14,7 +14,7 @@ from PIL import Image
 from aclbuild.bench import heatmaps, plots
 from aclbuild.bench.report_data import RepositorySummary
 from aclbuild.bench.report_figures import matrix_differences
-from aclbuild.build import build_repository
+from aclbuild.builder import build_repository
 from aclbuild.loaders.digits import read_digits
 from aclbuild.registry import CIFAR20_NAMES, get_variant
 from aclbuild.schema import ClRecord

@@ -17,7 +17,7 @@ import test_hub
 import yaml
 from test_hub import records
 
-from aclbuild.build import build_repository
+from aclbuild.builder import build_repository
 from aclbuild.registry import get_variant
 
 REPO = "aclorg/aclcifar10"

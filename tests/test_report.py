@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from aclbuild.bench.report_data import choose_cells, read_results
-from aclbuild.build import build_repository
+from aclbuild.builder import build_repository
 from aclbuild.labeling.synthetic import label_records, transition_matrix
 from aclbuild.loaders.digits import read_digits
 from aclbuild.registry import get_variant

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from aclbuild.cl_data import load_cl_dataset
 from aclbuild.errors import SourceError
-from aclbuild.export import export_split
+from aclbuild.pickle_export import export_split
 from aclbuild.loaders.safe_pickle import safe_load
 from aclbuild.repository import split_shards
 from aclbuild.stats import repository_stats
@@ -100,7 +100,7 @@ def test_train_rows_of_only_minus_ones_count_as_missing(repo_copy):
 
 
 def test_verify_names_a_null_test_split(repo_copy, tmp_path):
-    from aclbuild.verify import VerifyReport, _check_split, _Expected
+    from aclbuild.verification import VerifyReport, _check_split, _Expected
 
     expected = _Expected(card_features=None, declared={}, class_names=None, remote_hashes={}, local=None,
                          local_hashes={})  # fmt: skip

@@ -222,7 +222,7 @@ def read_repository(folder: Path) -> RepositorySummary:
 
 def _base_of(folder: Path, class_names: tuple[str, ...]) -> tuple[str, str]:
     """(base, variant kind) named by the build's aclbuild.json; the class names stand in where it names none."""
-    from aclbuild.build import MANIFEST
+    from aclbuild.builder import MANIFEST
     from aclbuild.errors import UnknownNameError
     from aclbuild.registry import get_variant
 

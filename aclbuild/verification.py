@@ -76,7 +76,7 @@ def verify_remote(
     from datasets import DatasetInfo
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from aclbuild.build import MANIFEST
+    from aclbuild.builder import MANIFEST
     from aclbuild.cards import card_problems
     from aclbuild.repository import read_features
     from aclbuild.validate import validate_repository

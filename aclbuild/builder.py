@@ -1,7 +1,7 @@
 """Records in, a complete Hub dataset repository folder out: Parquet shards, card, figures, manifest.
 
 Example:
-    >>> from aclbuild.build import build_from_source
+    >>> from aclbuild.builder import build_from_source
     >>> build_from_source("aclmin10.pkl", "aclmin10", "out/aclmin10", test_source="tiny-imagenet-200.zip")  # doctest: +SKIP
 """
 

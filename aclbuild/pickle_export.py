@@ -20,7 +20,7 @@ from aclbuild.repository import iter_records, read_table
 
 FORMATS = ("pickle",)
 SPLITS = ("train", "test")
-MANIFEST = "aclbuild.json"  # aclbuild.build.MANIFEST, named here so export does not import the builder
+MANIFEST = "aclbuild.json"  # aclbuild.builder.MANIFEST, named here so export does not import the builder
 
 
 def pickle_name(variant: str, split: str = "train") -> str:
