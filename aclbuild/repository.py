@@ -124,10 +124,11 @@ def _packed(values: Sequence[bytes], arrow_type: pa.DataType) -> pa.Array:
 def _int_labels(values: list, arrow_type: pa.DataType) -> pa.Array:
     """int64 labels (None = null): one per row for int64, a tuple per row for a fixed-size list of int64."""
     missing = np.array([v is None for v in values], dtype=bool)
-    width = arrow_type.list_size if pa.types.is_fixed_size_list(arrow_type) else 1
-    empty = 0 if width == 1 else (0,) * width
+    is_list = pa.types.is_fixed_size_list(arrow_type)  # a list of one CL is still a list, not a scalar
+    width = arrow_type.list_size if is_list else 1
+    empty = (0,) * width if is_list else 0
     flat = np.array([empty if v is None else v for v in values], dtype=np.int64).reshape(-1)
-    if width == 1:
+    if not is_list:
         return pa.Array.from_buffers(arrow_type, len(values), [_validity(missing), pa.py_buffer(flat)])
     items = pa.Array.from_buffers(pa.int64(), len(flat), [None, pa.py_buffer(flat)])
     return pa.Array.from_buffers(arrow_type, len(values), [_validity(missing)], children=[items])

@@ -137,3 +137,15 @@ def test_overwrite(cli, legacy_pickle, tmp_path):
     assert result.exit_code == 0
     assert load_dataset(str(out), split="train").features["cl_labels"].length == 2
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_one_cl_per_image_builds_and_loads_as_a_list(cli, tmp_path):
+    source = make_legacy_dict(n=12, num_cl=1, seed=3)
+    path = write_pickle(tmp_path / "one.pkl", source)
+    out = tmp_path / "repo"
+    result = cli("build", path, "--dataset", "cifar10-uniform", "--allow-kind-mismatch", "-o", out)
+    assert result.exit_code == 0, result.output
+    ds = load_dataset(str(out), split="train")
+    assert ds.features["cl_labels"].length == 1
+    assert ds["cl_labels"] == source["cl_labels"]
+    assert validate_repository(out) == []
