@@ -23,6 +23,7 @@ Example: labels to a published, verified dataset and libcll's pickle (``labels/l
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,10 @@ def build(
     max_shard_size: str | int = "500MB",
     overwrite: bool = False,
     drop_failed: bool = False,
+    labels_log: str | Path | None = None,
+    allow_kind_mismatch: bool = False,
+    card_authors: Sequence[str] = (),
+    contact: str | None = None,
 ) -> Path:
     """Build the dataset repository folder ``output_dir`` (`aclbuild build`): Parquet shards, card, figures.
 
@@ -53,7 +58,9 @@ def build(
     (`aclbuild datasets` lists them). ``num_cl`` keeps the first N CLs of each image (default: the variant's
     released number, 3). ``repo_id`` (ORG/NAME) is named in the card's usage example. ``max_shard_size`` bounds a
     Parquet shard (``"500MB"`` or bytes). An existing non-empty ``output_dir`` is replaced only with ``overwrite``;
-    ``drop_failed`` leaves out images whose labeling failed. Returns ``output_dir``.
+    ``drop_failed`` leaves out images whose labeling failed. ``labels_log`` is the ``labels.json`` of the `generate`
+    run that made ``labels`` (default: the one beside it); a variant whose kind contradicts it is refused unless
+    ``allow_kind_mismatch``. ``card_authors`` and ``contact`` go into the card. Returns ``output_dir``.
 
     Example:
         >>> import aclbuild
@@ -65,11 +72,10 @@ def build(
     from aclbuild.repository import parse_size
 
     shard_bytes = parse_size(max_shard_size) if isinstance(max_shard_size, str) else int(max_shard_size)
-    given = {"repo_id": repo_id} if repo_id is not None else {}
-    # the image source goes by position: build_from_source's parameter has been renamed before (images -> source)
     return build_from_source(
-        labels, dataset, output_dir, source, test_source=test_source, num_cl=num_cl, max_shard_size=shard_bytes,
-        overwrite=overwrite, drop_failed=drop_failed, **given,
+        labels, dataset, output_dir, source=source, test_source=test_source, num_cl=num_cl,
+        max_shard_size=shard_bytes, overwrite=overwrite, drop_failed=drop_failed, repo_id=repo_id,
+        labels_log=labels_log, allow_kind_mismatch=allow_kind_mismatch, card_authors=card_authors, contact=contact,
     )  # fmt: skip
 
 

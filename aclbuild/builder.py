@@ -147,10 +147,10 @@ def load_source(
 
 
 def build_from_source(
-    source: str | Path,
+    labels: str | Path,
     dataset: str,
-    output: str | Path,
-    images: str | Path | None = None,
+    output_dir: str | Path,
+    source: str | Path | None = None,
     test_source: str | Path | None = None,
     num_cl: int | None = None,
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
@@ -163,7 +163,10 @@ def build_from_source(
     contact: str | None = None,
     labels_log: str | Path | None = None,
 ) -> Path:
-    """What `aclbuild build` does: read the source, add the test split when its images are at hand, write.
+    """What `aclbuild build` does: read the labels, add the test split when its images are at hand, write.
+
+    ``labels`` is a legacy pickle (it carries its train images) or a label CSV, whose train images come from
+    ``source`` (the base's archive or folder); the test split comes from ``test_source``, else ``source``.
 
     Without ``num_cl`` the variant's released number of CLs (3) is kept, or all when the source holds fewer. The
     labels' provenance is ``provenance``, else that of ``labels_log`` (a `generate` run's ``labels.json``), else that
@@ -175,18 +178,19 @@ def build_from_source(
     base = variant.base
     check_repo_id(repo_id)
     if provenance is None:
-        provenance = read_provenance(labels_log) if labels_log else _provenance_beside(Path(source))
+        provenance = read_provenance(labels_log) if labels_log else _provenance_beside(Path(labels))
     check_label_kind(variant, provenance, allow_kind_mismatch)  # before the images are read
-    output = Path(output)
-    if output.exists() and output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{output} already exists and is not empty; pass --overwrite to replace it")
-    train = load_source(source, base, num_cl, images, drop_failed)
+    output_dir = Path(output_dir)
+    if output_dir.exists() and output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{output_dir} already exists and is not empty; pass --overwrite to replace it")
+    train_images = source if Path(labels).suffix.lower() == ".csv" else None  # a pickle carries its own images
+    train = load_source(labels, base, num_cl, train_images, drop_failed)
     if num_cl is None and len(train[0].cl_labels or ()) > variant.num_cl:
         train = [ClRecord(r.name, r.image, r.ord_label, r.cl_labels[: variant.num_cl]) for r in train]
-    test_path = test_source or images
+    test_path = test_source or source
     test = read_source_images(base, test_path, "test") if (test_path or base.archive is None) else None
     return build_repository(
-        variant, train, test, output, overwrite, max_shard_size, provenance, repo_id, allow_kind_mismatch,
+        variant, train, test, output_dir, overwrite, max_shard_size, provenance, repo_id, allow_kind_mismatch,
         card_authors, contact,
     )  # fmt: skip
 

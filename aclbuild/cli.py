@@ -120,9 +120,8 @@ def build_command(
             from aclbuild.loaders.download import download_archive
 
             source = download_archive(get_variant(dataset).base, cache_dir.expanduser())
-        images = source if labels.suffix.lower() == ".csv" else None  # a pickle carries its own train images
         folder = build_from_source(
-            labels, dataset, output_dir, images=images, test_source=test_source or source, num_cl=num_cl,
+            labels, dataset, output_dir, source=source, test_source=test_source, num_cl=num_cl,
             max_shard_size=parse_size(max_shard_size), overwrite=overwrite, drop_failed=drop_failed, repo_id=repo_id,
             labels_log=labels_log, allow_kind_mismatch=allow_kind_mismatch, card_authors=card_author or (),
             contact=contact,
