@@ -66,7 +66,7 @@ def main() -> None:
     source, repo = args.workdir / "aclcifar10.pkl", args.workdir / "repo"
     make_pickle(source, args.n)
     subprocess.run([sys.executable, "-m", "aclbuild", "build", str(source), "--dataset", "aclcifar10",
-                    "--output-dir", str(repo)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+                    "--output-dir", str(repo), "--repo-id", REPO], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     files = {p.relative_to(repo).as_posix(): p for p in repo.rglob("*") if p.is_file()}
     total = sum(p.stat().st_size for p in files.values())
     print(f"{args.n:,} images: {len(files)} files, {total:,} bytes ({total / 2**20:.1f} MiB)")
