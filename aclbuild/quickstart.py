@@ -14,7 +14,7 @@ from rich.console import Console
 
 from aclbuild.builder import build_repository
 from aclbuild.errors import AclbuildError
-from aclbuild.pickle_export import export_pickle
+from aclbuild.pickle_export import export_split
 from aclbuild.labeling.synthetic import label_records, transition_matrix
 from aclbuild.loaders.digits import read_digits
 from aclbuild.progress import LogConsole, quiet_library_bars
@@ -66,7 +66,7 @@ def run_quickstart(output_dir: str | Path, console: Console | None = None) -> di
     )
     if not same or len(loaded["test"]) != len(test):
         raise AclbuildError("quickstart: the loaded dataset differs from what was built")
-    pickle_path = export_pickle(repo, output_dir / f"{variant.name}.pkl", overwrite=True)
+    pickle_path = export_split(repo, output_dir, overwrite=True)  # libcll reads it as root=output_dir
 
     console.print("[bold]5/5[/] statistics")
     stats = repository_stats(repo)["train"]
