@@ -17,7 +17,8 @@ import numpy as np
 
 from aclbuild import __version__
 from aclbuild.card_facts import check_label_kind
-from aclbuild.cards import HEATMAP_PATH, render_card, save_heatmap
+from aclbuild.bench.heatmaps import save_transition_heatmap
+from aclbuild.cards import HEATMAP_PATH, render_card
 from aclbuild.errors import InputError, OutputExistsError, SourceError
 from aclbuild.registry import Base, Variant, get_variant
 from aclbuild.repository import staged_output, write_split
@@ -101,7 +102,7 @@ def build_repository(
     with staged_output(output, overwrite) as staged, ThreadPoolExecutor(1) as background:
         # The figure is drawn while the shards are written: matplotlib holds the GIL, the encoder's deflate does not.
         heatmap = background.submit(
-            save_heatmap, np.array(train_stats["transition_matrix"]), base.class_names,
+            save_transition_heatmap, np.array(train_stats["transition_matrix"]), base.class_names,
             f"{variant.pretty_name}: P(CL | true label)", staged / HEATMAP_PATH,
         )  # fmt: skip
         splits = [write_split(staged, "train", train, schema, max_shard_size)]

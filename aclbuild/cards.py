@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from aclbuild import __version__
@@ -232,32 +231,3 @@ def card_problems(card: DatasetCard) -> list[str]:
         except Exception as exc:  # noqa: BLE001 - any parse failure is a card problem
             problems.append(f"card dataset_info does not parse: {exc}")
     return problems
-
-
-def save_heatmap(matrix: np.ndarray, class_names: tuple[str, ...], title: str, path: Path) -> None:
-    """A PNG heatmap of a transition matrix (rows: true label, columns: CL)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = len(class_names)
-    size = 4 + 0.35 * k
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
-    im = ax.imshow(matrix, cmap="viridis", vmin=0)
-    ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(k), class_names, fontsize=8)
-    ax.set_xlabel("complementary label")
-    ax.set_ylabel("true label")
-    ax.set_title(title)
-    if k <= 12:
-        bright = 0.6 * (matrix.max() or 1)  # dark text on the bright end of viridis, white on the dark end
-        for y in range(k):
-            for j in range(k):
-                colour = "black" if matrix[y, j] > bright else "white"
-                ax.text(j, y, f"{matrix[y, j]:.2f}", ha="center", va="center", fontsize=6, color=colour)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

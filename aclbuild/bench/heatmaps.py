@@ -1,4 +1,4 @@
-"""Heatmaps of transition matrices and of their differences, for `aclbuild report`.
+"""Heatmaps of transition matrices and of their differences, for `aclbuild report` and the dataset card.
 
 Panels with the same number of classes share one colour scale and one colour bar (they sit in one row group, a
 subfigure); a 20-class matrix spreads its mass thinner than a 10-class one, so each class count keeps its own scale.
@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from aclbuild.bench.plots import set_title, wrap_label
 
+CARD_DPI = 150  # the card shows the figure at about its width in pixels
 MAX_ANNOTATED = 12  # cell values stay legible up to about a dozen classes
 
 
@@ -128,3 +130,20 @@ def plot_matrix_differences(panels: Sequence[HeatmapPanel]) -> Figure:
     return plot_heatmap_groups(group_by_classes(panels), "difference of P(CL = j | true label y)",
                                "Differences of transition matrices within a base (title: set − reference)",
                                signed=True)  # fmt: skip
+
+
+def save_transition_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: str, path: Path) -> Path:
+    """The dataset card's figure: one transition matrix, drawn as the report draws them, written to ``path``.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = save_transition_heatmap(np.full((3, 3), 1 / 3), ("a", "b", "c"), "T", Path(tmp) / "t.png")
+        ...     path.read_bytes()[:4]
+        b'\x89PNG'
+    """
+    from aclbuild.bench.plots import save_figure
+
+    panel = HeatmapPanel("", np.asarray(matrix, float), tuple(class_names))
+    fig = plot_heatmap_groups([[panel]], "P(CL = j | true label y)", title)
+    return save_figure(fig, path, dpi=CARD_DPI)
