@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["build", "push", "verify", "export", "load_cl_dataset", "ClData"]
 
