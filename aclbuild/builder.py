@@ -128,23 +128,40 @@ def build_repository(
 def load_source(
     source: str | Path, base: Base, num_cl: int | None, images: str | Path | None, drop_failed: bool = False
 ) -> list[ClRecord]:
-    """Training records from a legacy pickle, or from a label CSV joined with ``images`` (by position when the CSV
-    follows the source's order, else by file name: :func:`aclbuild.loaders.label_csv.match_images`)."""
+    """Training records from generate's labels table (``.parquet``) or a label CSV, each joined with ``images`` (by
+    position when it follows the source's order, else by file name: :func:`aclbuild.loaders.label_csv.match_images`),
+    or from a legacy pickle, which carries its own images."""
     from aclbuild.loaders.images import read_source_images
     from aclbuild.loaders.label_csv import attach_labels, read_label_csv
+    from aclbuild.loaders.labels_table import read_labels_table
     from aclbuild.loaders.legacy_pickle import read_legacy_pickle
 
     source = Path(source)
     if not source.exists():
         raise SourceError(f"{source} does not exist")
-    if source.suffix.lower() == ".csv":
+    kind = _labels_kind(source)
+    if kind != "pickle" and images is None and base.archive is not None:
+        what = "a label CSV" if kind == "csv" else "generate's labels table, which holds no pixels"
+        raise InputError(f"{source} is {what}: pass --source with the {base.archive.filename} it labels")
+    if kind == "csv":
         rows = read_label_csv(source, base)
-        if images is None and base.archive is not None:
-            raise InputError(f"{source} is a label CSV: pass --source with the {base.archive.filename} it labels")
         return attach_labels(rows, read_source_images(base, images, "train"), num_cl, str(source))
+    if kind == "table":
+        return read_labels_table(source, base, read_source_images(base, images, "train"), num_cl, drop_failed)
     if images is not None:
-        raise InputError("images go with a label CSV source; a legacy pickle carries its own images")
+        raise InputError("images go with a label CSV or labels table; a legacy pickle carries its own images")
     return read_legacy_pickle(source, base, num_cl, drop_failed)
+
+
+def _labels_kind(labels: str | Path) -> str:
+    """``table`` (generate's labels.parquet), ``csv`` (a label CSV) or ``pickle``, by the file's suffix.
+
+    Example:
+        >>> _labels_kind("labels/labels.parquet"), _labels_kind("aclmin10.CSV"), _labels_kind("aclcifar10.pkl")
+        ('table', 'csv', 'pickle')
+    """
+    suffix = Path(labels).suffix.lower()
+    return {".parquet": "table", ".csv": "csv"}.get(suffix, "pickle")
 
 
 def build_from_source(
@@ -166,12 +183,14 @@ def build_from_source(
 ) -> Path:
     """What `aclbuild build` does: read the labels, add the test split when its images are at hand, write.
 
-    ``labels`` is a legacy pickle (it carries its train images) or a label CSV, whose train images come from
-    ``source`` (the base's archive or folder); the test split comes from ``test_source``, else ``source``.
+    ``labels`` is `generate`'s ``labels.parquet`` or a label CSV, whose train images come from ``source`` (the
+    base's archive or folder), or a legacy pickle (it carries its train images); the test split comes from
+    ``test_source``, else ``source``.
 
     Without ``num_cl`` the variant's released number of CLs (3) is kept, or all when the source holds fewer. The
-    labels' provenance is ``provenance``, else that of ``labels_log`` (a `generate` run's ``labels.json``), else that
-    of the ``labels.json`` beside ``source``; the variant must agree with it (see :func:`build_repository`).
+    labels' provenance is ``provenance``, else the one recorded in the labels table's metadata, else (for a pickle or
+    CSV) that of ``labels_log`` (an older `generate` run's ``labels.json``); nothing is looked for beside ``labels``.
+    The variant must agree with it (see :func:`build_repository`).
     """
     from aclbuild.loaders.images import read_source_images
 
@@ -179,12 +198,12 @@ def build_from_source(
     base = variant.base
     check_repo_id(repo_id)
     if provenance is None:
-        provenance = read_provenance(labels_log) if labels_log else _provenance_beside(Path(labels))
+        provenance = _recorded_provenance(Path(labels), labels_log)
     check_label_kind(variant, provenance, allow_kind_mismatch)  # before the images are read
     output_dir = Path(output_dir)
     if output_dir.exists() and output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise OutputExistsError(f"{output_dir} already exists and is not empty; pass --overwrite to replace it")
-    train_images = source if Path(labels).suffix.lower() == ".csv" else None  # a pickle carries its own images
+    train_images = source if _labels_kind(labels) != "pickle" else None  # a pickle carries its own images
     train = load_source(labels, base, num_cl, train_images, drop_failed)
     if num_cl is None and len(train[0].cl_labels or ()) > variant.num_cl:
         train = [ClRecord(r.name, r.image, r.ord_label, r.cl_labels[: variant.num_cl]) for r in train]
@@ -196,20 +215,23 @@ def build_from_source(
     )  # fmt: skip
 
 
-def _provenance_beside(source: Path) -> dict | None:
-    """The labeling settings `aclbuild generate` leaves beside its pickle (``labels.json``), when present."""
-    log = source.with_name("labels.json")
-    if not log.is_file():
-        return None
-    try:
-        return json.loads(log.read_text(encoding="utf-8")).get("provenance")
-    except (OSError, json.JSONDecodeError):
-        return None
+def _recorded_provenance(labels: Path, labels_log: str | Path | None) -> dict | None:
+    """The labeling settings: a labels table's own (``--labels-log`` is then refused: it could only contradict
+    them), else those of ``labels_log``; None when not recorded."""
+    from aclbuild.loaders.labels_table import table_provenance
+
+    if _labels_kind(labels) == "table":
+        if labels_log is not None:
+            raise InputError(
+                f"--labels-log is for a legacy pickle or label CSV; {labels} carries its own provenance: drop it"
+            )
+        return table_provenance(labels) if labels.exists() else None
+    return read_provenance(labels_log) if labels_log else None
 
 
 def read_provenance(labels_log: str | Path) -> dict:
-    """The ``provenance`` dict of a `generate` run's ``labels.json`` (given with ``--labels-log``); raises when the
-    file is missing, unreadable or records none."""
+    """The ``provenance`` dict of a `generate` run's ``labels.json`` (given with ``--labels-log`` for a legacy
+    pickle or label CSV); raises when the file is missing, unreadable or records none."""
     path = Path(labels_log)
     try:
         log = json.loads(path.read_text(encoding="utf-8"))

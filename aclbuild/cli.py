@@ -66,15 +66,17 @@ def datasets_command() -> None:
 @app.command("build")
 def build_command(
     labels: Annotated[Path, typer.Argument(
-        metavar="LABELS", help="legacy CL pickle, or label CSV (its images from --source)", show_default=False
+        metavar="LABELS", help="generate's labels.parquet or a label CSV (their images from --source), or a legacy "
+        "CL pickle (it carries its images)", show_default=False
     )],  # fmt: skip
     dataset: Annotated[str, typer.Option(
         "--dataset", "-d", metavar="NAME", help="dataset variant, e.g. aclcifar10 (list: `aclbuild datasets`)"
     )],  # fmt: skip
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", metavar="DIR", help="repository folder to write")],
     source: Annotated[Optional[Path], typer.Option(
-        metavar="PATH", help="archive or folder with the base's images: the train images a label CSV names, and the "
-        "test split [default: none; a pickle's train images are its own, and the test split is left out]"
+        metavar="PATH", help="archive or folder with the base's images: the train images a labels table or label "
+        "CSV names, and the test split [default: none; a pickle's train images are its own, and the test split is "
+        "left out; digits needs none]"
     )] = None,  # fmt: skip
     test_source: Annotated[Optional[Path], typer.Option(
         metavar="PATH", help="archive or folder with the base's test images [default: --source]"
@@ -94,8 +96,9 @@ def build_command(
         "which `push` fills in]"
     )] = None,  # fmt: skip
     labels_log: Annotated[Optional[Path], typer.Option(
-        metavar="FILE", help="the labels.json of the `generate` run that made LABELS, for the card [default: the "
-        "labels.json beside LABELS, if any; else the card says the settings were not recorded]"
+        metavar="FILE", help="for a legacy pickle or label CSV: the labels.json of the older `generate` run that made "
+        "it, for the card (a labels.parquet carries its own) [default: none; the card says the settings were not "
+        "recorded]"
     )] = None,  # fmt: skip
     allow_kind_mismatch: Annotated[bool, typer.Option(
         help="build even when the recorded labeler contradicts the variant's kind (the card says what the labels are)"
@@ -107,9 +110,10 @@ def build_command(
         metavar="TEXT", help="how to reach the card's authors [default: none, the card points to the Hub page]"
     )] = None,  # fmt: skip
 ) -> None:
-    """Turn a legacy pickle or a label CSV into a Hub-ready Parquet repository with its dataset card.
+    """Turn generate's labels.parquet, a label CSV or a legacy pickle into a Hub-ready Parquet repository with its
+    dataset card.
 
-    Example: `aclbuild build aclmin10.csv --dataset aclmin10 --source tiny-imagenet-200.zip -o out/aclmin10`
+    Example: `aclbuild build labels/labels.parquet --dataset aclmin10 --source tiny-imagenet-200.zip -o out/aclmin10`
     """
     from aclbuild.builder import build_from_source
     from aclbuild.registry import get_variant

@@ -1,4 +1,4 @@
-"""What `aclbuild generate` writes: part files while it runs, then the table, the legacy pickle and the JSON log.
+"""What `aclbuild generate` writes: part files while it runs, then the table and the JSON log.
 
 While running, every finished batch becomes one JSON part file under ``DIR/parts``, written to a temporary name,
 then renamed, so a run killed at any moment loses only the batches in flight and ``--resume`` finds the rest. JSON,
@@ -7,14 +7,15 @@ which the labeling worker process would otherwise pay while the model waits.
 At the end the main process merges the parts into:
 
 - ``labels.parquet``: one row per (image, round): the candidates in the order shown, the raw answer, the parsed
-  label (-1 for a failed query), the retries and the status (``ok``, ``failed``; the replay labeler also
-  ``not_in_candidates`` and ``no_answer``);
-- ``labels.pkl``: the legacy pickle (names, images, ord_labels, cl_labels) that `aclbuild build` and libcll take;
-  a failed query is a CL of -1, which `aclbuild build` refuses unless given ``--drop-failed`` (not written by the
-  replay labeler, which reads no pixels);
-- ``labels.json``: statistics (noise rate, retry rate, failed queries, transition matrix, CLs per class, accuracy in
-  ordinary mode, the replay's containment), speed, and a flat ``provenance`` dict that `aclbuild build` copies into
-  the dataset card.
+  label (-1 for a failed query, which `aclbuild build` refuses unless given ``--drop-failed``), the retries and the
+  status (``ok``, ``failed``; the replay labeler also ``not_in_candidates`` and ``no_answer``). Its Parquet schema
+  metadata holds the run's ``provenance`` (JSON under the key ``aclbuild``, see
+  :mod:`aclbuild.loaders.labels_table`), so `aclbuild build` takes the table alone, its images from ``--source``;
+- ``labels.json``: for people: statistics (noise rate, retry rate, failed queries, transition matrix, CLs per
+  class, accuracy in ordinary mode, the replay's containment), speed, the command, and the same ``provenance``.
+  No reader looks for it.
+
+The legacy pickle is no longer written here: ``aclbuild export`` makes libcll's from the built repository.
 
 Example:
     >>> write_part([{"index": 0, "round": 0, ...}], Path("out/parts"))   # doctest: +SKIP
@@ -33,11 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aclbuild.repository import staged_output
-from aclbuild.schema import ClRecord
 from aclbuild.stats import normalise_rows, transition_counts
 
 TABLE = "labels.parquet"
-PICKLE = "labels.pkl"
 LOG = "labels.json"
 PARTS = "parts"
 PART_SUFFIX = ".json"
@@ -153,21 +152,15 @@ def containment(rows: list[dict]) -> dict:
             "no_answer": sum(r["status"] == "no_answer" for r in rows)}  # fmt: skip
 
 
-def write_outputs(
-    output_dir: Path, rows: list[dict], records: list[ClRecord], mode: str, log: dict, pickle: bool = True
-) -> None:
-    """The table, the legacy pickle (complementary mode, unless ``pickle`` is False) and the log, each written
-    atomically."""
-    from aclbuild.loaders.legacy_pickle import write_legacy_pickle
+def write_outputs(output_dir: Path, rows: list[dict], log: dict) -> None:
+    """The table, its metadata (the log's base, image count and provenance) written into its footer, then the log;
+    each written once, atomically."""
+    from aclbuild.loaders.labels_table import encode_metadata
 
-    table = pa.Table.from_pydict({name: [r[name] for r in rows] for name in ROW_SCHEMA.names}, schema=ROW_SCHEMA)
+    metadata = encode_metadata({"base": log["base"], "images": log["images"], "provenance": log["provenance"]})
+    schema = ROW_SCHEMA.with_metadata(metadata)
+    table = pa.Table.from_pydict({name: [r[name] for r in rows] for name in ROW_SCHEMA.names}, schema=schema)
     with staged_output(output_dir / TABLE, overwrite=True, is_dir=False) as staged:
         pq.write_table(table, staged)
-    if mode == "cl" and pickle:
-        labels: dict[int, list[int]] = {}
-        for r in rows:
-            labels.setdefault(r["index"], []).append(r["label"])
-        labelled = [ClRecord(rec.name, rec.image, rec.ord_label, tuple(labels[i])) for i, rec in enumerate(records)]
-        write_legacy_pickle(labelled, output_dir / PICKLE, overwrite=True)
     with staged_output(output_dir / LOG, overwrite=True, is_dir=False) as staged:
         staged.write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")

@@ -341,8 +341,8 @@ def _finish(job: _Job, output_dir: Path, seconds: float, command: list[str] | No
         "prompt_split_exact": getattr(backend, "split_is_exact", None),
         "command": shlex.join(command if command is not None else sys.argv),
     }  # fmt: skip
-    # the replay labeler read no pixels: no legacy pickle (build the set from the replayed file itself)
-    write_outputs(output_dir, rows, job.records, s.mode, log, pickle=s.labeler != "replay")
+    # the table carries the provenance itself; build takes it alone, its images from --source
+    write_outputs(output_dir, rows, log)
     shutil.rmtree(output_dir / PARTS, ignore_errors=True)
 
 
