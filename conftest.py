@@ -1,17 +1,17 @@
 """Doctest fixtures: each doctest of aclbuild/ runs in its own temporary folder, and the examples of the Python API
 (aclbuild.api, aclbuild.cl_data) find there what a user would have at hand.
 
-- ``labels/labels.pkl`` with ``labels/labels.json``: the digits training images with 3 uniform synthetic CLs each
-  (seed 1126), as `aclbuild generate` leaves them; the embedded digits base needs no download;
+- ``labels/labels.parquet``: the table `aclbuild generate --labeler synthetic --seed 1126` writes for digits' training
+  images (3 uniform synthetic CLs each, its provenance in its metadata), and ``labels/labels.pkl``: the same kind of
+  labels as a legacy pickle (seed 1126); the embedded digits base needs no download;
 - ``out/digits`` (also at ``aclbuild-quickstart/digits-uniform``, where `aclbuild quickstart` puts it): the
-  repository `aclbuild build labels/labels.pkl -d digits-uniform` writes, except in the example that builds it;
+  repository `aclbuild build labels/labels.parquet -d digits-uniform` writes, except in the example that builds it;
 - a loopback Hub (tests/hub_server.py) at HF_ENDPOINT with HF_TOKEN set, where ``aclorg/digits-uniform`` already
   holds ``out/digits`` for the example of ``verify``.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from collections.abc import Iterator
@@ -24,20 +24,23 @@ ROOT = Path(__file__).resolve().parent
 API_MODULES = ("aclbuild.api", "aclbuild.cl_data")  # doctests that need the user's files
 HUB_EXAMPLES = ("aclbuild.api", "aclbuild.api.push", "aclbuild.api.verify")  # ... and the Hub
 BUILDS_ITSELF = ("aclbuild.api", "aclbuild.api.build")  # examples that write out/digits themselves
-PROVENANCE = {"labeler": "synthetic", "matrix": "uniform", "cls_per_image": 3, "seed": 1126}
+SEED = 1126
 
 
 @pytest.fixture(scope="session")
 def digits_labels(tmp_path_factory) -> Path:
-    """A folder with labels.pkl and labels.json: digits' training images, 3 uniform synthetic CLs each."""
+    """A folder with generate's labels.parquet and a legacy labels.pkl: digits' training images, 3 uniform synthetic
+    CLs each; nothing else (build reads each alone)."""
+    from aclbuild.labeling.runner import GenerateSettings, run_generate
     from aclbuild.labeling.synthetic import label_records, transition_matrix
     from aclbuild.loaders.digits import read_digits
     from aclbuild.loaders.legacy_pickle import write_legacy_pickle
 
     folder = tmp_path_factory.mktemp("labels")
-    train = label_records(read_digits("train"), transition_matrix("uniform", 10), num_cl=3, seed=PROVENANCE["seed"])
+    run = run_generate(GenerateSettings(base="digits", labeler="synthetic", seed=SEED), None, tmp_path_factory.mktemp("run"))
+    shutil.copy(run / "labels.parquet", folder / "labels.parquet")
+    train = label_records(read_digits("train"), transition_matrix("uniform", 10), num_cl=3, seed=SEED)
     write_legacy_pickle(train, folder / "labels.pkl")
-    (folder / "labels.json").write_text(json.dumps({"provenance": PROVENANCE}), encoding="utf-8")
     return folder
 
 
@@ -46,7 +49,7 @@ def digits_build(digits_labels, tmp_path_factory) -> Path:
     """The repository folder built from :func:`digits_labels` as digits-uniform."""
     from aclbuild.api import build
 
-    return build(digits_labels / "labels.pkl", "digits-uniform", tmp_path_factory.mktemp("built") / "digits")
+    return build(digits_labels / "labels.parquet", "digits-uniform", tmp_path_factory.mktemp("built") / "digits")
 
 
 @pytest.fixture(autouse=True)

@@ -110,11 +110,11 @@ def test_synthetic_labels_built_as_a_vlm_set_by_the_cli(cli, tmp_path):
     source = write_pickle(tmp_path / "run" / "labels.pkl", data)
     log = {"provenance": PROVENANCES["synthetic-strong"]}
     (tmp_path / "run" / "labels.json").write_text(json.dumps(log), encoding="utf-8")
-    out = tmp_path / "repo"
-    refused = cli("build", source, "--dataset", "aclcifar10", "-o", out)
+    out, log_option = tmp_path / "repo", ("--labels-log", tmp_path / "run" / "labels.json")
+    refused = cli("build", source, "--dataset", "aclcifar10", "-o", out, *log_option)
     assert refused.exit_code == 2 and not out.exists()
     assert "cifar10-strong" in refused.output and "--allow-kind-mismatch" in refused.output
-    assert cli("build", source, "--dataset", "aclcifar10", "-o", out, "--allow-kind-mismatch").exit_code == 0
+    assert cli("build", source, "--dataset", "aclcifar10", "-o", out, "--allow-kind-mismatch", *log_option).exit_code == 0
     card, text = card_of(out)
     assert "synthetic-labels" in card["tags"] and "vlm-labels" not in card["tags"]
     assert "LLaVA" not in text and "labeler | synthetic" in text

@@ -59,7 +59,7 @@ def test_cli_end_to_end_both_scorings(tiny_model, reference, tmp_path, cli):
     generated = rows(tmp_path / "gen")
     assert len(generated) == 12 and all(r["answer"] for r in generated)  # raw free-text answers are kept
     assert all((r["status"] == "ok") == (r["label"] >= 0) for r in generated)
-    built = cli("build", reference / "labels.pkl", "--dataset", "acldigits", "--output-dir", tmp_path / "repo")
+    built = cli("build", reference / "labels.parquet", "--dataset", "acldigits", "--output-dir", tmp_path / "repo")
     assert built.exit_code == 0, built.stderr
 
 

@@ -4,7 +4,6 @@ resume and batch-size invariance, the outputs `aclbuild build` takes, and bad in
 from __future__ import annotations
 
 import json
-import pickle
 from collections import Counter
 
 import numpy as np
@@ -15,6 +14,7 @@ from aclbuild.errors import InputError, OutputExistsError
 from aclbuild.labeling.backend import Query, Reply
 from aclbuild.labeling.outputs import PART_SUFFIX
 from aclbuild.labeling.runner import GenerateSettings, read_log, run_generate
+from aclbuild.loaders.labels_table import read_table_metadata
 
 
 class Scripted:
@@ -47,22 +47,21 @@ def run(tmp_path, name, script=first_option, batch_size=8, **kw):
     return out
 
 
-def test_outputs_table_pickle_log_and_build(tmp_path, cli):
+def test_outputs_table_log_and_build(tmp_path, cli):
     out = run(tmp_path, "a")
     rows = table(out)
     assert len(rows) == 90 and [(r["index"], r["round"]) for r in rows[:4]] == [(0, 0), (0, 1), (0, 2), (1, 0)]
     assert all(r["label"] == r["candidates"][0] and len(set(r["candidates"])) == 4 for r in rows)
-    with open(out / "labels.pkl", "rb") as f:
-        data = pickle.load(f)
-    assert set(data) == {"names", "images", "ord_labels", "cl_labels"} and len(data["cl_labels"][0]) == 3
+    assert not (out / "labels.pkl").exists()  # the pickle is `aclbuild export`'s, from the built repository
     log = read_log(out)
+    assert read_table_metadata(out / "labels.parquet")["provenance"] == log["provenance"]
     stats = log["statistics"]
     noisy = sum(r["label"] == r["ord_label"] for r in rows)
     assert stats["noise_rate"] == pytest.approx(noisy / 90) and stats["failed_queries"] == 0
     assert sum(stats["cls_per_class"]) == 90 and len(stats["transition_matrix"]) == 10
     assert log["provenance"]["model"] == "scripted" and log["provenance"]["seed"] == 1126
     assert len(log["provenance"]["prompt_sha256"]) == 64 and log["command"] == "t"
-    result = cli("build", out / "labels.pkl", "--dataset", "acldigits", "--output-dir", tmp_path / "repo")
+    result = cli("build", out / "labels.parquet", "--dataset", "acldigits", "--output-dir", tmp_path / "repo")
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "repo" / "aclbuild.json").read_text())
     assert manifest["provenance"]["labeler"] == "llava" and manifest["provenance"]["num_rounds"] == 3
@@ -86,9 +85,9 @@ def test_retries_then_failures_and_build_refuses(tmp_path, cli):
     stats = read_log(out)["statistics"]
     assert stats["failed_queries"] == 30 and stats["retries"] == 30 * 2 + 30
     assert stats["retry_rate"] == pytest.approx(90 / (90 + 90))
-    result = cli("build", out / "labels.pkl", "--dataset", "acldigits", "--output-dir", tmp_path / "repo")
+    result = cli("build", out / "labels.parquet", "--dataset", "acldigits", "--output-dir", tmp_path / "repo")
     assert result.exit_code == 2 and "failed query" in result.stderr and "--drop-failed" in result.stderr
-    result = cli("build", out / "labels.pkl", "--dataset", "acldigits", "-o", tmp_path / "repo", "--drop-failed")
+    result = cli("build", out / "labels.parquet", "--dataset", "acldigits", "-o", tmp_path / "repo", "--drop-failed")
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "repo" / "aclbuild.json").read_text())["splits"]["train"]["num_examples"] == 20
 
@@ -107,7 +106,7 @@ def test_ord_mode_accuracy_and_majority_vote(tmp_path):
     stats = read_log(out)["statistics"]
     assert stats["accuracy_per_round"] == [1.0, 1.0, 0.0]
     assert stats["majority_vote_accuracy"] == 1.0
-    assert not (out / "labels.pkl").exists()  # ordinary labels are no complementary-label pickle
+    assert read_table_metadata(out / "labels.parquet")["provenance"]["mode"] == "ord"  # build refuses the table
     backend = Scripted(by_truth)
     run_generate(settings, None, tmp_path / "o2", backend=backend)
     assert all(q.options == [str(d) for d in range(10)] for q in backend.asked)  # all K, in class order
@@ -156,11 +155,10 @@ def test_synthetic_labeler_matches_the_foundation(tmp_path, cli):
     result = cli("generate", "digits", "--labeler", "synthetic", "--matrix", "strong", "--limit", "40",
                  "--batch-size", "7", "--output-dir", tmp_path / "s")  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    with open(tmp_path / "s" / "labels.pkl", "rb") as f:
-        data = pickle.load(f)
+    cls = np.array([r["label"] for r in table(tmp_path / "s")]).reshape(40, 3)  # rows by image, then round
     ys = np.array([r.ord_label for r in read_digits("train")[:40]])
     expected = draw_cls(ys, transition_matrix("strong", 10, 1126), 3, 1126)
-    assert np.array_equal(np.array(data["cl_labels"]), expected)
+    assert np.array_equal(cls, expected)
 
 
 @pytest.mark.parametrize(

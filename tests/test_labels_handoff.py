@@ -131,3 +131,14 @@ def test_bad_tables_are_one_line_exit_2(cli, generated, tmp_path, case):
 def test_a_table_of_a_base_with_an_archive_needs_source(cli, generated, tmp_path):
     result = cli("build", generated / "labels.parquet", "-d", "cifar10-uniform", "-o", tmp_path / "r")
     assert result.exit_code == 2 and "--source" in result.stderr
+
+
+def test_a_log_beside_a_legacy_pickle_is_not_read(cli, tmp_path):
+    from conftest import make_legacy_dict, write_pickle
+
+    source = write_pickle(tmp_path / "labels.pkl", make_legacy_dict(n=20))
+    log = {"provenance": {"labeler": "synthetic", "matrix": "strong", "seed": 3}}
+    (tmp_path / "labels.json").write_text(json.dumps(log), encoding="utf-8")
+    result = cli("build", source, "-d", "aclcifar10", "-o", tmp_path / "repo")  # synthetic would be refused here
+    assert result.exit_code == 0, result.output
+    assert "were not recorded" in (tmp_path / "repo" / "README.md").read_text()

@@ -77,7 +77,7 @@ def test_generate_build_validate_load(cli, tmp_path, base, matrix):
     gen, repo = tmp_path / "gen", tmp_path / "repo"
     result = cli("generate", base, "--source", src, "--labeler", "synthetic", "--matrix", matrix, "-o", gen)
     assert result.exit_code == 0, result.output
-    result = cli("build", gen / "labels.pkl", "--dataset", f"{base}-{matrix}", "--test-source", src, "-o", repo)
+    result = cli("build", gen / "labels.parquet", "--dataset", f"{base}-{matrix}", "--source", src, "-o", repo)
     assert result.exit_code == 0, result.output
     assert cli("validate", repo).exit_code == 0
     ds = load_dataset(str(repo))
@@ -97,7 +97,7 @@ def test_benchmark_one_epoch_mlp(cli, tmp_path):
     src = make_idx_folder(tmp_path / "src", n_train=60, n_test=20)
     assert cli("generate", "mnist", "--source", src, "--labeler", "synthetic", "-o", tmp_path / "gen").exit_code == 0
     repo = tmp_path / "repo"
-    result = cli("build", tmp_path / "gen" / "labels.pkl", "-d", "mnist-uniform", "--test-source", src, "-o", repo)
+    result = cli("build", tmp_path / "gen" / "labels.parquet", "-d", "mnist-uniform", "--source", src, "-o", repo)
     assert result.exit_code == 0, result.output
     out = tmp_path / "bench"
     result = cli("benchmark", repo, "-s", "FWD", "--model", "mlp", "--epochs", "1", "--seed", "1126", "-o", out)
