@@ -194,11 +194,14 @@ def build_from_source(
     """
     from aclbuild.loaders.images import read_source_images
 
-    variant = get_variant(dataset)
-    base = variant.base
+    from aclbuild.loaders.images import source_variant
+
     check_repo_id(repo_id)
     if provenance is None:
         provenance = _recorded_provenance(Path(labels), labels_log)
+    # labels of a custom source (generate NAME --source ORG/NAME_OR_FOLDER) make a variant of their own base
+    variant = source_variant(dataset, provenance, source) or get_variant(dataset)
+    base = variant.base
     check_label_kind(variant, provenance, allow_kind_mismatch)  # before the images are read
     output_dir = Path(output_dir)
     if output_dir.exists() and output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:

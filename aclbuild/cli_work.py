@@ -84,16 +84,27 @@ def benchmark_command(
 
 def generate_command(
     base: Annotated[str, typer.Argument(
-        metavar="BASE", help="base to label: cifar10, cifar20, min10, min20, digits, mnist, fmnist, kmnist",
+        metavar="BASE", help="base to label: cifar10, cifar20, min10, min20, digits, mnist, fmnist, kmnist, or a new "
+        "name for your own dataset given by --source (a Hub id or a folder)",
         show_default=False,
     )],  # fmt: skip
     output_dir: Annotated[Path, typer.Option(
         "--output-dir", "-o", metavar="DIR", help="folder for the table, pickle and log"
     )],  # fmt: skip
     source: Annotated[Optional[Path], typer.Option(
-        metavar="PATH", help="the base's archive or folder (mnist, fmnist, kmnist: the folder of its four IDX files) "
-        "[default: none; digits needs none, the others --source or --download]"
+        metavar="PATH", help="the base's archive or folder (mnist, fmnist, kmnist: the folder of its four IDX files); "
+        "for a new base, a Hub dataset id ORG/NAME or a folder datasets reads (Parquet/Arrow, or one sub-folder per "
+        "class) [default: none; digits needs none, the others --source or --download]"
     )] = None,  # fmt: skip
+    split: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="custom source: the split to label [default: train]")] = None,  # fmt: skip
+    image_column: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="custom source: its Image column [default: the only one]")] = None,  # fmt: skip
+    label_column: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="custom source: its ClassLabel column [default: the only one]")] = None,  # fmt: skip
+    class_names: Annotated[Optional[Path], typer.Option(
+        metavar="FILE", help="custom source: class names for prompts, one per line in label order, or "
+        "short<TAB>long [default: the ClassLabel's names]")] = None,  # fmt: skip
     download: Annotated[bool, typer.Option(help="download the base's official archive (checksum verified)")] = False,
     cache_dir: Annotated[Path, typer.Option(metavar="DIR", help="where --download keeps archives")] = Path(
         "~/.cache/aclbuild"
@@ -190,7 +201,8 @@ def generate_command(
             max_retries=parse_max_retries(chosen["max_retries"]), dtype=chosen["dtype"], scoring=chosen["scoring"],
             limit=limit, candidates=chosen["candidates"], r_block=chosen["r_block"], protocol=protocol,
             candidates_from=str(candidates_from) if candidates_from else None,
-            answers=str(answers) if answers else None,
+            answers=str(answers) if answers else None, split=split, image_column=image_column,
+            label_column=label_column, class_names=str(class_names) if class_names else None,
         )  # fmt: skip
         folder = run_generate(settings, source, output_dir, resume=resume, batch_size=chosen["batch_size"],
                               command=["aclbuild", *sys.argv[1:]])  # fmt: skip

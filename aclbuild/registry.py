@@ -404,3 +404,53 @@ def get_variant(name: str) -> Variant:
             f"unknown dataset {name!r}; run `aclbuild datasets` to list them (e.g. aclcifar10, aclmin10-r, "
             "clcifar20, digits-uniform)"
         ) from None
+
+
+@dataclass(frozen=True)
+class CustomBase(Base):
+    """A base made from any image-classification source (:mod:`aclbuild.loaders.hf_source`): ``spec`` says where
+    its images are, ``description`` (JSON) what the source is: id, revision, licence, columns, names, size."""
+
+    spec: object = None  # a SourceSpec
+    description: str = "{}"
+
+
+def custom_base(name: str, spec: object, description: dict, license: str | None = None) -> CustomBase:
+    """The base called ``name`` over ``spec``'s split, described by ``description`` (``split_records``'s).
+
+    Example:
+        >>> facts = {"id": "org/pets", "revision": "abc", "license": "mit", "split": "train", "image_size": 16,
+        ...          "class_names": ["cat", "dog"], "long_names": ["cat", "dog"], "num_rows": 4}
+        >>> b = custom_base("pets", None, facts)
+        >>> b.pretty_name, b.license, b.num_classes, b.source_dataset
+        ('PETS', 'mit', 2, 'org/pets')
+    """
+    import json
+
+    if name.lower() in BASES:
+        raise UnknownNameError(f"{name} is a built-in base; give a new name for a custom source")
+    source_id, revision = description["id"], description.get("revision")
+    at = f" at revision {revision}" if revision else ""
+    origin = f"the '{description['split']}' split of {source_id}{at}"
+    return CustomBase(
+        name.lower(), name.upper(), tuple(description["class_names"]), tuple(description["long_names"]),
+        int(description["image_size"]), int(description["num_rows"]), 0, origin, "", None,
+        source_id if "/" in source_id and not source_id.startswith((".", "/")) else "original",
+        license or description.get("license") or "unknown", train_origin=origin, producers=f"the authors of {source_id}",
+        image_terms=f"the images keep the terms of {source_id}", spec=spec,
+        description=json.dumps({**description, "base": name.lower()}, sort_keys=True),
+    )  # fmt: skip
+
+
+def custom_variants(base: Base) -> dict[str, Variant]:
+    """The variants a custom base gets: acl<name> (VLM), acl<name>-r, and <name>-<matrix> (synthetic).
+
+    Example:
+        >>> sorted(custom_variants(get_base("digits")))[:3]
+        ['acldigits', 'acldigits-r', 'digits-noisy']
+    """
+    variants = {f"acl{base.name}": Variant(f"acl{base.name}", base, "vlm"),
+                f"acl{base.name}-r": Variant(f"acl{base.name}-r", base, "vlm-r")}  # fmt: skip
+    for matrix in SYNTHETIC_MATRICES:
+        variants[f"{base.name}-{matrix}"] = Variant(f"{base.name}-{matrix}", base, "synthetic", matrix)
+    return variants

@@ -43,7 +43,6 @@ from aclbuild.labeling.pipeline import Progress, answer_all
 from aclbuild.labeling.prompts import load_template
 from aclbuild.labeling.settings import GenerateSettings, check_settings
 from aclbuild.progress import progress_bar
-from aclbuild.registry import get_base
 
 __all__ = ["GenerateSettings", "read_log", "run_generate"]
 
@@ -58,9 +57,10 @@ def run_generate(
     """Label, write the outputs into ``output_dir``, and return it. ``backend`` replaces the LLaVA model (tests)."""
     from accelerate import PartialState
 
-    from aclbuild.loaders.images import read_source_images
+    from aclbuild.loaders.images import read_source_images, record_names, source_base
 
-    base = get_base(settings.base)
+    s = settings  # a custom source (Hub id or folder) makes a base of its own
+    base = source_base(s.base, source, s.split, s.image_column, s.label_column, s.class_names)
     check_settings(settings, base)
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
@@ -68,7 +68,7 @@ def run_generate(
     # the replay labeler never looks at an image: read names and labels only
     every = read_source_images(base, source, "train", pixels=settings.labeler != "replay")
     records = every[: settings.limit]
-    names = [r.name for r in every]
+    names = record_names(every)  # a lazy source's names come without decoding its images
     output_dir = Path(output_dir)
     state = PartialState(cpu=_cpu_only())
     job = _Job(settings, base, records, template, backend, output_dir / PARTS, batch_size, state)
@@ -337,6 +337,7 @@ def _finish(job: _Job, output_dir: Path, seconds: float, command: list[str] | No
         "provenance": {k: v for k, v in provenance.items() if v is not None},
         "base": job.base.name, "images": len(job.records), "statistics": statistics,
         "images_per_second": round(images_per_second, 3), "seconds": round(seconds, 3),
+        "source": json.loads(job.base.description) if hasattr(job.base, "description") else None,
         "processes": job.state.num_processes, "prompt_template": job.template.source if job.template else None,
         "prompt_split_exact": getattr(backend, "split_is_exact", None),
         "command": shlex.join(command if command is not None else sys.argv),

@@ -91,6 +91,11 @@ class GenerateSettings:
     answers: str | None = None
     r_block: int = budgets.BLOCK
     protocol: str = "aclbuild"
+    # a custom source (generate NAME --source ORG/NAME_OR_FOLDER); None: the built-in base's own, or the defaults
+    split: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    class_names: str | None = None
 
     @property
     def uses_model(self) -> bool:

@@ -1,0 +1,204 @@
+"""Any image-classification dataset as a base: a Hub dataset id (ORG/NAME) or a local folder ``datasets`` reads
+(Parquet/Arrow files, or an image folder with one sub-folder per class).
+
+The split stays in ``datasets``' memory-mapped Arrow cache; an image is decoded only when a record is asked for
+(:class:`LazyRecords`), so a source larger than RAM works. Image size policy: the first image of the split sets the
+side (its larger dimension); every image is converted to RGB and, when not already side x side, resized to it
+(bicubic, aspect ratio not kept), so the repository holds one size.
+
+Example:
+    >>> read_class_names_text("n01\\tsulphur butterfly\\nn02\\tbackpack\\n")
+    (('n01', 'n02'), ('sulphur butterfly', 'backpack'))
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from aclbuild.errors import InputError, SourceError
+from aclbuild.schema import ClRecord
+
+DECODE_CACHE = 256  # recently decoded images kept, so a batch that reads a record several times decodes it once
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a custom base's images come from and which columns hold image and label."""
+
+    source: str  # Hub id ORG/NAME or a local folder
+    split: str = "train"
+    image_column: str | None = None
+    label_column: str | None = None
+    class_names: str | None = None  # FILE: one name per line, or short<TAB>long
+
+
+def read_class_names_text(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(published names, prompt names) from ``--class-names``' text: ``name`` or ``short<TAB>long`` per line."""
+    short, long = [], []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        first, _, second = line.partition("\t")
+        short.append(first.strip())
+        long.append((second or first).strip())
+    return tuple(short), tuple(long)
+
+
+def open_split(spec: SourceSpec):
+    """The split of ``spec``'s source as a memory-mapped ``datasets.Dataset``; one-line errors for bad input."""
+    import datasets
+
+    folder = Path(spec.source).expanduser()
+    is_hub_id = not folder.exists() and spec.source.count("/") == 1 and not spec.source.startswith((".", "/", "~"))
+    if not folder.exists() and not is_hub_id:
+        raise SourceError(f"--source {spec.source}: no such folder, and not a Hub dataset id ORG/NAME")
+    try:
+        if folder.is_dir() and (folder / "dataset_info.json").is_file():
+            loaded = datasets.load_from_disk(str(folder))  # written by save_to_disk
+            split = loaded[spec.split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        else:
+            split = datasets.load_dataset(str(folder) if folder.exists() else spec.source, split=spec.split)
+    except KeyError:
+        raise InputError(f"--source {spec.source} has no split {spec.split!r}; pass --split with one it has") from None
+    except Exception as exc:  # datasets raises many kinds (offline, missing repo, unknown split, bad files)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SourceError(f"--source {spec.source} (split {spec.split}) could not be read: {first}") from None
+    return split
+
+
+def find_columns(features: dict, image_column: str | None, label_column: str | None) -> tuple[str, str]:
+    """The image and label columns: those given, else the only ``Image`` and the only ``ClassLabel`` column.
+
+    Example:
+        >>> from datasets import ClassLabel, Image, Value
+        >>> find_columns({"img": Image(), "label": ClassLabel(names=["a", "b"]), "id": Value("int64")}, None, None)
+        ('img', 'label')
+        >>> find_columns({"img": Image(), "id": Value("int64")}, None, None)
+        Traceback (most recent call last):
+        aclbuild.errors.InputError: the source has no ClassLabel column (columns: img, id); pass --label-column NAME with a ClassLabel column
+    """
+    from datasets import ClassLabel, Image
+
+    chosen = []
+    for given, kind, option in ((image_column, Image, "--image-column"), (label_column, ClassLabel, "--label-column")):
+        if given is not None:
+            if not isinstance(features.get(given), kind):
+                raise InputError(f"{option} {given!r} is not an {kind.__name__} column of the source; its columns: "
+                                 f"{', '.join(features)}")  # fmt: skip
+            chosen.append(given)
+            continue
+        candidates = [name for name, feature in features.items() if isinstance(feature, kind)]
+        if len(candidates) != 1:
+            found = f"{len(candidates)} {kind.__name__} columns ({', '.join(candidates)})" if candidates else (
+                f"no {kind.__name__} column (columns: {', '.join(features)})")
+            raise InputError(f"the source has {found}; pass {option} NAME with a{'n' if kind is Image else ''} "
+                             f"{kind.__name__} column")  # fmt: skip
+        chosen.append(candidates[0])
+    return chosen[0], chosen[1]
+
+
+def source_facts(spec: SourceSpec, split) -> dict:
+    """What the card says of the source: its id, revision (Hub commit) and licence (the Hub card's, if any)."""
+    if Path(spec.source).expanduser().exists():
+        return {"id": str(spec.source), "revision": None, "license": split.info.license or None}
+    revision, license = None, split.info.license or None
+    try:
+        from huggingface_hub import HfApi
+
+        info = HfApi().dataset_info(spec.source)
+        revision = info.sha
+        card_license = (info.card_data or {}).get("license") if info.card_data is not None else None
+        license = (card_license[0] if isinstance(card_license, list) else card_license) or license
+    except Exception:  # offline after load_dataset's cache hit: the revision stays unknown
+        pass
+    return {"id": spec.source, "revision": revision, "license": license}
+
+
+def decode_image(cell: dict, side: int) -> np.ndarray:
+    """One stored image cell (``{"bytes", "path"}``) as side x side x 3 uint8 (see the module's size policy)."""
+    from PIL import Image as PILImage
+
+    data = cell.get("bytes")
+    with PILImage.open(io.BytesIO(data) if data is not None else cell["path"]) as image:
+        rgb = image.convert("RGB")
+        if rgb.size != (side, side):
+            rgb = rgb.resize((side, side), PILImage.Resampling.BICUBIC)
+        return np.asarray(rgb, dtype=np.uint8)
+
+
+class LazyRecords(Sequence):
+    """Records of a split that decode image ``i`` only when record ``i`` is read; slicing copies nothing."""
+
+    def __init__(self, table, image_column: str, labels: np.ndarray, side: int, prefix: str,
+                 positions: range | None = None, pixels: bool = True) -> None:  # fmt: skip
+        self.table, self.image_column, self.labels, self.side = table, image_column, labels, side
+        self.prefix, self.pixels = prefix, pixels
+        self.positions = positions if positions is not None else range(len(labels))
+        self._image = lru_cache(DECODE_CACHE)(self._decode)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return LazyRecords(self.table, self.image_column, self.labels, self.side, self.prefix,
+                               self.positions[i], self.pixels)  # fmt: skip
+        position = self.positions[i]
+        image = self._image(position) if self.pixels else None
+        return ClRecord(self.name_of(position), image, int(self.labels[position]))
+
+    def _decode(self, position: int) -> np.ndarray:
+        return decode_image(self.table[position][self.image_column], self.side)
+
+    def name_of(self, position: int) -> str:
+        return f"{self.prefix}{position:07d}"
+
+    @property
+    def names(self) -> list[str]:
+        """Every record's name, without decoding an image."""
+        return [self.name_of(p) for p in self.positions]
+
+
+def split_records(spec: SourceSpec, pixels: bool = True) -> tuple[LazyRecords, dict]:
+    """The lazy records of ``spec``'s split and the source's description (class names, image size, facts)."""
+    from datasets import Image
+
+    split = open_split(spec)
+    image_column, label_column = find_columns(dict(split.features), spec.image_column, spec.label_column)
+    class_label = split.features[label_column]
+    table = split.select_columns([image_column]).cast_column(image_column, Image(decode=False))
+    labels = np.asarray(split.select_columns([label_column]).with_format("numpy")[label_column], dtype=np.int64)
+    if len(labels) == 0:
+        raise SourceError(f"--source {spec.source}: split {spec.split} is empty")
+    first = table[0][image_column]
+    from PIL import Image as PILImage
+
+    with PILImage.open(io.BytesIO(first["bytes"]) if first.get("bytes") is not None else first["path"]) as image:
+        side = max(image.size)
+    names, long_names = tuple(class_label.names), tuple(class_label.names)
+    if spec.class_names:
+        names, long_names = read_class_names_file(spec.class_names, len(names))
+    description = {
+        **source_facts(spec, split), "split": spec.split, "image_column": image_column, "label_column": label_column,
+        "class_names": list(names), "long_names": list(long_names),
+        "source_class_names": list(class_label.names), "image_size": side, "num_rows": len(labels),
+    }  # fmt: skip
+    records = LazyRecords(table, image_column, labels, side, f"{spec.split}_", pixels=pixels)
+    return records, description
+
+
+def read_class_names_file(path: str, num_classes: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``--class-names FILE``: as many names as the ClassLabel has classes, else a one-line error."""
+    try:
+        names, long_names = read_class_names_text(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"--class-names {path}: cannot read it ({exc.strerror})") from None
+    if len(names) != num_classes:
+        raise InputError(f"--class-names {path} gives {len(names)} names; the source's ClassLabel has {num_classes}")
+    return names, long_names
