@@ -88,7 +88,8 @@ def test_failed_queries_are_refused_unless_dropped(cli, generated, tmp_path):
     labels = table.column("label").to_pylist()
     labels[4] = -1  # image 1, round 1
     failed = tmp_path / "failed.parquet"
-    pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", pa.array(labels, pa.int32())), failed)
+    column = table.schema.get_field_index("label")
+    pq.write_table(table.set_column(column, "label", pa.array(labels, pa.int32())), failed)
     result = cli("build", failed, "-d", "digits-uniform", "-o", tmp_path / "r")
     assert result.exit_code == 2 and "1 images carry a failed query" in result.stderr
     result = cli("build", failed, "-d", "digits-uniform", "-o", tmp_path / "r", "--drop-failed")
@@ -142,3 +143,17 @@ def test_a_log_beside_a_legacy_pickle_is_not_read(cli, tmp_path):
     result = cli("build", source, "-d", "aclcifar10", "-o", tmp_path / "repo")  # synthetic would be refused here
     assert result.exit_code == 0, result.output
     assert "were not recorded" in (tmp_path / "repo" / "README.md").read_text()
+
+
+def test_the_replay_labelers_table_builds(cli, generated, tmp_path):
+    replay = tmp_path / "replay"
+    result = cli("generate", "digits", "--labeler", "replay", "--answers", generated / "labels.parquet",
+                 "--limit", "40", "--num-rounds", "1", "-o", replay)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    inside = sum(r["status"] == "ok" for r in pq.read_table(replay / "labels.parquet").to_pylist())
+    assert 0 < inside < 40  # the file's labels fall outside some seeded candidate sets: those queries failed
+    labels = alone(replay / "labels.parquet", tmp_path / "elsewhere")
+    result = cli("build", labels, "-d", "acldigits", "-o", tmp_path / "repo", "--drop-failed")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "repo" / "aclbuild.json").read_text())
+    assert manifest["splits"]["train"]["num_examples"] == inside and manifest["provenance"]["labeler"] == "replay"

@@ -120,7 +120,7 @@ def read_legacy_pickle(
     if failed.any():
         if not drop_failed:
             raise SourceError(
-                f"{path}: {int(failed.sum())} images carry a failed query (CL -1; see labels.json beside it); "
+                f"{path}: {int(failed.sum())} images carry a failed query (CL -1); "
                 "pass --drop-failed to build without those images"
             )
         if failed.all():
