@@ -110,10 +110,12 @@ def generate_command(
         "~/.cache/aclbuild"
     ),
     labeler: Annotated[str, typer.Option(
-        metavar="NAME", help="llava, synthetic, or replay (answers from --answers FILE)"
+        metavar="NAME", help="llava, clip (zero-shot CLIP or SigLIP: the least similar candidate, --model), "
+        "synthetic, or replay (answers from --answers FILE)"
     )] = "llava",  # fmt: skip
     model: Annotated[str, typer.Option(
-        metavar="ORG/NAME", help="LLaVA-NeXT Hub id or local folder"
+        metavar="ORG/NAME", help="the labeler's model, Hub id or local folder: LLaVA-NeXT (llava) or a model with "
+        "image and text towers (clip, e.g. openai/clip-vit-large-patch14)"
     )] = "llava-hf/llava-v1.6-mistral-7b-hf",  # fmt: skip
     mode: Annotated[str, typer.Option(
         metavar="NAME", help="cl (which label does not belong) or ord (most related)"
@@ -173,6 +175,9 @@ def generate_command(
     limit: Annotated[Optional[int], typer.Option(
         metavar="N", help="label only the first N images [default: all]"
     )] = None,  # fmt: skip
+    clip_template: Annotated[str, typer.Option(
+        metavar="TEXT", help="--labeler clip: the text each class name is scored as, {name} standing for it"
+    )] = "a photo of a {name}",  # fmt: skip
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --output-dir")] = False,
 ) -> None:
     """Label a base's training images with LLaVA-NeXT, a synthetic labeler, or a replayed label file: table, legacy
@@ -203,6 +208,7 @@ def generate_command(
             candidates_from=str(candidates_from) if candidates_from else None,
             answers=str(answers) if answers else None, split=split, image_column=image_column,
             label_column=label_column, class_names=str(class_names) if class_names else None,
+            clip_template=clip_template,
         )  # fmt: skip
         folder = run_generate(settings, source, output_dir, resume=resume, batch_size=chosen["batch_size"],
                               command=["aclbuild", *sys.argv[1:]])  # fmt: skip

@@ -76,7 +76,13 @@ def run_generate(
     if state.is_main_process:
         _prepare_output(output_dir, settings, resume)
     state.wait_for_everyone()
-    if settings.uses_model and backend is None:
+    if settings.labeler == "clip" and backend is None:
+        from aclbuild.labeling.clip import ClipBackend
+
+        job.backend = ClipBackend(
+            settings.model, job.names, settings.mode, settings.clip_template, settings.dtype, device=state.device
+        )
+    elif settings.uses_model and backend is None:
         from aclbuild.labeling.llava import LlavaBackend
 
         job.backend = LlavaBackend(
@@ -330,6 +336,7 @@ def _finish(job: _Job, output_dir: Path, seconds: float, command: list[str] | No
         "answers": s.answers, "aclbuild_version": __version__,
         "max_new_tokens": s.max_new_tokens if model and s.scoring == "generate" else None,
     }  # fmt: skip
+    provenance.update(getattr(backend, "provenance", {}))  # a labeler's own entries (clip: its text template)
     statistics = summarise(rows, job.base.num_classes, s.mode, s.num_rounds)
     if s.labeler == "replay":
         statistics["containment"] = containment(rows)

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 from aclbuild.errors import InputError
 from aclbuild.labeling import budgets
+from aclbuild.labeling.clip import CLIP_TEMPLATE, check_template
 from aclbuild.labeling.prompts import NAMED_PROMPTS
 from aclbuild.labeling.reference_stream import REFERENCE_BLOCK, check_reference_stream
 from aclbuild.registry import DEFAULT_VLM, SYNTHETIC_MATRICES, Base
 
-LABELERS = ("llava", "synthetic", "replay")
+LABELERS = ("llava", "clip", "synthetic", "replay")
 CANDIDATE_STREAMS = ("seeded", "reference")
 PROTOCOLS = ("aclbuild", "reference")
 UNLIMITED = None  # max_retries: ask again until the answer parses, as the reference does
@@ -96,10 +97,11 @@ class GenerateSettings:
     image_column: str | None = None
     label_column: str | None = None
     class_names: str | None = None
+    clip_template: str = CLIP_TEMPLATE
 
     @property
     def uses_model(self) -> bool:
-        return self.labeler == "llava"
+        return self.labeler in ("llava", "clip")
 
 
 def check_settings(s: GenerateSettings, base: Base) -> None:
@@ -122,6 +124,8 @@ def check_settings(s: GenerateSettings, base: Base) -> None:
         if s.mode != "cl":
             raise InputError("--bias-reduction applies to complementary labels (--mode cl)")
         budgets.check_rounds(s.num_rounds, base.num_classes)
+    if s.labeler == "clip" or s.clip_template != CLIP_TEMPLATE:
+        _check_clip(s)
     if (s.labeler == "replay") != (s.answers is not None):
         raise InputError("--labeler replay needs --answers FILE, and --answers goes with --labeler replay only")
     if s.candidates_from is not None:
@@ -139,3 +143,17 @@ def check_settings(s: GenerateSettings, base: Base) -> None:
             raise InputError("--labeler synthetic gives complementary labels only (no --mode ord, no -R)")
         if s.num_rounds > base.num_classes - 1:
             raise InputError(f"--labeler synthetic draws distinct CLs: --num-rounds must be <= {base.num_classes - 1}")
+
+
+def _check_clip(s: GenerateSettings) -> None:
+    """--labeler clip: a model of its own, its text template, and no VLM question."""
+    if s.labeler != "clip":
+        raise InputError("--clip-template goes with --labeler clip only")
+    if s.model == DEFAULT_VLM:
+        raise InputError(
+            "--labeler clip needs --model ID_OR_DIR: a model with an image and a text tower (CLIP, SigLIP, e.g. "
+            f"openai/clip-vit-large-patch14); the default {DEFAULT_VLM} is a chat VLM"
+        )
+    if s.prompt_file is not None:
+        raise InputError("--prompt-file is a VLM's question; --labeler clip scores --clip-template's text instead")
+    check_template(s.clip_template)

@@ -1,0 +1,242 @@
+"""The CLIP zero-shot labeler (``--labeler clip``): any transformers dual encoder with an image and a text tower
+(CLIP, SigLIP, ...) scores an image against "a photo of a {name}" for every class.
+
+The complementary label of a query is the least likely of its shown candidates; in ordinary mode (all K shown) the
+answer is the most likely class. "Likely" is the cosine of the image's and the text's embeddings: the model's own
+logits (``logit_scale * cosine``, plus ``logit_bias`` for SigLIP) and its softmax or sigmoid are increasing in it, so
+every one of them picks the same candidate. The text embeddings of the K class names are computed once, when the
+backend is made; an image is embedded once for all of its rounds (they come in one batch; under -R, whose rounds are
+separate calls, the last ``keep_prefixes`` images' embeddings are kept). No decoding, no parsing, no retries.
+
+Like :class:`aclbuild.labeling.llava.LlavaBackend` a batch goes through three stages: :meth:`ClipBackend.prepare`
+(pixels: no model), :meth:`ClipBackend.run` (the image tower alone) and :meth:`ClipBackend.replies` (choosing).
+
+Example:
+    >>> format_prompt("a photo of a {name}", "cat")
+    'a photo of a cat'
+    >>> backend = ClipBackend("openai/clip-vit-base-patch32", ["cat", "dog"], mode="cl")   # doctest: +SKIP
+    >>> backend.answer(queries)[0].choice                                                  # doctest: +SKIP
+    1
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aclbuild.errors import InputError
+from aclbuild.extras import needs_extra
+from aclbuild.labeling.backend import Query, Reply
+
+CLIP_TEMPLATE = "a photo of a {name}"
+SIGLIP_TEXT_LENGTH = 64  # SigLIP was trained on texts padded to 64 tokens (as transformers' zero-shot pipeline pads)
+
+
+def format_prompt(template: str, name: str) -> str:
+    """The text of class ``name``: ``template`` with ``{name}`` replaced."""
+    return template.format(name=name)
+
+
+def check_template(template: str) -> None:
+    """Refuse a ``--clip-template`` that does not name the class as ``{name}``, or has another ``{field}``.
+
+    Example:
+        >>> check_template("a blurry photo of a {name}.")
+        >>> check_template("a photo of a {}")
+        Traceback (most recent call last):
+        aclbuild.errors.InputError: --clip-template must contain {name} and no other {field} (write {{ for a brace), e.g. 'a photo of a {name}'; got 'a photo of a {}'
+    """
+    import string
+
+    try:
+        fields = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError:  # a lone brace
+        fields = set()
+    if fields != {"name"}:
+        raise InputError(
+            "--clip-template must contain {name} and no other {field} (write {{ for a brace), "
+            f"e.g. {CLIP_TEMPLATE!r}; got {template!r}"
+        )
+
+
+def features(output):
+    """The projected embeddings of a ``get_image_features`` / ``get_text_features`` call: transformers 4 returns
+    them, 5 an output whose ``pooler_output`` holds them."""
+    import torch
+
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def text_tokens(model, tokenizer, texts: list[str]):
+    """Token ids of ``texts`` as the model expects them: SigLIP's padded to 64 tokens, others to the longest."""
+    if "siglip" in model.config.model_type:
+        longest = getattr(getattr(model.config, "text_config", None), "max_position_embeddings", SIGLIP_TEXT_LENGTH)
+        padding = {"padding": "max_length", "max_length": min(SIGLIP_TEXT_LENGTH, longest), "truncation": True}
+    else:
+        padding = {"padding": True}
+    return tokenizer(texts, return_tensors="pt", **padding)
+
+
+def embed_texts(model, tokenizer, texts: list[str]):
+    """Unit-length text embeddings (float32, on the model's device) of ``texts``."""
+    import torch
+
+    tokens = text_tokens(model, tokenizer, texts).to(model.device)
+    with torch.inference_mode():
+        return torch.nn.functional.normalize(features(model.get_text_features(**tokens)).float(), dim=-1)
+
+
+def embed_images(model, pixel_values):
+    """Unit-length image embeddings (float32) of preprocessed ``pixel_values`` (a torch tensor on any device)."""
+    import torch
+
+    pixels = pixel_values.to(model.device, model.dtype)
+    with torch.inference_mode():
+        return torch.nn.functional.normalize(features(model.get_image_features(pixel_values=pixels)).float(), dim=-1)
+
+
+def load_dual_encoder(model_id: str, torch_dtype, device) -> tuple:
+    """(model, tokenizer, image processor) of a checkpoint with an image and a text tower; one InputError when the
+    weights are not at hand, or the checkpoint lacks a tower, a tokenizer or an image processor."""
+    with needs_extra("label"):
+        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    try:
+        model = AutoModel.from_pretrained(model_id, dtype=torch_dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(
+            f"cannot load a model from {model_id!r}: not a model folder, and not in the Hugging Face cache (offline "
+            f"or wrong id?) ({_first_line(exc)})"
+        ) from None
+    missing = [tower for tower in ("image", "text") if not callable(getattr(model, f"get_{tower}_features", None))]
+    if missing:
+        raise InputError(
+            f"{model_id!r} is a {type(model).__name__}, which has no {' and no '.join(missing)} tower: --labeler clip "
+            "needs a dual encoder with both (CLIP, SigLIP); for a chat VLM use --labeler vlm"
+        )
+    parts = []
+    for what, loader in (("tokenizer", AutoTokenizer), ("image processor", AutoImageProcessor)):
+        try:
+            parts.append(loader.from_pretrained(model_id))
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(
+                f"{model_id!r} has no {what} (--labeler clip needs one to take "
+                f"{'texts' if what == 'tokenizer' else 'images'}): {_first_line(exc)}"
+            ) from None
+    return model.to(device).eval(), *parts
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+@dataclass(frozen=True)
+class ClipBatch:
+    """A batch as :meth:`ClipBackend.prepare` leaves it: its images, each once (``indices``), the pixels of those
+    not kept from an earlier call (``todo``: their positions in ``indices``), and each query's image position."""
+
+    indices: tuple[int, ...]
+    todo: tuple[int, ...]
+    pixel_values: np.ndarray | None
+    rows: tuple[int, ...]
+
+
+class ClipBackend:
+    """A dual encoder (Hub id or local folder) behind the :class:`aclbuild.labeling.backend.Backend` contract.
+
+    ``class_names`` are the names the queries show (their text embeddings are computed here, once); ``mode`` is cl
+    (the least likely shown candidate) or ord (the most likely). ``loaded`` = (model, tokenizer, image processor)
+    already in memory.
+    """
+
+    def __init__(
+        self, model: str, class_names: list[str], mode: str = "cl", template: str = CLIP_TEMPLATE,
+        dtype: str | None = None, device=None, loaded: tuple | None = None,
+    ) -> None:  # fmt: skip
+        with needs_extra("label"):
+            import torch
+
+        from aclbuild.labeling.llava import DTYPES
+
+        check_template(template)
+        if dtype is not None and dtype not in DTYPES:
+            raise InputError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype_name = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
+        torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.dtype_name]
+        self.model_id, self.mode, self.template = str(model), mode, template
+        self.model, self.tokenizer, self.image_processor = loaded or load_dual_encoder(
+            self.model_id, torch_dtype, self.device
+        )
+        self.revision = getattr(self.model.config, "_commit_hash", None) or (
+            "local" if Path(self.model_id).is_dir() else "unknown"
+        )
+        texts = [format_prompt(template, name) for name in dict.fromkeys(class_names)]
+        embedded = embed_texts(self.model, self.tokenizer, texts)
+        self.text = embedded.T.contiguous()  # [dim, names]: an image's cosines are one product
+        self.column = {name: k for k, name in enumerate(dict.fromkeys(class_names))}
+        self.keep_prefixes = 0  # images whose embeddings are kept between calls (set by the -R runner)
+        self.image_passes = 0  # images sent through the image tower (for tests and benchmarks)
+        self._kept: OrderedDict[int, object] = OrderedDict()  # image index -> its embedding
+
+    @property
+    def provenance(self) -> dict:
+        """What the run's log records of this labeler beside its model (None: a VLM entry that does not apply)."""
+        return {"clip_template": self.template, "scoring": "zero-shot", "prompt": None, "prompt_sha256": None,
+                "max_retries": None, "max_new_tokens": None}  # fmt: skip
+
+    def answer(self, queries: list[Query]) -> list[Reply]:
+        """The replies to ``queries``: :meth:`prepare`, :meth:`run` and :meth:`replies` in turn."""
+        prepared = self.prepare(queries)
+        return self.replies(queries, prepared, self.run(prepared))
+
+    def prepare(self, queries: list[Query]) -> ClipBatch:
+        """The pixels of the batch's images not kept from an earlier call, each image once."""
+        from aclbuild.labeling.inputs import to_pil
+
+        first: dict[int, Query] = {}
+        for q in queries:
+            first.setdefault(q.index, q)
+        indices = tuple(first)
+        todo = tuple(k for k, i in enumerate(indices) if i not in self._kept)
+        pixels = None
+        if todo:
+            images = [to_pil(first[indices[k]].image) for k in todo]
+            pixels = np.asarray(self.image_processor(images=images, return_tensors="np")["pixel_values"])
+        position = {i: k for k, i in enumerate(indices)}
+        return ClipBatch(indices, todo, pixels, tuple(position[q.index] for q in queries))
+
+    def run(self, batch: ClipBatch) -> np.ndarray:
+        """The image tower alone: the cosines of each of the batch's images with every class name [images, names]."""
+        import torch
+
+        embedded: list = [None] * len(batch.indices)
+        if batch.todo:
+            fresh = embed_images(self.model, torch.from_numpy(batch.pixel_values))
+            self.image_passes += len(batch.todo)
+            for row, k in enumerate(batch.todo):
+                embedded[k] = fresh[row]
+        for k, i in enumerate(batch.indices):
+            if embedded[k] is None:
+                if i not in self._kept:
+                    raise RuntimeError(f"the embedding of image {i} was dropped after its batch was prepared")  # a bug
+                self._kept.move_to_end(i)
+                embedded[k] = self._kept[i]
+            elif self.keep_prefixes:
+                self._kept[i] = embedded[k]
+        while len(self._kept) > self.keep_prefixes:
+            self._kept.popitem(last=False)
+        return (torch.stack(embedded) @ self.text).cpu().numpy()
+
+    def replies(self, queries: list[Query], batch: ClipBatch, cosines: np.ndarray) -> list[Reply]:
+        """Each query's choice among its shown options: the least similar (cl) or the most similar (ord)."""
+        pick = np.argmin if self.mode == "cl" else np.argmax
+        replies = []
+        for q, row in zip(queries, batch.rows):
+            choice = int(pick(cosines[row, [self.column[name] for name in q.options]]))
+            replies.append(Reply(q.answers[choice], choice))
+        return replies
