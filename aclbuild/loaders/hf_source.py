@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aclbuild.errors import InputError, SourceError
+from aclbuild.errors import InputError, SourceError, UnknownNameError
+from aclbuild.registry import BASES, SYNTHETIC_MATRICES, Base, CustomBase, Variant
 from aclbuild.schema import ClRecord
 
 DECODE_CACHE = 256  # recently decoded images kept, so a batch that reads a record several times decodes it once
@@ -89,16 +91,17 @@ def find_columns(features: dict, image_column: str | None, label_column: str | N
     for given, kind, option in ((image_column, Image, "--image-column"), (label_column, ClassLabel, "--label-column")):
         if given is not None:
             if not isinstance(features.get(given), kind):
-                raise InputError(f"{option} {given!r} is not an {kind.__name__} column of the source; its columns: "
-                                 f"{', '.join(features)}")  # fmt: skip
+                article = "an" if kind is Image else "a"
+                raise InputError(f"{option} {given!r} is not {article} {kind.__name__} column of the source; its "
+                                 f"columns: {', '.join(features)}")  # fmt: skip
             chosen.append(given)
             continue
         candidates = [name for name, feature in features.items() if isinstance(feature, kind)]
         if len(candidates) != 1:
             found = f"{len(candidates)} {kind.__name__} columns ({', '.join(candidates)})" if candidates else (
                 f"no {kind.__name__} column (columns: {', '.join(features)})")
-            raise InputError(f"the source has {found}; pass {option} NAME with a{'n' if kind is Image else ''} "
-                             f"{kind.__name__} column")  # fmt: skip
+            article = "an" if kind is Image else "a"
+            raise InputError(f"the source has {found}; pass {option} NAME with {article} {kind.__name__} column")
         chosen.append(candidates[0])
     return chosen[0], chosen[1]
 
@@ -202,3 +205,44 @@ def read_class_names_file(path: str, num_classes: int) -> tuple[tuple[str, ...],
     if len(names) != num_classes:
         raise InputError(f"--class-names {path} gives {len(names)} names; the source's ClassLabel has {num_classes}")
     return names, long_names
+
+
+def custom_base(name: str, spec: object, description: dict, license: str | None = None) -> CustomBase:
+    """The base called ``name`` over ``spec``'s split, described by ``description`` (``split_records``'s).
+
+    Example:
+        >>> facts = {"id": "org/pets", "revision": "abc", "license": "mit", "split": "train", "image_size": 16,
+        ...          "class_names": ["cat", "dog"], "long_names": ["cat", "dog"], "num_rows": 4}
+        >>> b = custom_base("pets", None, facts)
+        >>> b.pretty_name, b.license, b.num_classes, b.source_dataset
+        ('PETS', 'mit', 2, 'org/pets')
+    """
+    if name.lower() in BASES:
+        raise UnknownNameError(f"{name} is a built-in base; give a new name for a custom source")
+    source_id, revision = description["id"], description.get("revision")
+    at = f" at revision {revision}" if revision else ""
+    origin = f"the '{description['split']}' split of {source_id}{at}"
+    return CustomBase(
+        name.lower(), name.upper(), tuple(description["class_names"]), tuple(description["long_names"]),
+        int(description["image_size"]), int(description["num_rows"]), 0, origin, "", None,
+        source_id if "/" in source_id and not source_id.startswith((".", "/")) else "original",
+        license or description.get("license") or "unknown", train_origin=origin,
+        producers=f"the authors of {source_id}",
+        image_terms=f"the images keep the terms of {source_id}", spec=spec,
+        description=json.dumps({**description, "base": name.lower()}, sort_keys=True),
+    )  # fmt: skip
+
+
+def custom_variants(base: Base) -> dict[str, Variant]:
+    """The variants a custom base gets: acl<name> (VLM), acl<name>-r, and <name>-<matrix> (synthetic).
+
+    Example:
+        >>> from aclbuild.registry import get_base
+        >>> sorted(custom_variants(get_base("digits")))[:3]
+        ['acldigits', 'acldigits-r', 'digits-noisy']
+    """
+    variants = {f"acl{base.name}": Variant(f"acl{base.name}", base, "vlm"),
+                f"acl{base.name}-r": Variant(f"acl{base.name}-r", base, "vlm-r")}  # fmt: skip
+    for matrix in SYNTHETIC_MATRICES:
+        variants[f"{base.name}-{matrix}"] = Variant(f"{base.name}-{matrix}", base, "synthetic", matrix)
+    return variants

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 
 from aclbuild.errors import InputError, SourceError, UnknownNameError
-from aclbuild.registry import BASES, Base, CustomBase, FileSet, Variant, custom_base, custom_variants, get_base
+from aclbuild.registry import BASES, Base, CustomBase, FileSet, Variant, get_base
 from aclbuild.schema import ClRecord
 
 
@@ -82,11 +82,13 @@ def _custom_records(base: CustomBase, path: str | Path | None, split: str, pixel
     return records
 
 
-def source_base(base_name: str, source: str | Path | None, split: str | None = None, image_column: str | None = None,
-                label_column: str | None = None, class_names: str | None = None) -> Base:  # fmt: skip
+def source_base(
+    base_name: str, source: str | Path | None, split: str | None = None, image_column: str | None = None,
+    label_column: str | None = None, class_names: str | None = None,
+) -> Base:  # fmt: skip
     """`generate`'s base: a built-in one by name, or a new base ``base_name`` made from ``source`` (a Hub id or a
     folder ``datasets`` reads), described by its split's columns, class names and first image's size."""
-    from aclbuild.loaders.hf_source import SourceSpec, split_records
+    from aclbuild.loaders.hf_source import SourceSpec, custom_base, split_records
 
     custom_options = (split, image_column, label_column, class_names) != (None, None, None, None)
     if base_name.lower() in BASES:
@@ -95,8 +97,10 @@ def source_base(base_name: str, source: str | Path | None, split: str | None = N
                              f"base {base_name} has its own")  # fmt: skip
         return get_base(base_name)
     if source is None:
-        raise UnknownNameError(f"unknown base {base_name!r}; choose one of: {', '.join(BASES)}, or label your own "
-                               f"dataset as a new base: `generate {base_name} --source ORG/NAME_OR_FOLDER`")  # fmt: skip
+        raise UnknownNameError(
+            f"unknown base {base_name!r}; choose one of: {', '.join(BASES)}, or label your own dataset as a new base: "
+            f"`generate {base_name} --source ORG/NAME_OR_FOLDER`"
+        )
     spec = SourceSpec(str(source), split or "train", image_column, label_column, class_names)
     _, description = split_records(spec, pixels=False)
     return custom_base(base_name, spec, description)
@@ -111,7 +115,7 @@ def record_names(records: Sequence[ClRecord]) -> list[str]:
 def source_variant(dataset: str, provenance: dict | None, source: str | Path | None) -> Variant | None:
     """The variant ``dataset`` of the custom base the labels' provenance records (None: no custom source recorded).
     The images come from ``source``, else from the recorded source id."""
-    from aclbuild.loaders.hf_source import SourceSpec
+    from aclbuild.loaders.hf_source import SourceSpec, custom_base, custom_variants
 
     described = (provenance or {}).get("source")
     if not isinstance(described, dict):

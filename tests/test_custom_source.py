@@ -1,0 +1,165 @@
+"""Any image-classification source through generate -> build -> validate -> load_dataset: an image folder, a Parquet
+folder written by ``datasets``, and a tiny dataset served by the loopback Hub; bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from datasets import ClassLabel, Dataset, Features, Image, Value, load_dataset
+from hub_server import TOKEN, HubServer
+from PIL import Image as PILImage
+
+from aclbuild.loaders import hf_source
+from aclbuild.loaders.hf_source import SourceSpec, split_records
+
+CLASSES = ["cat", "dog", "bird"]
+
+
+def image_folder(root: Path, sizes=((12, 12), (10, 12))) -> Path:
+    """An image folder with one sub-folder per class, train and test, images of two sizes."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in CLASSES:
+            (root / split / name).mkdir(parents=True)
+            for i in range(3):
+                h, w = sizes[i % len(sizes)]
+                pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+                PILImage.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+def tiny_dataset(n: int = 9, extra_label: bool = False) -> Dataset:
+    rng = np.random.default_rng(1)
+    images = [PILImage.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(n)]
+    columns = {"img": images, "fine": [i % 3 for i in range(n)], "id": list(range(n))}
+    features = {"img": Image(), "fine": ClassLabel(names=["n001", "n002", "n003"]), "id": Value("int64")}
+    if extra_label:
+        columns["coarse"], features["coarse"] = [0] * n, ClassLabel(names=["all"])
+    return Dataset.from_dict(columns, features=Features(features))
+
+
+def through_build(cli, tmp_path: Path, source: str, *generate_options: str, dataset: str = "pets-uniform") -> Path:
+    """generate (synthetic) -> build -> validate; returns the repository folder."""
+    labels, repo = tmp_path / "labels", tmp_path / "repo"
+    result = cli("generate", "pets", "--source", source, "--labeler", "synthetic", "--num-rounds", "2", "-o", labels,
+                 *generate_options)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = cli("build", labels / "labels.parquet", "-d", dataset, "--source", source, "-o", repo)
+    assert result.exit_code == 0, result.output
+    result = cli("validate", repo)
+    assert result.exit_code == 0, result.output
+    return repo
+
+
+def test_image_folder_generate_build_validate_load(cli, tmp_path):
+    folder = image_folder(tmp_path / "imgs")
+    repo = through_build(cli, tmp_path, str(folder))
+    train = load_dataset(str(repo), split="train")
+    assert train.features["ord_labels"].names == sorted(CLASSES)  # imagefolder's ClassLabel: sorted folder names
+    assert len(train) == 9 and all(np.asarray(im).shape == (12, 12, 3) for im in train["images"])  # resized to 12
+    assert len(load_dataset(str(repo), split="test")) == 9
+    card = (repo / "README.md").read_text(encoding="utf-8")
+    assert "imgs" in card and "license: unknown" in card
+    manifest = json.loads((repo / "aclbuild.json").read_text(encoding="utf-8"))
+    assert manifest["provenance"]["source"]["image_size"] == 12
+
+
+def test_parquet_folder_with_class_names_file(cli, tmp_path):
+    dataset = tiny_dataset()
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    dataset.to_parquet(str(folder / "train.parquet"))
+    names = tmp_path / "names.txt"
+    names.write_text("n001\tred fox\nn002\tgrey wolf\nn003\tbrown bear\n", encoding="utf-8")
+    repo = through_build(cli, tmp_path, str(folder), "--class-names", str(names))
+    train = load_dataset(str(repo), split="train")
+    assert train.features["ord_labels"].names == ["n001", "n002", "n003"]
+    assert train["ord_labels"] == dataset["fine"]  # the source's order and labels
+    labels = pq.read_table(tmp_path / "labels" / "labels.parquet").to_pylist()
+    assert {n for row in labels for n in row["candidate_names"]} <= {"fox", "wolf", "bear"}  # short prompt names
+
+
+def test_hub_dataset_through_loopback_hub(tmp_path):
+    """Pushed with datasets' own push_to_hub; generate and build read it by id; the card carries id and revision."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    with HubServer() as hub:
+        env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_TOKEN=TOKEN, HF_HOME=str(tmp_path / "hf_home"),
+                   HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1", COLUMNS="200")  # fmt: skip
+        push = textwrap.dedent("""
+            import sys
+            sys.path.insert(0, sys.argv[1])
+            from test_custom_source import tiny_dataset
+            tiny_dataset().push_to_hub("aclorg/tinyset")
+        """)  # fmt: skip
+
+        def run(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+        proc = run(sys.executable, "-c", push, str(Path(__file__).parent))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        revision = hub.head("aclorg/tinyset")
+        aclbuild = [sys.executable, "-m", "aclbuild"]
+        proc = run(*aclbuild, "generate", "tiny", "--source", "aclorg/tinyset", "--labeler", "synthetic", "-o", "lab",
+                   "--num-rounds", "2")
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+        proc = run(*aclbuild, "build", "lab/labels.parquet", "-d", "tiny-uniform", "-o", "repo")
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    repo = tmp_path / "repo"
+    card = (repo / "README.md").read_text(encoding="utf-8")
+    assert "aclorg/tinyset" in card and revision in card
+    assert len(load_dataset(str(repo), split="train")) == 9
+
+
+def test_records_decode_only_what_is_read(tmp_path, monkeypatch):
+    """Images are decoded one record at a time, never the whole split; slicing decodes nothing."""
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    tiny_dataset(30).to_parquet(str(folder / "train.parquet"))
+    decoded = []
+    real = hf_source.decode_image
+    monkeypatch.setattr(hf_source, "decode_image", lambda cell, side: decoded.append(1) or real(cell, side))
+    records, description = split_records(SourceSpec(str(folder)))
+    head = records[:5]
+    assert len(head) == 5 and description["image_size"] == 8 and decoded == []
+    assert head[4].ord_label == 1 and head[4].image.shape == (8, 8, 3) and len(decoded) == 1
+    head[4], records.names  # noqa: B018 - a repeated read is cached; names need no image
+    assert len(decoded) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["--label-column", "nope"], "--label-column 'nope' is not a ClassLabel column"),
+        (["--image-column", "id"], "--image-column 'id' is not an Image column"),
+        ([], "2 ClassLabel columns (fine, coarse)"),
+    ],
+)
+def test_bad_columns_are_one_line_exit_2(cli, tmp_path, options, words):
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    tiny_dataset(extra_label=True).to_parquet(str(folder / "train.parquet"))
+    result = cli("generate", "pets", "--source", folder, "--labeler", "synthetic", "-o", tmp_path / "out", *options)
+    assert result.exit_code == 2 and words in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_class_label_and_missing_id_offline_are_one_line_exit_2(cli, tmp_path):
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    Dataset.from_dict({"img": [PILImage.new("RGB", (4, 4))], "y": [0]}, features=Features(
+        {"img": Image(), "y": Value("int64")})).to_parquet(str(folder / "train.parquet"))  # fmt: skip
+    result = cli("generate", "pets", "--source", folder, "--labeler", "synthetic", "-o", tmp_path / "a")
+    assert result.exit_code == 2 and "no ClassLabel column (columns: img, y)" in result.output
+    result = cli("generate", "pets", "--source", "noorg/missing", "--labeler", "synthetic", "-o", tmp_path / "b")
+    assert result.exit_code == 2 and "noorg/missing" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = cli("generate", "pets", "--labeler", "synthetic", "-o", tmp_path / "c")
+    assert result.exit_code == 2 and "--source ORG/NAME_OR_FOLDER" in result.output
