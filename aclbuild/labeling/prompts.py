@@ -71,6 +71,20 @@ class PromptTemplate:
         return full[: len(prefix)], full[len(prefix) + 1 :]
 
 
+def unwrapped_question(prompt: str) -> str:
+    """The question inside a prompt made by :meth:`PromptTemplate.prompt`, without LLaVA's ``[INST]`` wrapper: what a
+    chat model (``--labeler vlm``) is asked in its own format.
+
+    Example:
+        >>> unwrapped_question(load_template("cl", None, "acl-min").prompt(["cat", "dog"]))[-10:]
+        '[cat, dog]'
+    """
+    head, tail = PROMPT_FORMAT.format(image=IMAGE_TOKEN, question="\x00").split("\x00")
+    if not (prompt.startswith(head) and prompt.endswith(tail)):
+        raise ValueError(f"not a prompt made by PromptTemplate.prompt: {prompt[:60]!r}")
+    return prompt[len(head) : len(prompt) - len(tail)]
+
+
 @functools.lru_cache(maxsize=8)
 def _compiled(source: str) -> jinja2.Template:
     return _ENV.from_string(source)

@@ -83,9 +83,12 @@ def run_generate(
             settings.model, job.names, settings.mode, settings.clip_template, settings.dtype, device=state.device
         )
     elif settings.uses_model and backend is None:
-        from aclbuild.labeling.llava import LlavaBackend
+        if settings.labeler == "vlm":
+            from aclbuild.labeling.vlm import VlmBackend as ModelBackend
+        else:
+            from aclbuild.labeling.llava import LlavaBackend as ModelBackend
 
-        job.backend = LlavaBackend(
+        job.backend = ModelBackend(
             settings.model, settings.dtype, settings.scoring, settings.max_new_tokens, batch_size, device=state.device
         )
     started = time.perf_counter()

@@ -23,7 +23,7 @@ from aclbuild.labeling.prompts import NAMED_PROMPTS
 from aclbuild.labeling.reference_stream import REFERENCE_BLOCK, check_reference_stream
 from aclbuild.registry import DEFAULT_VLM, SYNTHETIC_MATRICES, Base
 
-LABELERS = ("llava", "clip", "synthetic", "replay")
+LABELERS = ("llava", "vlm", "clip", "synthetic", "replay")
 CANDIDATE_STREAMS = ("seeded", "reference")
 PROTOCOLS = ("aclbuild", "reference")
 UNLIMITED = None  # max_retries: ask again until the answer parses, as the reference does
@@ -101,7 +101,7 @@ class GenerateSettings:
 
     @property
     def uses_model(self) -> bool:
-        return self.labeler in ("llava", "clip")
+        return self.labeler in ("llava", "vlm", "clip")
 
 
 def check_settings(s: GenerateSettings, base: Base) -> None:

@@ -1,0 +1,142 @@
+"""`--labeler vlm` on tiny random chat VLMs of each family: generation end to end, likelihood scoring proved
+against a plain teacher-forced computation, and the refusals (no weights, no chat template, no image processor)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from tiny_vlms import FAMILIES, build_tiny_vlm
+
+QUERIES = 30
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def tiny_vlm(request, tmp_path_factory) -> Path:
+    return build_tiny_vlm(request.param, tmp_path_factory.mktemp(request.param) / "model")
+
+
+def make_queries(n: int, mode: str = "cl", seed: int = 0) -> list:
+    """``n`` queries as the runner makes them: random images, 4 shuffled min10 names (some are 2 words), 2 rounds."""
+    from aclbuild.labeling.backend import Query
+    from aclbuild.labeling.prompts import load_template
+    from aclbuild.registry import get_base
+
+    base, template = get_base("min10"), load_template(mode, None)
+    rng = np.random.default_rng(seed)
+    queries, images = [], [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(n // 2)]
+    for k in range(n):
+        names = [base.long_names[c] for c in rng.permutation(base.num_classes)[:4]]
+        answers = [str(j + 1) for j in range(4)] if template.numbered else names
+        prefix, suffix = template.split_prompt(names)
+        queries.append(Query(k // 2, k % 2, 0, images[k // 2], names, answers, f"{prefix} {suffix}", prefix, suffix))
+    return queries
+
+
+def teacher_forced_choice(processor, model, text: str, image: np.ndarray, answers: list[str]) -> int:
+    """The option greedy decoding would say, computed plainly: one full forward pass per option on the chat text
+    followed by the answer, the option whose every token is the arg-max winning (the longest such, then the most
+    likely), else the most likely option."""
+    import torch
+    from PIL import Image
+
+    scored = []
+    for answer in answers:
+        prompt = processor(text=[text], images=[[Image.fromarray(image)]], return_tensors="pt", add_special_tokens=False)
+        ids = processor.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        full = processor(text=[text + answer], images=[[Image.fromarray(image)]], return_tensors="pt",
+                         add_special_tokens=False)  # fmt: skip
+        start = prompt["input_ids"].shape[1]
+        assert full["input_ids"][0, start:].tolist() == ids
+        with torch.no_grad():
+            logits = model(**full).logits[0, start - 1 : start - 1 + len(ids)].float()
+        logprob = float(torch.log_softmax(logits, -1)[torch.arange(len(ids)), ids].sum())
+        scored.append((bool((logits.argmax(-1) == torch.tensor(ids)).all()), len(ids), logprob))
+    greedy = [k for k, s in enumerate(scored) if s[0]]
+    if greedy:
+        longest = max(scored[k][1] for k in greedy)
+        return max((k for k in greedy if scored[k][1] == longest), key=lambda k: (scored[k][2], -k))
+    return max(range(len(answers)), key=lambda k: (scored[k][2], -k))
+
+
+@pytest.mark.parametrize("mode", ["cl", "ord"])
+def test_likelihood_agrees_with_plain_teacher_forcing(tiny_vlm, mode):
+    from aclbuild.labeling.vlm import VlmBackend
+
+    backend = VlmBackend(str(tiny_vlm), scoring="likelihood", device="cpu")
+    queries = make_queries(QUERIES, mode)
+    replies = backend.answer(queries)
+    assert backend.prefix_shared is True  # the tiny models' caches continue exactly
+    assert backend.prefix_passes <= QUERIES // 2 + 1  # one prefix pass per image (both rounds), plus the check
+    expected = [teacher_forced_choice(backend.processor, backend.model, backend.chat_text(q), q.image, q.answers)
+                for q in queries]  # fmt: skip
+    assert [r.choice for r in replies] == expected
+    assert len(set(expected)) > 1  # the proof is not about a constant answer
+
+
+def test_generate_end_to_end(tiny_vlm, tmp_path, cli):
+    out = tmp_path / "gen"
+    result = cli("generate", "digits", "--labeler", "vlm", "--model", tiny_vlm, "--limit", "4", "--num-rounds", "2",
+                 "--max-new-tokens", "3", "--max-retries", "1", "--output-dir", out)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = pq.read_table(out / "labels.parquet").to_pylist()
+    assert len(rows) == 8 and all(r["answer"] for r in rows)
+    provenance = json.loads((out / "labels.json").read_text())["provenance"]
+    assert provenance["labeler"] == "vlm" and provenance["model"] == str(tiny_vlm)
+    assert provenance["revision"] == "local" and provenance["scoring"] == "generate"
+    scored = cli("generate", "digits", "--labeler", "vlm", "--model", tiny_vlm, "--limit", "4", "--scoring",
+                 "likelihood", "--output-dir", tmp_path / "lik")  # fmt: skip
+    assert scored.exit_code == 0, scored.stderr
+    assert all(r["label"] in r["candidates"] for r in pq.read_table(tmp_path / "lik" / "labels.parquet").to_pylist())
+
+
+def test_chat_text_has_one_bos(tmp_path):
+    """Gemma 3: the template writes <bos> and the tokenizer would add another; templated text is encoded without."""
+    from aclbuild.labeling.vlm import VlmBackend
+
+    backend = VlmBackend(str(build_tiny_vlm("gemma3", tmp_path / "g")), device="cpu")
+    ids = backend.encode(make_queries(2))["input_ids"][0].tolist()
+    assert ids.count(backend.tokenizer.bos_token_id) == 1
+
+
+def test_refusals(tmp_path, cli):
+    folder = build_tiny_vlm("idefics3", tmp_path / "model")
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(folder, no_weights)
+    for weights in no_weights.glob("*.safetensors"):
+        weights.unlink()
+    no_template = tmp_path / "no-template"
+    shutil.copytree(folder, no_template)
+    for template in no_template.glob("chat_template.*"):
+        template.unlink()
+    for config in ("processor_config.json", "tokenizer_config.json"):
+        path = no_template / config
+        if path.is_file():
+            data = json.loads(path.read_text())
+            data.pop("chat_template", None)
+            path.write_text(json.dumps(data))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cases = {no_weights: "cannot load a chat VLM", no_template: "no chat template",
+             "nobody/not-a-model": "cannot load a chat VLM"}  # fmt: skip
+    for model, message in cases.items():
+        result = cli("generate", "digits", "--labeler", "vlm", "--model", model, "--limit", "2",
+                     "--output-dir", tmp_path / "out" / Path(str(model)).name)  # fmt: skip
+        assert result.exit_code == 2, (model, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_processor_without_images_is_refused():
+    from aclbuild.errors import InputError
+    from aclbuild.labeling.vlm import check_processor
+
+    class TextOnly:
+        chat_template = "{{ messages }}"
+        tokenizer = object()
+
+    with pytest.raises(InputError, match="cannot take images"):
+        check_processor(TextOnly(), "some/text-model")
