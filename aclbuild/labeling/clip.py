@@ -21,7 +21,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +107,8 @@ def load_dual_encoder(model_id: str, torch_dtype, device) -> tuple:
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
     try:
-        model = AutoModel.from_pretrained(model_id, dtype=torch_dtype)
+        with _quiet_loading():  # a small model: no "Loading weights" bar above the run's own
+            model = AutoModel.from_pretrained(model_id, dtype=torch_dtype)
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(
             f"cannot load a model from {model_id!r}: not a model folder, and not in the Hugging Face cache (offline "
@@ -113,9 +116,11 @@ def load_dual_encoder(model_id: str, torch_dtype, device) -> tuple:
         ) from None
     missing = [tower for tower in ("image", "text") if not callable(getattr(model, f"get_{tower}_features", None))]
     if missing:
+        methods = " or ".join(f"get_{tower}_features" for tower in missing)
         raise InputError(
-            f"{model_id!r} is a {type(model).__name__}, which has no {' and no '.join(missing)} tower: --labeler clip "
-            "needs a dual encoder with both (CLIP, SigLIP); for a chat VLM use --labeler vlm"
+            f"{model_id!r} is a {type(model).__name__}, which cannot embed {' or '.join(t + 's' for t in missing)} "
+            f"(no {methods}): --labeler clip needs a dual encoder with an image and a text tower (CLIP, SigLIP); for "
+            "a chat VLM use --labeler vlm"
         )
     parts = []
     for what, loader in (("tokenizer", AutoTokenizer), ("image processor", AutoImageProcessor)):
@@ -127,6 +132,20 @@ def load_dual_encoder(model_id: str, torch_dtype, device) -> tuple:
                 f"{'texts' if what == 'tokenizer' else 'images'}): {_first_line(exc)}"
             ) from None
     return model.to(device).eval(), *parts
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """transformers' progress bars off for a while, then back as they were."""
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
 
 
 def _first_line(exc: BaseException) -> str:
