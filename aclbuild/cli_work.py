@@ -110,12 +110,14 @@ def generate_command(
         "~/.cache/aclbuild"
     ),
     labeler: Annotated[str, typer.Option(
-        metavar="NAME", help="llava, clip (zero-shot CLIP or SigLIP: the least similar candidate, --model), "
-        "synthetic, or replay (answers from --answers FILE)"
+        metavar="NAME", help="llava, vlm (any chat VLM: Idefics3/SmolVLM, Gemma 3, Qwen2-VL, LLaVA-OneVision, "
+        "--model), clip (zero-shot CLIP or SigLIP: the least similar candidate, --model), synthetic, or replay "
+        "(answers from --answers FILE)"
     )] = "llava",  # fmt: skip
     model: Annotated[str, typer.Option(
-        metavar="ORG/NAME", help="the labeler's model, Hub id or local folder: LLaVA-NeXT (llava) or a model with "
-        "image and text towers (clip, e.g. openai/clip-vit-large-patch14)"
+        metavar="ORG/NAME", help="the labeler's model, Hub id or local folder: LLaVA-NeXT (llava), an "
+        "image-text-to-text model with a chat template (vlm, e.g. HuggingFaceTB/SmolVLM-256M-Instruct) or a model "
+        "with image and text towers (clip, e.g. openai/clip-vit-large-patch14)"
     )] = "llava-hf/llava-v1.6-mistral-7b-hf",  # fmt: skip
     mode: Annotated[str, typer.Option(
         metavar="NAME", help="cl (which label does not belong) or ord (most related)"

@@ -32,7 +32,20 @@ GEMMA3_TEMPLATE = (
     "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}{% endfor %}<end_of_turn>\n{% endfor %}"
     "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
 )
-FAMILIES = ("idefics3", "gemma3")
+QWEN2VL_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+ONEVISION_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<image>\n{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+FAMILIES = ("idefics3", "gemma3", "qwen2vl", "llava_onevision")
+# the families whose processors carry a video processor, which needs torchvision (see docs/labeling.md)
+NEEDS_TORCHVISION = ("qwen2vl", "llava_onevision")
 
 
 def build_word_tokenizer(specials: list[str], bos: str | None, eos: str, pad: str, add_bos: bool, **extra):
@@ -64,7 +77,7 @@ def build_tiny_vlm(family: str, folder: str | Path, seed: int = 0) -> Path:
     """Save a tiny random model of ``family`` (one of :data:`FAMILIES`) and its processor into ``folder``."""
     import torch
 
-    builders = {"idefics3": _idefics3, "gemma3": _gemma3}
+    builders = {"idefics3": _idefics3, "gemma3": _gemma3, "qwen2vl": _qwen2vl, "llava_onevision": _onevision}
     if family not in builders:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     torch.manual_seed(seed)
@@ -145,3 +158,70 @@ def _gemma3():
         image_processor=image_processor, tokenizer=tokenizer, chat_template=GEMMA3_TEMPLATE, image_seq_length=tokens
     )
     return Gemma3ForConditionalGeneration(config), processor
+
+
+def _qwen2vl():
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig, Qwen2VLVisionConfig
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                "<|video_pad|>"]  # fmt: skip
+    tokenizer = build_word_tokenizer(specials, None, "<|im_end|>", "<|endoftext|>", add_bos=False)
+    ids = tokenizer.convert_tokens_to_ids
+    vision = Qwen2VLVisionConfig(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14)
+    text = Qwen2VLTextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                              "mrope_section": [2, 3, 3]},
+    )  # fmt: skip
+    config = Qwen2VLConfig(
+        text_config=text, vision_config=vision, image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+    )  # fmt: skip
+    config.pad_token_id = tokenizer.pad_token_id
+    pixels = 56 * 56  # 4 x 4 patches of 14, merged by 2: 4 image tokens
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels)
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(),
+        chat_template=QWEN2VL_TEMPLATE,
+    )  # fmt: skip
+    return Qwen2VLForConditionalGeneration(config), processor
+
+
+def _onevision():
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor
+    from transformers import Qwen2Config, SiglipVisionConfig
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+    from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+    tokenizer = build_word_tokenizer(specials, None, "<|im_end|>", "<|endoftext|>", add_bos=False)
+    side, patch = 28, 14
+    vision = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=side,
+        patch_size=patch,
+    )  # fmt: skip
+    text = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    pinpoints = [[side, side], [side, side * 2], [side * 2, side]]
+    config = LlavaOnevisionConfig(
+        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"), image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full", vision_feature_layer=-1,
+    )  # fmt: skip
+    config.pad_token_id = tokenizer.pad_token_id
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": side, "width": side},
+                                                      image_grid_pinpoints=pinpoints)  # fmt: skip
+    processor = LlavaOnevisionProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=LlavaOnevisionVideoProcessor(),
+        num_image_tokens=(side // patch) ** 2, vision_feature_select_strategy="full", chat_template=ONEVISION_TEMPLATE,
+    )  # fmt: skip
+    return LlavaOnevisionForConditionalGeneration(config), processor

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -71,6 +72,14 @@ class VlmBackend:
         self.keep_prefixes = 0  # images whose prefix caches are kept between calls (set by the -R runner)
         self.prefix_passes = 0  # prefix passes run (for tests)
         self._kept: OrderedDict[tuple, object] = OrderedDict()  # (image index, prefix ids) -> prefix cache
+
+    @property
+    def provenance(self) -> dict:
+        """The log's entries of this labeler: under likelihood scoring, whether the prefix cache was shared."""
+        if self.scoring != "likelihood":
+            return {}
+        how = {True: "prefix cache shared by an image's queries", False: "one full pass per option (cache not reusable)"}
+        return {"likelihood_passes": how.get(self.prefix_shared)}
 
     def chat_text(self, query: Query) -> str:
         """The query's question in the model's chat format, ending where the model's reply starts."""
@@ -122,6 +131,9 @@ class VlmBackend:
             cached = self._cached_scores(query, inputs, cut, answers)
             full = self._full_scores(inputs, answers)
             self.prefix_shared = bool(np.array_equal(cached[0], full[0]) and np.allclose(cached[2], full[2], atol=1e-3))
+            if not self.prefix_shared:
+                print(f"{self.model_id}: a continued prefix cache does not score as a full pass; scoring every option "
+                      "with a full pass of its own (slower)", file=sys.stderr)  # fmt: skip
             return full
         if self.prefix_shared:
             return self._cached_scores(query, inputs, cut, answers)
