@@ -180,6 +180,7 @@ def build_from_source(
     card_authors: Sequence[str] = (),
     contact: str | None = None,
     labels_log: str | Path | None = None,
+    license: str | None = None,
 ) -> Path:
     """What `aclbuild build` does: read the labels, add the test split when its images are at hand, write.
 
@@ -190,7 +191,9 @@ def build_from_source(
     Without ``num_cl`` the variant's released number of CLs (3) is kept, or all when the source holds fewer. The
     labels' provenance is ``provenance``, else the one recorded in the labels table's metadata, else (for a pickle or
     CSV) that of ``labels_log`` (an older `generate` run's ``labels.json``); nothing is looked for beside ``labels``.
-    The variant must agree with it (see :func:`build_repository`).
+    The variant must agree with it (see :func:`build_repository`). Labels of a custom source (`generate NAME
+    --source ORG/NAME_OR_FOLDER`) build as a variant of their own base (acl<name>, acl<name>-r, <name>-<matrix>);
+    ``license`` then replaces the licence carried over from the source.
     """
     from aclbuild.loaders.images import read_source_images
 
@@ -200,7 +203,9 @@ def build_from_source(
     if provenance is None:
         provenance = _recorded_provenance(Path(labels), labels_log)
     # labels of a custom source (generate NAME --source ORG/NAME_OR_FOLDER) make a variant of their own base
-    variant = source_variant(dataset, provenance, source) or get_variant(dataset)
+    variant = source_variant(dataset, provenance, source, license) or get_variant(dataset)
+    if license is not None and variant.license != license:
+        raise InputError(f"--license is for labels of your own dataset; {variant.name}'s licence is {variant.license}")
     base = variant.base
     check_label_kind(variant, provenance, allow_kind_mismatch)  # before the images are read
     output_dir = Path(output_dir)

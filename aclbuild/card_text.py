@@ -77,7 +77,29 @@ def public_settings(provenance: dict) -> dict:
         shown["answers"] = PurePath(shown["answers"]).name
     if isinstance(shown.get("candidates"), str) and shown["candidates"].startswith("from "):
         shown["candidates"] = "from " + PurePath(shown["candidates"][5:]).name
+    if isinstance(shown.get("source"), dict):  # a custom source: one line, not its whole description
+        shown["source"] = source_words(shown["source"])
     return shown
+
+
+def source_words(source: dict) -> str:
+    """A custom source (`generate NAME --source ...`) in words: id (a folder by its name only), revision, split.
+
+    Example:
+        >>> source_words({"id": "uoft-cs/cifar10", "hub": True, "revision": "0b2714", "split": "train",
+        ...               "image_size": 32})
+        "uoft-cs/cifar10 at revision 0b2714, split 'train', images 32x32"
+        >>> source_words({"id": "/home/me/photos", "hub": False, "split": "train", "image_size": 64})
+        "local folder photos, split 'train', images 64x64"
+    """
+    source_id = str(source.get("id"))
+    if source.get("hub"):
+        named = f"{source_id} at revision {source['revision']}" if source.get("revision") else source_id
+    else:
+        named = f"local folder {PurePath(source_id).name}"
+    size = source.get("image_size")
+    columns = f", columns {source['image_column']} and {source['label_column']}" if source.get("label_column") else ""
+    return f"{named}, split '{source.get('split')}'{columns}" + (f", images {size}x{size}" if size else "")
 
 
 def question(provenance: dict) -> str | None:
@@ -129,6 +151,10 @@ def annotation_process(origin: LabelOrigin, provenance: dict, variant: Variant, 
             lines.append(f"Candidates: {described}.")
         if origin.labeler == "llava":
             lines.append(_answering(provenance))
+    if provenance.get("source"):  # a custom source: public_settings has put it in words
+        source = provenance["source"]
+        words = source_words(source) if isinstance(source, dict) else source
+        lines.append(f"Images: {words}; stored as RGB, an image of another size resized to it (bicubic).")
     if rounds is not None:
         kept = f"; this set keeps the first {num_cl}" if num_cl < int(rounds) else ""
         lines.append(f"Rounds: {rounds} per image, one CL each{kept}.")

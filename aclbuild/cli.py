@@ -109,6 +109,10 @@ def build_command(
     contact: Annotated[Optional[str], typer.Option(
         metavar="TEXT", help="how to reach the card's authors [default: none, the card points to the Hub page]"
     )] = None,  # fmt: skip
+    license: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="labels of your own dataset (generate NAME --source ...): the licence for the card, a Hub "
+        "licence id such as cc-by-4.0 [default: the source card's, else unknown]"
+    )] = None,  # fmt: skip
 ) -> None:
     """Turn generate's labels.parquet, a label CSV or a legacy pickle into a Hub-ready Parquet repository with its
     dataset card.
@@ -128,7 +132,7 @@ def build_command(
             labels, dataset, output_dir, source=source, test_source=test_source, num_cl=num_cl,
             max_shard_size=parse_size(max_shard_size), overwrite=overwrite, drop_failed=drop_failed, repo_id=repo_id,
             labels_log=labels_log, allow_kind_mismatch=allow_kind_mismatch, card_authors=card_author or (),
-            contact=contact,
+            contact=contact, license=license,
         )  # fmt: skip
     console.print(f"wrote {folder}")
 

@@ -46,13 +46,14 @@ def tiny_dataset(n: int = 9, extra_label: bool = False) -> Dataset:
     return Dataset.from_dict(columns, features=Features(features))
 
 
-def through_build(cli, tmp_path: Path, source: str, *generate_options: str, dataset: str = "pets-uniform") -> Path:
+def through_build(cli, tmp_path: Path, source: str, *generate_options: str, build_options: tuple = ()) -> Path:
     """generate (synthetic) -> build -> validate; returns the repository folder."""
     labels, repo = tmp_path / "labels", tmp_path / "repo"
     result = cli("generate", "pets", "--source", source, "--labeler", "synthetic", "--num-rounds", "2", "-o", labels,
                  *generate_options)  # fmt: skip
     assert result.exit_code == 0, result.output
-    result = cli("build", labels / "labels.parquet", "-d", dataset, "--source", source, "-o", repo)
+    result = cli("build", labels / "labels.parquet", "-d", "pets-uniform", "--source", source, "-o", repo,
+                 *build_options)
     assert result.exit_code == 0, result.output
     result = cli("validate", repo)
     assert result.exit_code == 0, result.output
@@ -61,15 +62,20 @@ def through_build(cli, tmp_path: Path, source: str, *generate_options: str, data
 
 def test_image_folder_generate_build_validate_load(cli, tmp_path):
     folder = image_folder(tmp_path / "imgs")
-    repo = through_build(cli, tmp_path, str(folder))
+    repo = through_build(cli, tmp_path, str(folder), build_options=("--license", "cc-by-4.0"))
     train = load_dataset(str(repo), split="train")
     assert train.features["ord_labels"].names == sorted(CLASSES)  # imagefolder's ClassLabel: sorted folder names
     assert len(train) == 9 and all(np.asarray(im).shape == (12, 12, 3) for im in train["images"])  # resized to 12
     assert len(load_dataset(str(repo), split="test")) == 9
     card = (repo / "README.md").read_text(encoding="utf-8")
-    assert "imgs" in card and "license: unknown" in card
+    assert "local folder imgs" in card and "license: cc-by-4.0" in card and str(tmp_path) not in card
     manifest = json.loads((repo / "aclbuild.json").read_text(encoding="utf-8"))
     assert manifest["provenance"]["source"]["image_size"] == 12
+    result = cli("build", tmp_path / "labels" / "labels.parquet", "-d", "aclpets", "--source", folder,
+                 "-o", tmp_path / "other", "--allow-kind-mismatch", "--license", "mit")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = cli("build", tmp_path / "labels" / "labels.parquet", "-d", "cifar10-uniform", "-o", tmp_path / "x")
+    assert result.exit_code == 2 and "acl" in result.output  # names the custom base's variants
 
 
 def test_parquet_folder_with_class_names_file(cli, tmp_path):
@@ -97,7 +103,11 @@ def test_hub_dataset_through_loopback_hub(tmp_path):
             import sys
             sys.path.insert(0, sys.argv[1])
             from test_custom_source import tiny_dataset
+            from huggingface_hub import DatasetCard
             tiny_dataset().push_to_hub("aclorg/tinyset")
+            card = DatasetCard.load("aclorg/tinyset")
+            card.data.license = "mit"  # the licence build must carry over
+            card.push_to_hub("aclorg/tinyset")
         """)  # fmt: skip
 
         def run(*args: str) -> subprocess.CompletedProcess:
@@ -114,7 +124,7 @@ def test_hub_dataset_through_loopback_hub(tmp_path):
         assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     repo = tmp_path / "repo"
     card = (repo / "README.md").read_text(encoding="utf-8")
-    assert "aclorg/tinyset" in card and revision in card
+    assert "aclorg/tinyset" in card and revision in card and "license: mit" in card
     assert len(load_dataset(str(repo), split="train")) == 9
 
 

@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -109,18 +109,17 @@ def find_columns(features: dict, image_column: str | None, label_column: str | N
 def source_facts(spec: SourceSpec, split) -> dict:
     """What the card says of the source: its id, revision (Hub commit) and licence (the Hub card's, if any)."""
     if Path(spec.source).expanduser().exists():
-        return {"id": str(spec.source), "revision": None, "license": split.info.license or None}
+        return {"id": str(spec.source), "hub": False, "revision": None, "license": split.info.license or None}
     revision, license = None, split.info.license or None
     try:
-        from huggingface_hub import HfApi
+        from huggingface_hub import DatasetCard, HfApi
 
-        info = HfApi().dataset_info(spec.source)
-        revision = info.sha
-        card_license = (info.card_data or {}).get("license") if info.card_data is not None else None
+        revision = HfApi().dataset_info(spec.source).sha
+        card_license = DatasetCard.load(spec.source, repo_type="dataset").data.license  # the source card's YAML
         license = (card_license[0] if isinstance(card_license, list) else card_license) or license
     except Exception:  # offline after load_dataset's cache hit: the revision stays unknown
         pass
-    return {"id": spec.source, "revision": revision, "license": license}
+    return {"id": spec.source, "hub": True, "revision": revision, "license": license}
 
 
 def decode_image(cell: dict, side: int) -> np.ndarray:
@@ -211,8 +210,8 @@ def custom_base(name: str, spec: object, description: dict, license: str | None 
     """The base called ``name`` over ``spec``'s split, described by ``description`` (``split_records``'s).
 
     Example:
-        >>> facts = {"id": "org/pets", "revision": "abc", "license": "mit", "split": "train", "image_size": 16,
-        ...          "class_names": ["cat", "dog"], "long_names": ["cat", "dog"], "num_rows": 4}
+        >>> facts = {"id": "org/pets", "hub": True, "revision": "abc", "license": "mit", "split": "train",
+        ...          "image_size": 16, "class_names": ["cat", "dog"], "long_names": ["cat", "dog"], "num_rows": 4}
         >>> b = custom_base("pets", None, facts)
         >>> b.pretty_name, b.license, b.num_classes, b.source_dataset
         ('PETS', 'mit', 2, 'org/pets')
@@ -220,15 +219,17 @@ def custom_base(name: str, spec: object, description: dict, license: str | None 
     if name.lower() in BASES:
         raise UnknownNameError(f"{name} is a built-in base; give a new name for a custom source")
     source_id, revision = description["id"], description.get("revision")
+    is_hub_id = bool(description.get("hub"))
+    shown = source_id if is_hub_id else f"the local folder {PurePath(source_id).name}"
     at = f" at revision {revision}" if revision else ""
-    origin = f"the '{description['split']}' split of {source_id}{at}"
+    origin = f"the '{description['split']}' split of {shown}{at}"
     return CustomBase(
         name.lower(), name.upper(), tuple(description["class_names"]), tuple(description["long_names"]),
         int(description["image_size"]), int(description["num_rows"]), 0, origin, "", None,
-        source_id if "/" in source_id and not source_id.startswith((".", "/")) else "original",
+        source_id if is_hub_id else "original",
         license or description.get("license") or "unknown", train_origin=origin,
-        producers=f"the authors of {source_id}",
-        image_terms=f"the images keep the terms of {source_id}", spec=spec,
+        test_origin=f"the 'test' split of {shown}{at}", producers=f"the authors of {shown}",
+        image_terms=f"the terms of {shown}", spec=spec,
         description=json.dumps({**description, "base": name.lower()}, sort_keys=True),
     )  # fmt: skip
 

@@ -112,9 +112,11 @@ def record_names(records: Sequence[ClRecord]) -> list[str]:
     return list(names) if names is not None else [r.name for r in records]
 
 
-def source_variant(dataset: str, provenance: dict | None, source: str | Path | None) -> Variant | None:
+def source_variant(
+    dataset: str, provenance: dict | None, source: str | Path | None, license: str | None = None
+) -> Variant | None:
     """The variant ``dataset`` of the custom base the labels' provenance records (None: no custom source recorded).
-    The images come from ``source``, else from the recorded source id."""
+    The images come from ``source``, else from the recorded source id; ``license`` replaces the source's."""
     from aclbuild.loaders.hf_source import SourceSpec, custom_base, custom_variants
 
     described = (provenance or {}).get("source")
@@ -122,7 +124,7 @@ def source_variant(dataset: str, provenance: dict | None, source: str | Path | N
         return None
     spec = SourceSpec(str(source or described["id"]), described["split"], described["image_column"],
                       described["label_column"])  # fmt: skip
-    base = custom_base(str(described["base"]), spec, described)
+    base = custom_base(str(described["base"]), spec, described, license)
     variants = custom_variants(base)
     if dataset.lower() not in variants:
         raise UnknownNameError(f"the labels were made on custom base {base.name}: build them as one of "
