@@ -173,3 +173,21 @@ def test_no_class_label_and_missing_id_offline_are_one_line_exit_2(cli, tmp_path
     assert len(result.output.strip().splitlines()) == 1
     result = cli("generate", "pets", "--labeler", "synthetic", "-o", tmp_path / "c")
     assert result.exit_code == 2 and "--source ORG/NAME_OR_FOLDER" in result.output
+    names = tmp_path / "names.txt"
+    names.write_text("a\nb\n", encoding="utf-8")
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    tiny_dataset().to_parquet(str(tiny / "train.parquet"))
+    result = cli("generate", "pets", "--source", tiny, "--class-names", names, "--labeler", "synthetic",
+                 "-o", tmp_path / "d")  # fmt: skip
+    assert result.exit_code == 2 and "gives 2 names; the source's ClassLabel has 3" in result.output
+
+
+def test_save_to_disk_folder_reads_its_split(tmp_path):
+    """A DatasetDict written by save_to_disk: its train and test splits."""
+    from datasets import DatasetDict
+
+    DatasetDict({"train": tiny_dataset(6), "test": tiny_dataset(3)}).save_to_disk(str(tmp_path / "saved"))
+    records, description = split_records(SourceSpec(str(tmp_path / "saved"), split="test"))
+    assert len(records) == 3 and description["class_names"] == ["n001", "n002", "n003"]
+    assert records[2].image.shape == (8, 8, 3) and records[2].ord_label == 2

@@ -61,7 +61,7 @@ def open_split(spec: SourceSpec):
     if not folder.exists() and not is_hub_id:
         raise SourceError(f"--source {spec.source}: no such folder, and not a Hub dataset id ORG/NAME")
     try:
-        if folder.is_dir() and (folder / "dataset_info.json").is_file():
+        if folder.is_dir() and any((folder / f).is_file() for f in ("dataset_dict.json", "dataset_info.json")):
             loaded = datasets.load_from_disk(str(folder))  # written by save_to_disk
             split = loaded[spec.split] if isinstance(loaded, datasets.DatasetDict) else loaded
         else:
