@@ -122,6 +122,10 @@ def test_hub_dataset_through_loopback_hub(tmp_path):
         assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
         proc = run(*aclbuild, "build", "lab/labels.parquet", "-d", "tiny-uniform", "-o", "repo")
         assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+        proc = run(*aclbuild, "push", "repo", "--repo-id", "aclorg/tiny-uniform")  # push and verify as any other
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+        proc = run(*aclbuild, "verify", "aclorg/tiny-uniform", "--against", "repo")
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     repo = tmp_path / "repo"
     card = (repo / "README.md").read_text(encoding="utf-8")
     assert "aclorg/tinyset" in card and revision in card and "license: mit" in card
