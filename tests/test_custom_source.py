@@ -143,8 +143,9 @@ def test_records_decode_only_what_is_read(tmp_path, monkeypatch):
     records, description = split_records(SourceSpec(str(folder)))
     head = records[:5]
     assert len(head) == 5 and description["image_size"] == 8 and decoded == []
-    assert head[4].ord_label == 1 and head[4].image.shape == (8, 8, 3) and len(decoded) == 1
-    head[4], records.names  # noqa: B018 - a repeated read is cached; names need no image
+    assert head[4].ord_label == 1 and head[4].name == "train_0000004" and decoded == []  # name and label: no image
+    assert head[4].image.shape == (8, 8, 3) and len(decoded) == 1
+    assert head[4].image.shape == (8, 8, 3) and len(records.names) == 30  # a repeated read is cached
     assert len(decoded) == 1
 
 
@@ -195,3 +196,18 @@ def test_save_to_disk_folder_reads_its_split(tmp_path):
     records, description = split_records(SourceSpec(str(tmp_path / "saved"), split="test"))
     assert len(records) == 3 and description["class_names"] == ["n001", "n002", "n003"]
     assert records[2].image.shape == (8, 8, 3) and records[2].ord_label == 2
+
+
+def test_generate_reads_only_the_images_it_labels(cli, tmp_path, monkeypatch):
+    """generate --limit 5 on a 30-row source decodes at most those 5 images, each at most once."""
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    tiny_dataset(30).to_parquet(str(folder / "train.parquet"))
+    decoded = []
+    real = hf_source.decode_image
+    monkeypatch.setattr(hf_source, "decode_image", lambda cell, side: decoded.append(cell) or real(cell, side))
+    result = cli("generate", "pets", "--source", folder, "--labeler", "synthetic", "--num-rounds", "2", "--limit", "5",
+                 "-o", tmp_path / "out")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(decoded) <= 5
+    assert pq.read_table(tmp_path / "out" / "labels.parquet").num_rows == 10

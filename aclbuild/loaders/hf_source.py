@@ -134,6 +134,27 @@ def decode_image(cell: dict, side: int) -> np.ndarray:
         return np.asarray(rgb, dtype=np.uint8)
 
 
+class LazyRecord(ClRecord):
+    """A record whose image is decoded when ``image`` is first read: name and label cost nothing.
+
+    Example:
+        >>> record = LazyRecord("train_0000001", ord_label=2, load=lambda: np.zeros((2, 2, 3), np.uint8))
+        >>> record.name, record.ord_label, record.image.shape
+        ('train_0000001', 2, (2, 2, 3))
+    """
+
+    def __init__(self, name: str, image: np.ndarray | None = None, ord_label: int = 0,
+                 cl_labels: tuple[int, ...] | None = None, load=None) -> None:  # fmt: skip
+        self.name, self.ord_label, self.cl_labels = name, ord_label, cl_labels
+        self._pixels, self._load = image, load
+
+    @property
+    def image(self) -> np.ndarray | None:  # type: ignore[override]
+        if self._pixels is None and self._load is not None:
+            self._pixels, self._load = self._load(), None
+        return self._pixels
+
+
 class LazyRecords(Sequence):
     """Records of a split that decode image ``i`` only when record ``i`` is read; slicing copies nothing."""
 
@@ -152,8 +173,8 @@ class LazyRecords(Sequence):
             return LazyRecords(self.table, self.image_column, self.labels, self.side, self.prefix,
                                self.positions[i], self.pixels)  # fmt: skip
         position = self.positions[i]
-        image = self._image(position) if self.pixels else None
-        return ClRecord(self.name_of(position), image, int(self.labels[position]))
+        load = (lambda: self._image(position)) if self.pixels else None
+        return LazyRecord(self.name_of(position), None, int(self.labels[position]), load=load)
 
     def _decode(self, position: int) -> np.ndarray:
         return decode_image(self.table[position][self.image_column], self.side)
