@@ -178,6 +178,8 @@ def test_no_class_label_and_missing_id_offline_are_one_line_exit_2(cli, tmp_path
     assert len(result.output.strip().splitlines()) == 1
     result = cli("generate", "pets", "--labeler", "synthetic", "-o", tmp_path / "c")
     assert result.exit_code == 2 and "--source ORG/NAME_OR_FOLDER" in result.output
+    result = cli("generate", "pets", "--source", image_folder(tmp_path / "imgs"), "-o", tmp_path / "e")  # 3 classes
+    assert result.exit_code == 2 and "has 3 classes; a query shows 4 candidates" in result.output
     names = tmp_path / "names.txt"
     names.write_text("a\nb\n", encoding="utf-8")
     tiny = tmp_path / "tiny"
@@ -211,3 +213,25 @@ def test_generate_reads_only_the_images_it_labels(cli, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert len(decoded) <= 5
     assert pq.read_table(tmp_path / "out" / "labels.parquet").num_rows == 10
+
+
+def test_llava_labels_a_custom_source(cli, tmp_path):
+    """The tiny random LLaVA-NeXT, likelihood scoring and -R, on a 5-class image folder of 16x20 images."""
+    from tiny_llava import build_tiny_llava
+
+    model = build_tiny_llava(tmp_path / "model")
+    rng = np.random.default_rng(2)
+    for name in ("cat", "dog", "bird", "fish", "frog"):
+        (tmp_path / "imgs" / "train" / name).mkdir(parents=True)
+        for i in range(2):
+            PILImage.fromarray(rng.integers(0, 255, (16, 20, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "train" /
+                                                                                      name / f"{i}.png")  # fmt: skip
+    result = cli("generate", "pets", "--source", tmp_path / "imgs", "--model", model, "--scoring", "likelihood", "-R",
+                 "--num-rounds", "2", "-o", tmp_path / "labels")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = cli("build", tmp_path / "labels" / "labels.parquet", "-d", "aclpets-r", "--source", tmp_path / "imgs",
+                 "-o", tmp_path / "repo")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert cli("validate", tmp_path / "repo").exit_code == 0
+    train = load_dataset(str(tmp_path / "repo"), split="train")
+    assert len(train) == 10 and np.asarray(train[0]["images"]).shape == (20, 20, 3)

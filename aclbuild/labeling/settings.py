@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from aclbuild.errors import InputError
 from aclbuild.labeling import budgets
+from aclbuild.labeling.candidates import NUM_CANDIDATES
 from aclbuild.labeling.clip import CLIP_TEMPLATE, check_template
 from aclbuild.labeling.prompts import NAMED_PROMPTS
 from aclbuild.labeling.reference_stream import REFERENCE_BLOCK, check_reference_stream
@@ -112,6 +113,9 @@ def check_settings(s: GenerateSettings, base: Base) -> None:
         raise InputError(f"unknown --mode {s.mode!r}; choose cl or ord")
     if s.num_rounds < 1:
         raise InputError(f"--num-rounds must be at least 1, got {s.num_rounds}")
+    if s.labeler != "synthetic" and s.mode == "cl" and base.num_classes < NUM_CANDIDATES:
+        raise InputError(f"base {base.name} has {base.num_classes} classes; a query shows {NUM_CANDIDATES} "
+                         f"candidates, so it needs at least {NUM_CANDIDATES} (or use --labeler synthetic)")  # fmt: skip
     if (s.max_retries is not None and s.max_retries < 0) or (s.limit is not None and s.limit < 1):
         raise InputError("--max-retries must be >= 0 (or unlimited) and --limit >= 1")
     if s.prompt not in NAMED_PROMPTS:
