@@ -99,6 +99,10 @@ def source_words(source: dict) -> str:
         named = f"local folder {PurePath(source_id).name}"
     size = source.get("image_size")
     columns = f", columns {source['image_column']} and {source['label_column']}" if source.get("label_column") else ""
+    own = list(source.get("source_class_names") or ())
+    if own and own != list(source.get("class_names") or own):  # --class-names renamed them: keep the source's
+        shown = ", ".join(own[:20]) + (f" and {len(own) - 20} more" if len(own) > 20 else "")
+        columns += f" (the source's class names, renamed with --class-names: {shown})"
     return f"{named}, split '{source.get('split')}'{columns}" + (f", images {size}x{size}" if size else "")
 
 

@@ -413,4 +413,10 @@ class CustomBase(Base):
 
     spec: object = None  # a SourceSpec
     description: str = "{}"
+    given_short_names: tuple[str, ...] = ()  # --class-names' short names (else the ClassLabel's names as they are)
+
+    @property
+    def short_names(self) -> tuple[str, ...]:
+        """The names prompts use without --long-label: given, not cut to their last word."""
+        return self.given_short_names or self.long_names
 

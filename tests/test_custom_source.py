@@ -84,13 +84,14 @@ def test_parquet_folder_with_class_names_file(cli, tmp_path):
     folder.mkdir()
     dataset.to_parquet(str(folder / "train.parquet"))
     names = tmp_path / "names.txt"
-    names.write_text("n001\tred fox\nn002\tgrey wolf\nn003\tbrown bear\n", encoding="utf-8")
+    names.write_text("fox\tred fox\nwolf\tgrey wolf\nbear\n", encoding="utf-8")
     repo = through_build(cli, tmp_path, str(folder), "--class-names", str(names))
     train = load_dataset(str(repo), split="train")
-    assert train.features["ord_labels"].names == ["n001", "n002", "n003"]
+    assert train.features["ord_labels"].names == ["red fox", "grey wolf", "bear"]  # the long names, published
     assert train["ord_labels"] == dataset["fine"]  # the source's order and labels
     labels = pq.read_table(tmp_path / "labels" / "labels.parquet").to_pylist()
     assert {n for row in labels for n in row["candidate_names"]} <= {"fox", "wolf", "bear"}  # short prompt names
+    assert "n001" in (repo / "README.md").read_text(encoding="utf-8")  # the source's own names stay on record
 
 
 def test_hub_dataset_through_loopback_hub(tmp_path):

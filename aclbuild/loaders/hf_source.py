@@ -7,8 +7,8 @@ side (its larger dimension); every image is converted to RGB and, when not alrea
 (bicubic, aspect ratio not kept), so the repository holds one size.
 
 Example:
-    >>> read_class_names_text("n01\\tsulphur butterfly\\nn02\\tbackpack\\n")
-    (('n01', 'n02'), ('sulphur butterfly', 'backpack'))
+    >>> read_class_names_text("butterfly\\tsulphur butterfly\\nbackpack\\n")
+    (('butterfly', 'backpack'), ('sulphur butterfly', 'backpack'))
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class SourceSpec:
 
 
 def read_class_names_text(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(published names, prompt names) from ``--class-names``' text: ``name`` or ``short<TAB>long`` per line."""
+    """(short names, long names) from ``--class-names``' text: ``name`` or ``short<TAB>long`` per line. Prompts use
+    the short names (the long ones with --long-label); the repository's ClassLabel publishes the long ones."""
     short, long = [], []
     for line in text.splitlines():
         if not line.strip():
@@ -204,12 +205,12 @@ def split_records(spec: SourceSpec, pixels: bool = True) -> tuple[LazyRecords, d
 
     with PILImage.open(io.BytesIO(first["bytes"]) if first.get("bytes") is not None else first["path"]) as image:
         side = max(image.size)
-    names, long_names = tuple(class_label.names), tuple(class_label.names)
+    short_names, long_names = tuple(class_label.names), tuple(class_label.names)
     if spec.class_names:
-        names, long_names = read_class_names_file(spec.class_names, len(names))
+        short_names, long_names = read_class_names_file(spec.class_names, len(long_names))
     description = {
         **source_facts(spec, split), "split": spec.split, "image_column": image_column, "label_column": label_column,
-        "class_names": list(names), "long_names": list(long_names),
+        "class_names": list(long_names), "long_names": list(long_names), "short_names": list(short_names),
         "source_class_names": list(class_label.names), "image_size": side, "num_rows": len(labels),
     }  # fmt: skip
     records = LazyRecords(table, image_column, labels, side, f"{spec.split}_", pixels=pixels)
@@ -252,6 +253,7 @@ def custom_base(name: str, spec: object, description: dict, license: str | None 
         test_origin=f"the 'test' split of {shown}{at}", producers=f"the authors of {shown}",
         image_terms=f"the terms of {shown}", spec=spec,
         description=json.dumps({**description, "base": name.lower()}, sort_keys=True),
+        given_short_names=tuple(description.get("short_names") or ()),
     )  # fmt: skip
 
 
