@@ -179,6 +179,8 @@ def test_no_class_label_and_missing_id_offline_are_one_line_exit_2(cli, tmp_path
     assert len(result.output.strip().splitlines()) == 1
     result = cli("generate", "pets", "--labeler", "synthetic", "-o", tmp_path / "c")
     assert result.exit_code == 2 and "--source ORG/NAME_OR_FOLDER" in result.output
+    result = cli("generate", "digits", "--split", "test", "--labeler", "synthetic", "-o", tmp_path / "f")
+    assert result.exit_code == 2 and "are for a custom source; base digits has its own" in result.output
     result = cli("generate", "pets", "--source", image_folder(tmp_path / "imgs"), "-o", tmp_path / "e")  # 3 classes
     assert result.exit_code == 2 and "has 3 classes; a query shows 4 candidates" in result.output
     names = tmp_path / "names.txt"
