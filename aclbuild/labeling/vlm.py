@@ -35,9 +35,6 @@ from aclbuild.labeling.llava import DTYPES, SCORINGS, cache_keyword, output_cach
 from aclbuild.labeling.packing import pick_options
 from aclbuild.labeling.prompts import unwrapped_question
 
-# processor outputs that belong to the image, not to the token sequence
-_IMAGE_KEYS = ("pixel_values", "pixel_attention_mask", "image_sizes", "image_grid_thw")
-
 
 class VlmBackend:
     """A chat VLM (Hub id or local folder) behind the :class:`aclbuild.labeling.backend.Backend` contract."""
@@ -124,7 +121,8 @@ class VlmBackend:
     def option_scores(self, query: Query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(greedy, lengths, logprobs)`` of each option's answer after the prompt (see
         :func:`aclbuild.labeling.packing.pick_options`)."""
-        answers = [self._answer_ids(a) for a in query.answers]
+        text = self.chat_text(query)
+        answers = [self._answer_ids(text, a) for a in query.answers]
         inputs = self.encode([query])
         cut = self._prefix_cut(query, inputs["input_ids"].shape[1])
         if self.prefix_shared is None:
@@ -139,7 +137,12 @@ class VlmBackend:
             return self._cached_scores(query, inputs, cut, answers)
         return self._full_scores(inputs, answers)
 
-    def _answer_ids(self, answer: str) -> list[int]:
+    def _answer_ids(self, text: str, answer: str) -> list[int]:
+        """The answer's tokens as they follow the chat text (a sentencepiece tokenizer may merge across the seam:
+        then the answer alone)."""
+        whole, head = self.tokenizer([text + answer, text], add_special_tokens=False)["input_ids"]
+        if whole[: len(head)] == head and len(whole) > len(head):
+            return list(whole[len(head) :])
         return list(self.tokenizer(answer, add_special_tokens=False)["input_ids"])
 
     def _prefix_cut(self, query: Query, expanded_len: int) -> int:
@@ -162,17 +165,20 @@ class VlmBackend:
         import torch
 
         ids = inputs["input_ids"]
-        cache = self._prefix_cache(query, inputs, cut)
+        cache, rope_deltas = self._prefix_cache(query, inputs, cut)
+        inner = getattr(self.model, "model", None)
+        if hasattr(inner, "rope_deltas"):  # Qwen2-VL's M-RoPE: the text positions after this image continue from it
+            inner.rope_deltas = rope_deltas
         suffix = ids[0, cut:].tolist()
         rows, width = len(answers), len(suffix) + max(len(a) for a in answers)
         pad = self.tokenizer.pad_token_id or 0
         batch = torch.tensor([suffix + a + [pad] * (width - len(suffix) - len(a)) for a in answers], device=self.device)
         continued = _shallow_copy(cache)
         continued.batch_repeat_interleave(rows)
-        extra = {"token_type_ids": torch.zeros_like(batch)} if "token_type_ids" in inputs else {}
+        extra = {k: torch.zeros_like(batch) for k in _token_types(inputs)}
         with torch.inference_mode():
             logits = self.model(
-                input_ids=batch, attention_mask=torch.ones(rows, cut + width, dtype=torch.long, device=self.device),
+                input_ids=batch,  # no mask: every row sees its whole prefix (positions then count from the cache)
                 **{self.cache_keyword: continued}, **extra,
             ).logits.float()  # fmt: skip
         return _answer_scores(logits, len(suffix) - 1, answers)
@@ -187,8 +193,8 @@ class VlmBackend:
             full = dict(inputs)
             full["input_ids"] = torch.cat([inputs["input_ids"], tail], dim=1)
             full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(tail)], dim=1)
-            if "token_type_ids" in inputs:
-                full["token_type_ids"] = torch.cat([inputs["token_type_ids"], torch.zeros_like(tail)], dim=1)
+            for k in _token_types(inputs):
+                full[k] = torch.cat([inputs[k], torch.zeros_like(tail)], dim=1)
             with torch.inference_mode():
                 logits = self.model(**full).logits.float()
             g, n, lp = _answer_scores(logits, inputs["input_ids"].shape[1] - 1, [answer])
@@ -196,22 +202,30 @@ class VlmBackend:
         return np.array(greedy), np.array(lengths), np.array(logprobs)
 
     def _prefix_cache(self, query: Query, inputs: dict, cut: int):
-        """The key/value cache of the image with the first ``cut`` prompt tokens; the last ``keep_prefixes``
-        images' (at least this one's) are kept, so that an image's rounds and retries share one prefix pass."""
+        """The key/value cache of the image with the first ``cut`` prompt tokens, and the model's M-RoPE offset after
+        it (Qwen2-VL; else None); the last ``keep_prefixes`` images' (at least this one's) are kept, so that an
+        image's rounds and retries share one prefix pass."""
         import torch
 
         key = (query.index, tuple(inputs["input_ids"][0, :cut].tolist()))
         if key in self._kept:
             self._kept.move_to_end(key)
             return self._kept[key]
-        prefix = {k: (v if k in _IMAGE_KEYS else v[:, :cut]) for k, v in inputs.items()}
+        per_token = inputs["input_ids"].shape  # token-aligned inputs are cut; image ones (any shape) are not
+        prefix = {k: (v[:, :cut] if v.shape == per_token else v) for k, v in inputs.items()}
         with torch.inference_mode():
             cache = output_cache(self.model(**prefix, use_cache=True))
         self.prefix_passes += 1
-        self._kept[key] = cache
+        self._kept[key] = cache, getattr(getattr(self.model, "model", None), "rope_deltas", None)
         while len(self._kept) > max(1, self.keep_prefixes):
             self._kept.popitem(last=False)
-        return cache
+        return self._kept[key]
+
+
+def _token_types(inputs: dict) -> list[str]:
+    """The per-token inputs besides ids and mask (Gemma 3's ``token_type_ids``, ``mm_token_type_ids``): 0 = text."""
+    shape = inputs["input_ids"].shape
+    return [k for k, v in inputs.items() if k not in ("input_ids", "attention_mask") and v.shape == shape]
 
 
 def _answer_scores(logits, last_prompt: int, answers: list[list[int]]):
