@@ -5,10 +5,11 @@ and ``aclbuild.load_cl_dataset``. Bad input raises :class:`aclbuild.errors.Input
 :class:`aclbuild.errors.AclbuildError`) whose message says what is wrong and how to mend it; work that fails raises
 another ``AclbuildError``.
 
-Example: labels to a published, verified dataset and libcll's pickle (``labels/labels.pkl`` holds digits with
-3 synthetic CLs each; the Hub here is the test suite's loopback server, at HF_ENDPOINT):
+Example: labels to a published, verified dataset and libcll's pickle (``labels/labels.parquet`` is the table
+`aclbuild generate` wrote for digits with 3 synthetic CLs each; the Hub here is the test suite's loopback server,
+at HF_ENDPOINT):
     >>> import aclbuild
-    >>> folder = aclbuild.build("labels/labels.pkl", "digits-uniform", "out/digits", repo_id="aclorg/digits-uniform")
+    >>> folder = aclbuild.build("labels/labels.parquet", "digits-uniform", "out/digits", repo_id="aclorg/digits-uniform")
     >>> aclbuild.push(folder, "aclorg/digits-uniform").files
     5
     >>> aclbuild.verify("aclorg/digits-uniform", against=folder).problems
@@ -53,18 +54,19 @@ def build(
 ) -> Path:
     """Build the dataset repository folder ``output_dir`` (`aclbuild build`): Parquet shards, card, figures.
 
-    ``labels`` is a legacy CL pickle (it carries its images) or a label CSV whose images come from ``source`` (the
-    base's archive or folder; it also gives the test split, or ``test_source`` does). ``dataset`` is the variant
+    ``labels`` is the ``labels.parquet`` of `aclbuild generate` (its settings travel inside it), a legacy CL pickle
+    (it carries its images) or a label CSV; a table's or CSV's images come from ``source`` (the base's archive or
+    folder; none for the embedded digits), which also gives the test split unless ``test_source`` does. ``dataset`` is the variant
     (`aclbuild datasets` lists them). ``num_cl`` keeps the first N CLs of each image (default: the variant's
     released number, 3). ``repo_id`` (ORG/NAME) is named in the card's usage example. ``max_shard_size`` bounds a
     Parquet shard (``"500MB"`` or bytes). An existing non-empty ``output_dir`` is replaced only with ``overwrite``;
     ``drop_failed`` leaves out images whose labeling failed. ``labels_log`` is the ``labels.json`` of the `generate`
-    run that made ``labels`` (default: the one beside it); a variant whose kind contradicts it is refused unless
+    run that made a legacy pickle or CSV (a labels.parquet carries its own and refuses one); a variant whose kind contradicts it is refused unless
     ``allow_kind_mismatch``. ``card_authors`` and ``contact`` go into the card. Returns ``output_dir``.
 
     Example:
         >>> import aclbuild
-        >>> folder = aclbuild.build("labels/labels.pkl", "digits-uniform", "out/digits")
+        >>> folder = aclbuild.build("labels/labels.parquet", "digits-uniform", "out/digits")
         >>> sorted(path.name for path in (folder / "data").iterdir())
         ['test-00000-of-00001.parquet', 'train-00000-of-00001.parquet']
     """

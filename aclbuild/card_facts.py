@@ -1,5 +1,5 @@
 """What a card may say about its labels: the kind of labeler that made them, read from the recorded provenance (the
-``provenance`` dict `aclbuild generate` writes into ``labels.json``), never from the variant's name.
+``provenance`` that `aclbuild generate` stores in its ``labels.parquet``), never from the variant's name.
 
 A variant whose kind contradicts the recorded labeler is refused (:func:`check_label_kind`) unless the user insists;
 without a record, the card attributes what it says about the labels to the variant's release, explicitly.
@@ -23,7 +23,7 @@ from aclbuild.registry import VARIANTS, Variant
 INSIST_FLAG = "--allow-kind-mismatch"
 # provenance labeler -> variant kind (the -R ones get "-r"); replay reads back a VLM's label file; clip's are
 # model-made but no VLM's answers: a kind of their own
-_LABELER_KINDS = {"llava": "vlm", "replay": "vlm", "synthetic": "synthetic", "human": "human", "clip": "clip"}
+_LABELER_KINDS = {"llava": "vlm", "vlm": "vlm", "replay": "vlm", "synthetic": "synthetic", "human": "human", "clip": "clip"}
 _KIND_WORDS = {
     "vlm": "VLM labels", "vlm-r": "bias-reduced (-R) VLM labels", "human": "human labels",
     "synthetic": "synthetic labels", "clip": "CLIP zero-shot labels",

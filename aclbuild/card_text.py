@@ -17,7 +17,7 @@ from pathlib import PurePath
 from aclbuild.card_facts import LabelOrigin
 from aclbuild.registry import Variant
 
-NOT_RECORDED = "The labeling settings of this build were not recorded (its source came without `labels.json`)."
+NOT_RECORDED = "The labeling settings of this build were not recorded: its labels came without a record of how they were made."
 _STREAMS = {
     "seeded": "drawn uniformly at random, 4 distinct classes independent of the true label, by a generator seeded "
     "by (seed, image, round)",
@@ -45,12 +45,18 @@ def annotators(origin: LabelOrigin, provenance: dict, variant: Variant) -> str:
     """Who or what made the labels (the card's "Who are the annotators?")."""
     if not origin.recorded:
         return f"Not recorded with this build. {release_claim(variant)}"
-    if origin.labeler == "llava":
-        model = provenance.get("model", "a vision-language model whose name was not recorded")
+    if origin.labeler in ("llava", "vlm", "clip"):
+        what = "CLIP-style zero-shot model" if origin.labeler == "clip" else "vision-language model"
+        model = provenance.get("model", f"a {what} whose name was not recorded")
         revision = provenance.get("revision")
         at = f" at revision `{revision}`" if revision else " (revision not recorded)"
         dtype = f", weights in {provenance['dtype']}" if provenance.get("dtype") else ""
-        return f"The vision-language model `{model}`{at}{dtype}, run by `aclbuild generate`; no person chose a label."
+        how = ""
+        if origin.labeler == "clip":
+            template = provenance.get("clip_template", "a photo of a {name}")
+            how = (f" Each CL is the shown candidate whose text (\"{template}\") is least similar to the image in the "
+                   "model's embedding space.")  # fmt: skip
+        return f"The {what} `{model}`{at}{dtype}, run by `aclbuild generate`; no person chose a label.{how}"
     if origin.labeler == "replay":
         claim = f" {release_claim(variant)}" if variant.kind in ("vlm", "vlm-r") else ""
         return (
@@ -216,5 +222,7 @@ def kind_risk(origin: LabelOrigin, variant: Variant) -> str:
         "vlm-r": "The -R draw evens out which classes are offered, not the model's errors within an image.",
         "human": "Human labels carry their annotators' confusions.",
         "synthetic": "Synthetic labels follow a chosen matrix, not the behaviour of any real labeler.",
+        "clip": "CLIP zero-shot labels carry the model's image-text similarity biases (and its prompt template's); "
+        "the figures above measure them here.",
     }.get(kind or "", "How the labeler errs was not recorded.")
     return text if origin.recorded else f"If the release's account holds: {text}"

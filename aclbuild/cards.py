@@ -127,6 +127,7 @@ def render_card(
         num_train=train_stats["num_examples"],
         num_cl=train_stats["cls_per_image"],
         image_size=base.image_size,
+        converted=bool((provenance or {}).get("source")),  # a custom source's images are made RGB and resized
         origin_words=origin.describe() if origin.recorded else f"{_variant_words(variant)}, per {variant.release}",
         variant_words=_variant_words(variant),
         mismatch=not origin.matches(variant),

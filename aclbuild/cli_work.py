@@ -89,7 +89,7 @@ def generate_command(
         show_default=False,
     )],  # fmt: skip
     output_dir: Annotated[Path, typer.Option(
-        "--output-dir", "-o", metavar="DIR", help="folder for the table, pickle and log"
+        "--output-dir", "-o", metavar="DIR", help="folder for the labels table (labels.parquet) and the log"
     )],  # fmt: skip
     source: Annotated[Optional[Path], typer.Option(
         metavar="PATH", help="the base's archive or folder (mnist, fmnist, kmnist: the folder of its four IDX files); "
@@ -182,8 +182,8 @@ def generate_command(
     )] = "a photo of a {name}",  # fmt: skip
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --output-dir")] = False,
 ) -> None:
-    """Label a base's training images with LLaVA-NeXT, a synthetic labeler, or a replayed label file: table, legacy
-    pickle and log.
+    """Label a base's (or your own dataset's) training images with a VLM, CLIP, a synthetic labeler, or a replayed
+    label file: the labels table (which `aclbuild build` takes) and a log.
 
     Example: `aclbuild generate cifar10 --source cifar-10-python.tar.gz --scoring likelihood --output-dir labels/`
     """

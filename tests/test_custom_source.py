@@ -69,6 +69,7 @@ def test_image_folder_generate_build_validate_load(cli, tmp_path):
     assert len(load_dataset(str(repo), split="test")) == 9
     card = (repo / "README.md").read_text(encoding="utf-8")
     assert "local folder imgs" in card and "license: cc-by-4.0" in card and str(tmp_path) not in card
+    assert "resized to 12x12" in card and "unchanged apart from" not in card  # the card says the images were resized
     manifest = json.loads((repo / "aclbuild.json").read_text(encoding="utf-8"))
     assert manifest["provenance"]["source"]["image_size"] == 12
     result = cli("build", tmp_path / "labels" / "labels.parquet", "-d", "aclpets", "--source", folder,

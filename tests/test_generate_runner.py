@@ -170,7 +170,7 @@ def test_synthetic_labeler_matches_the_foundation(tmp_path, cli):
         (["digits", "--model", "/nonexistent/model"], "cannot load a LLaVA-NeXT model"),
         (["digits", "-R", "--num-rounds", "8"], "K - 3"),
         (["digits", "--prompt-file", "PROMPT"], "options"),
-        (["digits", "--labeler", "clip"], "unknown --labeler"),
+        (["digits", "--labeler", "blip"], "unknown --labeler"),
         (["digits", "--mode", "both"], "unknown --mode"),
         (["digits", "--scoring", "beam", "--model", "MODEL"], "unknown --scoring"),
     ],
