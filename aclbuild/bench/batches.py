@@ -47,12 +47,21 @@ class Augment:
 
     @classmethod
     def for_size(cls, image_size: int) -> Augment:
+        """The bases' reference augmentations by image size; any other natural-image size (your own dataset, 16
+        pixels or more) gets the same recipe scaled: padding of 1/8 of the side, flips, ImageNet statistics.
+
+        Example:
+            >>> Augment.for_size(96).padding, Augment.for_size(96).flip, Augment.for_size(12).padding
+            (12, True, 0)
+        """
         if image_size == 32:
             return cls(4, True, CIFAR_MEAN, CIFAR_STD)
         if image_size == 64:
             return cls(8, True, IMAGENET_MEAN, IMAGENET_STD)
         if image_size == 28:  # MNIST, Fashion-MNIST, KMNIST: x / 255 in [0, 1], as libcll feeds them
             return cls(0, False, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        if image_size >= 16:  # CIFAR pads 4 of 32 and TinyImageNet 8 of 64: the same share of the side
+            return cls(image_size // 8, True, IMAGENET_MEAN, IMAGENET_STD)
         return cls(0, False, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # digits: a flipped or shifted 8x8 digit is another
 
     def normalise(self, images: Tensor) -> Tensor:
