@@ -4,7 +4,6 @@ against a plain teacher-forced computation, and the refusals (no weights, no cha
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -109,7 +108,7 @@ def test_generate_end_to_end(tiny_vlm, tmp_path, cli):
     assert provenance["labeler"] == "vlm" and provenance["model"] == str(tiny_vlm)
     assert provenance["revision"] == "local" and provenance["scoring"] == "generate"
     scored = cli("generate", "digits", "--labeler", "vlm", "--model", tiny_vlm, "--limit", "4", "--scoring",
-                 "likelihood", "--output-dir", tmp_path / "lik")  # fmt: skip
+                 "likelihood", "-R", "--num-rounds", "2", "--output-dir", tmp_path / "lik")  # fmt: skip
     assert scored.exit_code == 0, scored.stderr
     provenance = json.loads((tmp_path / "lik" / "labels.json").read_text())["provenance"]
     assert provenance["scoring"] == "likelihood" and provenance["likelihood_passes"].startswith("prefix cache")
@@ -141,7 +140,6 @@ def test_refusals(tmp_path, cli):
             data = json.loads(path.read_text())
             data.pop("chat_template", None)
             path.write_text(json.dumps(data))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cases = {no_weights: "cannot load a chat VLM", no_template: "no chat template",
              "nobody/not-a-model": "cannot load a chat VLM"}  # fmt: skip
     for model, message in cases.items():
