@@ -56,13 +56,14 @@ def build(
 
     ``labels`` is the ``labels.parquet`` of `aclbuild generate` (its settings travel inside it), a legacy CL pickle
     (it carries its images) or a label CSV; a table's or CSV's images come from ``source`` (the base's archive or
-    folder; none for the embedded digits), which also gives the test split unless ``test_source`` does. ``dataset`` is the variant
-    (`aclbuild datasets` lists them). ``num_cl`` keeps the first N CLs of each image (default: the variant's
-    released number, 3). ``repo_id`` (ORG/NAME) is named in the card's usage example. ``max_shard_size`` bounds a
-    Parquet shard (``"500MB"`` or bytes). An existing non-empty ``output_dir`` is replaced only with ``overwrite``;
-    ``drop_failed`` leaves out images whose labeling failed. ``labels_log`` is the ``labels.json`` of the `generate`
-    run that made a legacy pickle or CSV (a labels.parquet carries its own and refuses one); a variant whose kind contradicts it is refused unless
-    ``allow_kind_mismatch``. ``card_authors`` and ``contact`` go into the card. Returns ``output_dir``.
+    folder; none for the embedded digits), which also gives the test split unless ``test_source`` does. ``dataset``
+    is the variant (`aclbuild datasets` lists them). ``num_cl`` keeps the first N CLs of each image (default: the
+    variant's released number, 3). ``repo_id`` (ORG/NAME) is named in the card's usage example. ``max_shard_size``
+    bounds a Parquet shard (``"500MB"`` or bytes). An existing non-empty ``output_dir`` is replaced only with
+    ``overwrite``; ``drop_failed`` leaves out images whose labeling failed. ``labels_log`` is the ``labels.json`` of
+    the `generate` run that made a legacy pickle or CSV (a labels.parquet carries its own and refuses one); a
+    variant whose kind contradicts it is refused unless ``allow_kind_mismatch``. ``card_authors`` and ``contact`` go
+    into the card. Returns ``output_dir``.
 
     Example:
         >>> import aclbuild

@@ -23,7 +23,9 @@ from aclbuild.registry import VARIANTS, Variant
 INSIST_FLAG = "--allow-kind-mismatch"
 # provenance labeler -> variant kind (the -R ones get "-r"); replay reads back a VLM's label file; clip's are
 # model-made but no VLM's answers: a kind of their own
-_LABELER_KINDS = {"llava": "vlm", "vlm": "vlm", "replay": "vlm", "synthetic": "synthetic", "human": "human", "clip": "clip"}
+_LABELER_KINDS = {
+    "llava": "vlm", "vlm": "vlm", "replay": "vlm", "synthetic": "synthetic", "human": "human", "clip": "clip",
+}
 _KIND_WORDS = {
     "vlm": "VLM labels", "vlm-r": "bias-reduced (-R) VLM labels", "human": "human labels",
     "synthetic": "synthetic labels", "clip": "CLIP zero-shot labels",

@@ -17,7 +17,9 @@ from pathlib import PurePath
 from aclbuild.card_facts import LabelOrigin
 from aclbuild.registry import Variant
 
-NOT_RECORDED = "The labeling settings of this build were not recorded: its labels came without a record of how they were made."
+NOT_RECORDED = (
+    "The labeling settings of this build were not recorded: its labels came without a record of how they were made."
+)
 _STREAMS = {
     "seeded": "drawn uniformly at random, 4 distinct classes independent of the true label, by a generator seeded "
     "by (seed, image, round)",
