@@ -110,6 +110,11 @@ def test_generate_end_to_end(tiny_vlm, tmp_path, cli):
     scored = cli("generate", "digits", "--labeler", "vlm", "--model", tiny_vlm, "--limit", "4", "--scoring",
                  "likelihood", "-R", "--num-rounds", "2", "--output-dir", tmp_path / "lik")  # fmt: skip
     assert scored.exit_code == 0, scored.stderr
+    built = cli("build", tmp_path / "lik" / "labels.parquet", "--dataset", "acldigits", "--allow-kind-mismatch",
+                "--output-dir", tmp_path / "repo")  # fmt: skip
+    assert built.exit_code == 0, built.stderr
+    card = (tmp_path / "repo" / "README.md").read_text()
+    assert "vision-language model" in card and str(tiny_vlm) in card  # counted as VLM labels, model named
     provenance = json.loads((tmp_path / "lik" / "labels.json").read_text())["provenance"]
     assert provenance["scoring"] == "likelihood" and provenance["likelihood_passes"].startswith("prefix cache")
     assert all(r["label"] in r["candidates"] for r in pq.read_table(tmp_path / "lik" / "labels.parquet").to_pylist())
@@ -124,7 +129,11 @@ def test_chat_text_has_one_bos(tmp_path):
     assert ids.count(backend.tokenizer.bos_token_id) == 1
 
 
-def test_refusals(tmp_path, cli):
+def test_refusals(tmp_path, cli, monkeypatch):
+    import huggingface_hub.constants
+
+    # HF_HUB_OFFLINE is read when huggingface_hub is imported; an earlier import would try the network for the id
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     folder = build_tiny_vlm("idefics3", tmp_path / "model")
     no_weights = tmp_path / "no-weights"
     shutil.copytree(folder, no_weights)
