@@ -128,7 +128,10 @@ class VlmBackend:
         if self.prefix_shared is None:
             cached = self._cached_scores(query, inputs, cut, answers)
             full = self._full_scores(inputs, answers)
-            self.prefix_shared = bool(np.array_equal(cached[0], full[0]) and np.allclose(cached[2], full[2], atol=1e-3))
+            tolerance = 1e-3 if self.dtype_name == "fp32" else 0.25  # 16-bit passes of other shapes round apart
+            self.prefix_shared = bool(
+                np.array_equal(cached[0], full[0]) and np.allclose(cached[2], full[2], atol=tolerance)
+            )  # a cache continued at wrong positions misses by far more
             if not self.prefix_shared:
                 print(f"{self.model_id}: a continued prefix cache does not score as a full pass; scoring every option "
                       "with a full pass of its own (slower)", file=sys.stderr)  # fmt: skip
