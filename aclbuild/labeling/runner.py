@@ -337,6 +337,7 @@ def _finish(job: _Job, output_dir: Path, seconds: float, command: list[str] | No
         "noise": s.noise if s.labeler == "synthetic" and s.matrix == "noisy" else None,
         "max_retries": (s.max_retries if s.max_retries is not None else "unlimited") if model else None,
         "answers": s.answers, "aclbuild_version": __version__,
+        "source": json.loads(job.base.description) if hasattr(job.base, "description") else None,
         "max_new_tokens": s.max_new_tokens if model and s.scoring == "generate" else None,
     }  # fmt: skip
     provenance.update(getattr(backend, "provenance", {}))  # a labeler's own entries (clip: its text template)
@@ -347,7 +348,6 @@ def _finish(job: _Job, output_dir: Path, seconds: float, command: list[str] | No
         "provenance": {k: v for k, v in provenance.items() if v is not None},
         "base": job.base.name, "images": len(job.records), "statistics": statistics,
         "images_per_second": round(images_per_second, 3), "seconds": round(seconds, 3),
-        "source": json.loads(job.base.description) if hasattr(job.base, "description") else None,
         "processes": job.state.num_processes, "prompt_template": job.template.source if job.template else None,
         "prompt_split_exact": getattr(backend, "split_is_exact", None),
         "command": shlex.join(command if command is not None else sys.argv),
