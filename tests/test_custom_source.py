@@ -239,3 +239,32 @@ def test_llava_labels_a_custom_source(cli, tmp_path):
     assert cli("validate", tmp_path / "repo").exit_code == 0
     train = load_dataset(str(tmp_path / "repo"), split="train")
     assert len(train) == 10 and np.asarray(train[0]["images"]).shape == (20, 20, 3)
+
+
+def test_clip_labels_a_folder_of_your_own_photos(cli, tmp_path):
+    """README's folder example: CLIP zero-shot on a custom source, built under acl<name> with the insisting flag."""
+    from tests.tiny_clip import write_tiny_clip
+
+    names = ["cat", "dog", "bird", "fish", "frog"]  # a VLM-style query shows 4 candidates, so at least 4 classes
+    rng = np.random.default_rng(2)
+    for split in ("train", "test"):
+        for name in names:
+            (tmp_path / "photos" / split / name).mkdir(parents=True)
+            for i in range(2):
+                pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+                PILImage.fromarray(pixels).save(tmp_path / "photos" / split / name / f"{i}.png")
+    model = write_tiny_clip(tmp_path / "clip", names)
+    labels, repo = tmp_path / "labels", tmp_path / "repo"
+    result = cli("generate", "pets", "--source", tmp_path / "photos", "--labeler", "clip", "--model", model,
+                 "-o", labels)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    refused = cli("build", labels / "labels.parquet", "--dataset", "aclpets", "--source", tmp_path / "photos",
+                  "-o", repo)  # fmt: skip
+    assert refused.exit_code == 2 and "--allow-kind-mismatch" in refused.stderr
+    result = cli("build", labels / "labels.parquet", "--dataset", "aclpets", "--allow-kind-mismatch",
+                 "--source", tmp_path / "photos", "-o", repo)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert cli("validate", repo).exit_code == 0
+    card = (repo / "README.md").read_text(encoding="utf-8")
+    assert "CLIP zero-shot labels" in card and "local folder photos" in card
+    assert len(load_dataset(str(repo), split="train")) == 10
