@@ -183,3 +183,4 @@ def test_bad_input_exits_2_with_one_line(tmp_path, cli, args, message):
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # nothing is written until every option is checked and the model loads

@@ -74,9 +74,8 @@ def run_generate(
     job = _Job(settings, base, records, template, backend, output_dir / PARTS, batch_size, state)
     job.load_streams(names)  # a bad answers or candidates file is refused before the output folder is made
     if state.is_main_process:
-        _prepare_output(output_dir, settings, resume)
-    state.wait_for_everyone()
-    if settings.labeler == "clip" and backend is None:
+        _check_output(output_dir, settings, resume)
+    if settings.labeler == "clip" and backend is None:  # a model that cannot load leaves no output folder behind
         from aclbuild.labeling.clip import ClipBackend
 
         job.backend = ClipBackend(
@@ -91,6 +90,9 @@ def run_generate(
         job.backend = ModelBackend(
             settings.model, settings.dtype, settings.scoring, settings.max_new_tokens, batch_size, device=state.device
         )
+    if state.is_main_process:
+        _write_run_file(output_dir, settings)
+    state.wait_for_everyone()
     started = time.perf_counter()
     job.run()
     seconds = time.perf_counter() - started
@@ -111,11 +113,12 @@ def _cpu_only() -> bool:
     return not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
 
 
-def _prepare_output(output_dir: Path, settings: GenerateSettings, resume: bool) -> None:
+def _check_output(output_dir: Path, settings: GenerateSettings, resume: bool) -> None:
+    """Refuse a non-empty ``output_dir`` unless resuming a run with the same settings (before any model loads)."""
     run_file = output_dir / RUN_FILE
-    wanted = json.loads(json.dumps(asdict(settings)))
     if resume and run_file.is_file():
         stored = json.loads(run_file.read_text(encoding="utf-8"))
+        wanted = json.loads(json.dumps(asdict(settings)))
         if stored != wanted:
             changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
             raise InputError(f"--resume: {output_dir} was started with other settings ({', '.join(changed)})")
@@ -124,9 +127,14 @@ def _prepare_output(output_dir: Path, settings: GenerateSettings, resume: bool) 
         raise OutputExistsError(
             f"{output_dir} is not empty; pass --resume to continue a run there, or pick a new folder"
         )
+
+
+def _write_run_file(output_dir: Path, settings: GenerateSettings) -> None:
+    """The run's settings, which ``--resume`` compares (written once everything is checked and loaded)."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    run_file = output_dir / RUN_FILE
     tmp = run_file.with_name(f".{RUN_FILE}.tmp")
-    tmp.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(json.loads(json.dumps(asdict(settings))), indent=2) + "\n", encoding="utf-8")
     tmp.replace(run_file)
 
 
