@@ -85,16 +85,7 @@ class LlavaBackend:
         batch_size: int = 8, device=None, loaded: tuple | None = None,
     ) -> None:  # fmt: skip
         """``loaded`` = (processor, model) already in memory (the benchmark's randomly initialised 7B model)."""
-        with needs_extra("label"):
-            import torch
-
-        if scoring not in SCORINGS:
-            raise InputError(f"unknown --scoring {scoring!r}; choose generate or likelihood")
-        if dtype is not None and dtype not in DTYPES:
-            raise InputError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype_name = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
-        self.torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.dtype_name]
+        self.device, self.dtype_name, self.torch_dtype = model_placement(scoring, dtype, device)
         self.scoring, self.max_new_tokens, self.batch_size = scoring, max_new_tokens, batch_size
         self.model_id = str(model)
         self.processor, self.model = loaded or _load(self.model_id, self.torch_dtype, self.device)
@@ -294,6 +285,26 @@ def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
         return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
 
+
+
+def model_placement(scoring: str, dtype: str | None, device=None) -> tuple:
+    """Check --scoring and --dtype; the torch device and dtype of a model labeler (default bf16 on a GPU, fp32 on the
+    CPU): ``(device, dtype name, torch dtype)``.
+
+    Example:
+        >>> model_placement("likelihood", None, "cpu")
+        (device(type='cpu'), 'fp32', torch.float32)
+    """
+    with needs_extra("label"):
+        import torch
+
+    if scoring not in SCORINGS:
+        raise InputError(f"unknown --scoring {scoring!r}; choose generate or likelihood")
+    if dtype is not None and dtype not in DTYPES:
+        raise InputError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    name = dtype or ("bf16" if device.type == "cuda" else "fp32")
+    return device, name, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
 
 def cache_keyword(model) -> str:
     """The forward argument that takes a key/value cache: ``cache`` since transformers 5.24 (``past_key_values``,

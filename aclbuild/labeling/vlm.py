@@ -31,7 +31,7 @@ import numpy as np
 from aclbuild.errors import InputError
 from aclbuild.extras import needs_extra
 from aclbuild.labeling.backend import Query, Reply
-from aclbuild.labeling.llava import DTYPES, SCORINGS, cache_keyword, output_cache
+from aclbuild.labeling.llava import cache_keyword, model_placement, output_cache
 from aclbuild.labeling.packing import pick_options
 from aclbuild.labeling.prompts import unwrapped_question
 
@@ -44,16 +44,7 @@ class VlmBackend:
         batch_size: int = 8, device=None, loaded: tuple | None = None,
     ) -> None:  # fmt: skip
         """``loaded`` = (processor, model) already in memory."""
-        with needs_extra("label"):
-            import torch
-
-        if scoring not in SCORINGS:
-            raise InputError(f"unknown --scoring {scoring!r}; choose generate or likelihood")
-        if dtype is not None and dtype not in DTYPES:
-            raise InputError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype_name = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
-        self.torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.dtype_name]
+        self.device, self.dtype_name, self.torch_dtype = model_placement(scoring, dtype, device)
         self.scoring, self.max_new_tokens, self.batch_size = scoring, max_new_tokens, batch_size
         self.model_id = str(model)
         self.processor, self.model = loaded or load_vlm(self.model_id, self.torch_dtype, self.device)
