@@ -19,6 +19,11 @@ gpu: llava-v1.6-mistral-7b's architecture (CLIP ViT-L/14-336 + Mistral-7B, 32,06
     python benchmarks/bench_generate.py cpu [--images 4096] [--batch-size 32]
     python benchmarks/bench_generate.py gpu [--images 512] [--batch-size 8]
     python benchmarks/bench_generate.py gpu --smoke --images 16     # the gpu code on CPU, with the tiny model
+    python benchmarks/bench_generate.py gpu --labeler vlm           # the same for --labeler vlm
+
+gpu --labeler vlm: Idefics3-8B-Llama3's architecture (SigLIP so400m at 364 pixels + Llama-3-8B, 169 image tokens,
+     image splitting off: a 32x32 image is one tile) built from its configuration with random weights, through the
+     generic chat-VLM labeler; the same two modes, without the FLOP share (counted for LLaVA-NeXT only).
 """
 
 from __future__ import annotations
@@ -175,6 +180,54 @@ def mistral_7b_llava(dtype):
     return processor, model
 
 
+def idefics3_8b(dtype):
+    """Idefics3-8B-Llama3's architecture from its published configuration, random weights, on the GPU."""
+    import torch
+    from tiny_vlms import IDEFICS3_TEMPLATE, build_word_tokenizer
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor, LlamaConfig
+    from transformers import Idefics3VisionConfig
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    specials = ["<|im_start|>", "<end_of_utterance>", "<pad>", "<fake_token_around_image>", "<image>", "<global-img>"]
+    tokenizer = build_word_tokenizer(specials, "<|im_start|>", "<end_of_utterance>", "<pad>", add_bos=False)
+    side, patch, scale = 364, 14, 2  # 26 x 26 patches, pixel-shuffled by 2: 169 image tokens
+    config = Idefics3Config(
+        vision_config=Idefics3VisionConfig(
+            hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16, image_size=side,
+            patch_size=patch,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=128259, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+            num_key_value_heads=8, max_position_embeddings=8192, rope_theta=5e5, pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        ),
+        scale_factor=scale, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    )  # fmt: skip
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Idefics3ForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    processor = Idefics3Processor(
+        image_processor=Idefics3ImageProcessorPil(
+            size={"longest_edge": side}, max_image_size={"longest_edge": side}, do_image_splitting=False,
+        ),
+        tokenizer=tokenizer, image_seq_len=(side // patch) ** 2 // scale**2, chat_template=IDEFICS3_TEMPLATE,
+    )  # fmt: skip
+    return processor, model
+
+
+def tiny_vlm_loaded():
+    """(processor, model) of the tiny test Idefics3, for --smoke --labeler vlm."""
+    from tiny_vlms import build_tiny_vlm
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = build_tiny_vlm("idefics3", Path(tempfile.mkdtemp(prefix="bench_generate_smoke_")) / "tiny")
+    return AutoProcessor.from_pretrained(folder), AutoModelForImageTextToText.from_pretrained(folder).eval()
+
+
 def tiny_llava_loaded():
     """(processor, model) of the tiny test model, for --smoke."""
     from tiny_llava import build_tiny_llava
@@ -208,6 +261,9 @@ def bench_gpu(args) -> None:
 
     from aclbuild.labeling.llava import LlavaBackend
     from aclbuild.labeling.runner import GenerateSettings, read_log, run_generate
+    from aclbuild.labeling.vlm import VlmBackend
+
+    vlm = args.labeler == "vlm"
 
     if not torch.cuda.is_available() and not args.smoke:
         raise SystemExit("bench_generate.py gpu needs a CUDA GPU (--smoke runs this code on CPU with the tiny model)")
@@ -216,7 +272,8 @@ def bench_gpu(args) -> None:
     archive = cifar_archive(work, args.images)
     queries = len(by_round) * args.images
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (smoke run)"
-    model = "the tiny test model" if args.smoke else "llava-v1.6-mistral-7b architecture, random weights"
+    model = "Idefics3-8B-Llama3" if vlm else "llava-v1.6-mistral-7b"
+    model = f"the tiny test model (--labeler {args.labeler})" if args.smoke else f"{model} architecture, random weights"
     print(f"{name}: {model}, {args.images} 32x32 images x 3 rounds")
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     results = {}
@@ -225,11 +282,14 @@ def bench_gpu(args) -> None:
         (f"aclbuild best (bf16, likelihood, batch {args.batch_size})", "likelihood", "bf16", args.batch_size),
     ):
         if args.smoke:  # the same code path on CPU, so that this script is checked without a GPU
-            dtype, loaded = "fp32", tiny_llava_loaded()
+            dtype, loaded = "fp32", tiny_vlm_loaded() if vlm else tiny_llava_loaded()
         else:
-            loaded = mistral_7b_llava(getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[dtype]))
-        backend = LlavaBackend("llava-v1.6-mistral-7b (random)", dtype=dtype, scoring=scoring, batch_size=batch,
-                               max_new_tokens=args.answer_tokens, loaded=loaded)  # fmt: skip
+            torch_dtype = getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[dtype])
+            loaded = idefics3_8b(torch_dtype) if vlm else mistral_7b_llava(torch_dtype)
+        backend = (VlmBackend if vlm else LlavaBackend)(
+            f"{model} (random)", dtype=dtype, scoring=scoring, batch_size=batch, max_new_tokens=args.answer_tokens,
+            loaded=loaded,
+        )  # fmt: skip
         backend.answer(by_round[0][: min(8, args.images)])  # warm-up: kernels, allocator
         sync()
         start = time.perf_counter()
@@ -237,7 +297,8 @@ def bench_gpu(args) -> None:
             for batch_queries in by_round:  # one full generation per query, round after round, as the reference
                 backend.answer(batch_queries)
         else:  # through the runner, as `aclbuild generate` does it (a worker process prepares and records)
-            settings = GenerateSettings(base="cifar10", scoring="likelihood", limit=args.images, max_retries=0)
+            settings = GenerateSettings(base="cifar10", labeler=args.labeler, scoring="likelihood", limit=args.images,
+                                        max_retries=0)  # fmt: skip
             run_generate(settings, archive, work / "best", batch_size=batch, backend=backend)
         sync()
         seconds = time.perf_counter() - start
@@ -253,7 +314,7 @@ def bench_gpu(args) -> None:
     shutil.rmtree(work, ignore_errors=True)
     ref, best = results.values()
     print(f"  speed-up {best / ref:.2f}x (goal: at least 4x)")
-    for label, qps in results.items() if not args.smoke else ():
+    for label, qps in results.items() if not (args.smoke or vlm) else ():
         print(f"  {label:<45} {100 * qps * FLOPS_PER_QUERY / PEAK_FLOPS:5.1f}% of 790 TFLOP/s "
               "(counting 19 TFLOP per query, the reference's full cost)")  # fmt: skip
 
@@ -266,6 +327,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="cpu: runs per scoring; the fastest is reported")
     parser.add_argument("--smoke", action="store_true", help="gpu: run its code on CPU with the tiny model")
     parser.add_argument("--answer-tokens", type=int, default=4, help="gpu reference: tokens generated per query")
+    parser.add_argument("--labeler", choices=("llava", "vlm"), default="llava", help="gpu: the labeler measured")
     args = parser.parse_args()
     args.images = args.images or (4096 if args.where == "cpu" else 512)
     args.batch_size = args.batch_size or (32 if args.where == "cpu" else 8)

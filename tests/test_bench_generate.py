@@ -31,3 +31,8 @@ def test_cpu_mode_reports_speed_and_share_outside_the_model():
 def test_gpu_mode_code_runs_with_the_tiny_model():
     out = _bench("gpu", "--smoke", "--images", "8")
     assert "reference loop" in out and "aclbuild best" in out and re.search(r"speed-up [\d.]+x", out), out
+
+
+def test_gpu_mode_code_runs_for_the_chat_vlm_labeler():
+    out = _bench("gpu", "--smoke", "--labeler", "vlm", "--images", "8")
+    assert "--labeler vlm" in out and "aclbuild best" in out and re.search(r"speed-up [\d.]+x", out), out
