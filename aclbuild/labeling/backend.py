@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -68,3 +69,26 @@ class StagedBackend(Backend, Protocol):
     def run(self, prepared: Any) -> Any: ...
 
     def replies(self, queries: list[Query], prepared: Any, raw: Any) -> list[Reply]: ...
+
+
+def model_revision(model, model_id: str) -> str:
+    """The checkpoint's Hub commit, for the log: ``local`` for a folder, ``unknown`` when neither is known.
+
+    Example:
+        >>> class Config: _commit_hash = "0b2714"
+        >>> class Model: config = Config()
+        >>> model_revision(Model(), "llava-hf/llava-v1.6-mistral-7b-hf")
+        '0b2714'
+    """
+    return getattr(model.config, "_commit_hash", None) or ("local" if Path(model_id).is_dir() else "unknown")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's error (at most 200 characters), for a one-line message.
+
+    Example:
+        >>> first_line(OSError("no file named config.json\\nmore detail"))
+        'no file named config.json'
+    """
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

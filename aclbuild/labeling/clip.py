@@ -25,13 +25,12 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from aclbuild.errors import InputError
 from aclbuild.extras import needs_extra
-from aclbuild.labeling.backend import Query, Reply
+from aclbuild.labeling.backend import Query, Reply, first_line, model_revision
 
 CLIP_TEMPLATE = "a photo of a {name}"
 SIGLIP_TEXT_LENGTH = 64  # SigLIP was trained on texts padded to 64 tokens (as transformers' zero-shot pipeline pads)
@@ -112,7 +111,7 @@ def load_dual_encoder(model_id: str, torch_dtype, device) -> tuple:
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(
             f"cannot load a model from {model_id!r}: not a model folder, and not in the Hugging Face cache (offline "
-            f"or wrong id?) ({_first_line(exc)})"
+            f"or wrong id?) ({first_line(exc)})"
         ) from None
     missing = [tower for tower in ("image", "text") if not callable(getattr(model, f"get_{tower}_features", None))]
     if missing:
@@ -129,7 +128,7 @@ def load_dual_encoder(model_id: str, torch_dtype, device) -> tuple:
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(
                 f"{model_id!r} has no {what} (--labeler clip needs one to take "
-                f"{'texts' if what == 'tokenizer' else 'images'}): {_first_line(exc)}"
+                f"{'texts' if what == 'tokenizer' else 'images'}): {first_line(exc)}"
             ) from None
     return model.to(device).eval(), *parts
 
@@ -146,11 +145,6 @@ def _quiet_loading() -> Iterator[None]:
     finally:
         if enabled:
             logging.enable_progress_bar()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 @dataclass(frozen=True)
@@ -191,9 +185,7 @@ class ClipBackend:
         self.model, self.tokenizer, self.image_processor = loaded or load_dual_encoder(
             self.model_id, torch_dtype, self.device
         )
-        self.revision = getattr(self.model.config, "_commit_hash", None) or (
-            "local" if Path(self.model_id).is_dir() else "unknown"
-        )
+        self.revision = model_revision(self.model, self.model_id)
         texts = [format_prompt(template, name) for name in dict.fromkeys(class_names)]
         embedded = embed_texts(self.model, self.tokenizer, texts)
         self.text = embedded.T.contiguous()  # [dim, names]: an image's cosines are one product

@@ -28,13 +28,12 @@ import functools
 import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from aclbuild.errors import InputError
 from aclbuild.extras import needs_extra
-from aclbuild.labeling.backend import Query, Reply
+from aclbuild.labeling.backend import Query, Reply, first_line, model_revision
 from aclbuild.labeling.inputs import BatchInputs
 from aclbuild.labeling.packing import SuffixPack, answer_scores, choose, pack_suffixes
 
@@ -92,9 +91,7 @@ class LlavaBackend:
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.inputs = BatchInputs(self.processor)
-        self.revision = getattr(self.model.config, "_commit_hash", None) or (
-            "local" if Path(self.model_id).is_dir() else "unknown"
-        )
+        self.revision = model_revision(self.model, self.model_id)
         self.kv_bytes_per_token = kv_bytes_per_token(self.model.config.text_config, self.model.dtype.itemsize)
         self.cache_keyword = cache_keyword(self.model)
         self.split_is_exact: bool | None = None  # do prefix and suffix tokenise as the whole prompt does?
@@ -349,9 +346,8 @@ def _load(model_id: str, torch_dtype, device):
             model_id, dtype=torch_dtype, attn_implementation="sdpa"
         )
     except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
             f"cannot load a LLaVA-NeXT model from {model_id!r}: not a model folder, and not in the Hugging Face cache "
-            f"(offline or wrong id?) ({first[:200]})"
+            f"(offline or wrong id?) ({first_line(exc)})"
         ) from None
     return processor, model.to(device).eval()

@@ -24,13 +24,12 @@ from __future__ import annotations
 import copy
 import sys
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 
 from aclbuild.errors import InputError
 from aclbuild.extras import needs_extra
-from aclbuild.labeling.backend import Query, Reply
+from aclbuild.labeling.backend import Query, Reply, first_line, model_revision
 from aclbuild.labeling.llava import cache_keyword, model_placement, output_cache
 from aclbuild.labeling.packing import pick_options
 from aclbuild.labeling.prompts import unwrapped_question
@@ -51,9 +50,7 @@ class VlmBackend:
         check_processor(self.processor, self.model_id)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
-        self.revision = getattr(self.model.config, "_commit_hash", None) or (
-            "local" if Path(self.model_id).is_dir() else "unknown"
-        )
+        self.revision = model_revision(self.model, self.model_id)
         self.cache_keyword = cache_keyword(self.model)
         self.prefix_shared: bool | None = None  # does a continued prefix cache score as a full pass? (logged)
         self.split_is_exact = None  # llava's notion; the vlm finds its shared prefix in token ids
@@ -265,9 +262,8 @@ def load_vlm(model_id: str, torch_dtype, device):
         check_processor(processor, model_id)
         model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=torch_dtype)
     except (OSError, ValueError, KeyError, ImportError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
             f"cannot load a chat VLM from {model_id!r}: not a model folder with weights, not in the Hugging Face cache "
-            f"(offline or wrong id?), or not an image-text-to-text model ({first[:200]})"
+            f"(offline or wrong id?), or not an image-text-to-text model ({first_line(exc)})"
         ) from None
     return processor, model.to(device).eval()
