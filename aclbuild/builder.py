@@ -8,7 +8,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -29,13 +29,18 @@ MANIFEST = "aclbuild.json"
 DEFAULT_MAX_SHARD_SIZE = 500 * 10**6
 
 
-def check_records(records: Sequence[ClRecord], base: Base, split: str, need_cls: bool) -> None:
-    """Raise on anything the repository must not hold: bad shapes, labels out of range, and a repeated training name
-    where the base's source names every image once (``base.unique_names``).
+def check_records(
+    records: Sequence[ClRecord], base: Base, split: str, need_cls: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raise on labels the repository must not hold: labels out of range, a varying number of CLs, and a repeated
+    training name where the base's source names every image once (``base.unique_names``); return the labels
+    (ord_labels, and the N x m cl_labels when ``need_cls``) for the statistics.
 
-    Rows are told apart by position, and ``names`` holds the source's file names as they are, so the train split of
-    cifar20 keeps CIFAR-100's two ``baby_s_000333.png``. The test split is always read from the base's own source,
-    whose names are not ours to refuse.
+    One pass over names and labels: no image is read, so a lazy source decodes each image once, when
+    :func:`aclbuild.repository.write_split` encodes it (it checks each image's shape there). Rows are told apart by
+    position, and ``names`` holds the source's file names as they are, so the train split of cifar20 keeps
+    CIFAR-100's two ``baby_s_000333.png``. The test split is always read from the base's own source, whose names are
+    not ours to refuse.
 
     Example:
         >>> from aclbuild.registry import get_base
@@ -47,24 +52,56 @@ def check_records(records: Sequence[ClRecord], base: Base, split: str, need_cls:
     """
     if not records:
         raise SourceError(f"the {split} split is empty")
-    if split == "train" and base.unique_names:
-        seen: set[str] = set()
-        dup = next((r.name for r in records if r.name in seen or seen.add(r.name)), None)
-        if dup is not None:
-            raise SourceError(
-                f"{split}: name {dup!r} appears more than once; base {base.name} names each image once, so an image "
-                "went in twice"
-            )
-    shape = (base.image_size, base.image_size, 3)
-    widths = {len(r.cl_labels) if r.cl_labels is not None else None for r in records}
+    seen: set[str] | None = set() if split == "train" and base.unique_names else None
+    dup, out_of_range, ord_labels, cl_labels, widths = None, None, [], [], set()
+    for r in records:
+        if seen is not None and dup is None and (r.name in seen or seen.add(r.name)):
+            dup = r.name
+        labels = (r.ord_label, *(r.cl_labels or ()))
+        if out_of_range is None and (min(labels) < 0 or max(labels) >= base.num_classes):
+            out_of_range = f"{split}: labels of {r.name!r} ({labels}) lie outside 0..{base.num_classes - 1}"
+        ord_labels.append(r.ord_label)
+        cl_labels.append(r.cl_labels)
+        widths.add(None if r.cl_labels is None else len(r.cl_labels))
+    if dup is not None:
+        raise SourceError(
+            f"{split}: name {dup!r} appears more than once; base {base.name} names each image once, so an image "
+            "went in twice"
+        )
     if need_cls and (None in widths or len(widths) != 1):
         raise SourceError(f"{split}: every image needs the same number of complementary labels")
-    for r in records:
-        if r.image.shape != shape or r.image.dtype != np.uint8:
-            raise SourceError(f"{split}: image {r.name!r} is {r.image.dtype} {r.image.shape}, expected uint8 {shape}")
-        labels = (r.ord_label, *(r.cl_labels or ()))
-        if min(labels) < 0 or max(labels) >= base.num_classes:
-            raise SourceError(f"{split}: labels of {r.name!r} ({labels}) lie outside 0..{base.num_classes - 1}")
+    if out_of_range is not None:
+        raise SourceError(out_of_range)
+    return np.array(ord_labels, dtype=np.int64), np.array(cl_labels, dtype=np.int64) if need_cls else None
+
+
+class RecordView(Sequence):
+    """``records`` seen through ``change``, applied when a record is read: nothing is copied, so a lazy source stays
+    lazy (slices are views too).
+
+    Example:
+        >>> view = RecordView(range(3), lambda i: ClRecord(f"r{i}", None, i))
+        >>> len(view), view[2].name, [r.ord_label for r in view[1:]]
+        (3, 'r2', [1, 2])
+    """
+
+    def __init__(self, records: Sequence, change: Callable[[object], ClRecord]) -> None:
+        self.records, self.change = records, change
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return RecordView(self.records[i], self.change)
+        return self.change(self.records[i])
+
+
+def relabelled(record: ClRecord, name: str, ord_label: int, cl_labels: tuple[int, ...] | None) -> ClRecord:
+    """``record``'s image with other labels; the image is read only when the new record's is."""
+    from aclbuild.loaders.hf_source import LazyRecord
+
+    return LazyRecord(name, None, ord_label, cl_labels, load=lambda: record.image)
 
 
 def build_repository(
@@ -90,24 +127,24 @@ def build_repository(
     base = variant.base
     check_label_kind(variant, provenance, allow_kind_mismatch)
     check_repo_id(repo_id)
-    check_records(train, base, "train", need_cls=True)
+    ord_labels, cl_labels = check_records(train, base, "train", need_cls=True)
     if test:
         check_records(test, base, "test", need_cls=False)
-        test = [r if r.cl_labels is None else ClRecord(r.name, r.image, r.ord_label) for r in test]
-    num_cl = len(train[0].cl_labels or ())
+        if any(r.cl_labels is not None for r in test):  # a test split holds true labels only
+            test = RecordView(test, lambda r: relabelled(r, r.name, r.ord_label, None))
+    num_cl = cl_labels.shape[1]
     schema = arrow_schema(base.class_names, num_cl)
-    train_stats = label_stats(
-        np.array([r.ord_label for r in train]), np.array([r.cl_labels for r in train]), base.num_classes
-    )
+    train_stats = label_stats(ord_labels, cl_labels, base.num_classes)
+    shape = (base.image_size, base.image_size, 3)  # write_split checks every image as it encodes it
     with staged_output(output, overwrite) as staged, ThreadPoolExecutor(1) as background:
         # The figure is drawn while the shards are written: matplotlib holds the GIL, the encoder's deflate does not.
         heatmap = background.submit(
             save_transition_heatmap, np.array(train_stats["transition_matrix"]), base.class_names,
             f"{variant.pretty_name}: P(CL | true label)", staged / HEATMAP_PATH,
         )  # fmt: skip
-        splits = [write_split(staged, "train", train, schema, max_shard_size)]
+        splits = [write_split(staged, "train", train, schema, max_shard_size, shape)]
         if test:
-            splits.append(write_split(staged, "test", test, schema, max_shard_size))
+            splits.append(write_split(staged, "test", test, schema, max_shard_size, shape))
         heatmap.result()
         download_size = sum(path.stat().st_size for path in (staged / "data").glob("*.parquet"))
         card = render_card(
@@ -127,10 +164,11 @@ def build_repository(
 
 def load_source(
     source: str | Path, base: Base, num_cl: int | None, images: str | Path | None, drop_failed: bool = False
-) -> list[ClRecord]:
+) -> Sequence[ClRecord]:
     """Training records from generate's labels table (``.parquet``) or a label CSV, each joined with ``images`` (by
     position when it follows the source's order, else by file name: :func:`aclbuild.loaders.label_csv.match_images`),
-    or from a legacy pickle, which carries its own images."""
+    or from a legacy pickle, which carries its own images. A lazy source stays lazy: its images are decoded when
+    the records are read (once, by write_split)."""
     from aclbuild.loaders.images import read_source_images
     from aclbuild.loaders.label_csv import attach_labels, read_label_csv
     from aclbuild.loaders.labels_table import read_labels_table
@@ -143,14 +181,40 @@ def load_source(
     if kind != "pickle" and images is None and base.archive is not None:
         what = "a label CSV" if kind == "csv" else "generate's labels table, which holds no pixels"
         raise InputError(f"{source} is {what}: pass --source with the {base.archive.filename} it labels")
-    if kind == "csv":
-        rows = read_label_csv(source, base)
-        return attach_labels(rows, read_source_images(base, images, "train"), num_cl, str(source))
-    if kind == "table":
-        return read_labels_table(source, base, read_source_images(base, images, "train"), num_cl, drop_failed)
+    if kind in ("csv", "table"):
+        rows = read_label_csv(source, base) if kind == "csv" else None  # a bad CSV is refused before images are read
+        pixels = read_source_images(base, images, "train")
+        names = _without_pixels(pixels)  # the labels are joined with names and labels only
+        if rows is not None:
+            labelled = attach_labels(rows, names, num_cl, str(source))
+        else:
+            labelled = read_labels_table(source, base, names, num_cl, drop_failed)
+        return labelled if names is pixels else _with_pixels(labelled, pixels, str(source))
     if images is not None:
         raise InputError("images go with a label CSV or labels table; a legacy pickle carries its own images")
     return read_legacy_pickle(source, base, num_cl, drop_failed)
+
+
+def _without_pixels(records: Sequence[ClRecord]) -> Sequence[ClRecord]:
+    """A lazy source (:class:`aclbuild.loaders.hf_source.LazyRecords`) as names and labels only, so that joining
+    labels with it decodes nothing; any other source as it is (its pixels are in memory already)."""
+    from aclbuild.loaders.hf_source import LazyRecords
+
+    if not isinstance(records, LazyRecords):
+        return records
+    return LazyRecords(records.table, records.image_column, records.labels, records.side, records.prefix,
+                       records.positions, pixels=False)  # fmt: skip
+
+
+def _with_pixels(labelled: Sequence[ClRecord], pixels: Sequence[ClRecord], source: str) -> RecordView:
+    """``labelled`` (records joined with :func:`_without_pixels`) with their images from ``pixels``, read when a
+    record is: found by name, which a lazy source gives each image once."""
+    from aclbuild.loaders.images import record_names
+    from aclbuild.loaders.label_csv import match_images
+
+    positions = match_images([r.name for r in labelled], record_names(pixels), source)
+    return RecordView(range(len(labelled)), lambda k: relabelled(
+        pixels[positions[k]], labelled[k].name, labelled[k].ord_label, labelled[k].cl_labels))  # fmt: skip
 
 
 def _labels_kind(labels: str | Path) -> str:
@@ -214,7 +278,7 @@ def build_from_source(
     train_images = source if _labels_kind(labels) != "pickle" else None  # a pickle carries its own images
     train = load_source(labels, base, num_cl, train_images, drop_failed)
     if num_cl is None and len(train[0].cl_labels or ()) > variant.num_cl:
-        train = [ClRecord(r.name, r.image, r.ord_label, r.cl_labels[: variant.num_cl]) for r in train]
+        train = RecordView(train, lambda r: relabelled(r, r.name, r.ord_label, r.cl_labels[: variant.num_cl]))
     test_path = test_source or source
     test = read_source_images(base, test_path, "test") if (test_path or base.archive is None) else None
     return build_repository(

@@ -14,14 +14,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ SPLITS = ("train", "test")
 SHARD_PATTERN = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 ROWS_PER_ROW_GROUP = 1000
 ENCODE_CHUNK = 500  # images per encoder task: small temporaries are reused rather than page-faulted in anew
+ENCODE_THREADS = os.cpu_count() or 1
 # datasets 5.x's config.DEFAULT_CDC_OPTIONS: the content-defined chunking its ParquetWriter and to_parquet turn on,
 # so pages break at content boundaries and a re-push of a relabelled set moves only the changed chunks through Xet.
 CDC_OPTIONS = {"min_chunk_size": 256 * 1024, "max_chunk_size": 1024 * 1024, "norm_level": 0}
@@ -187,17 +189,93 @@ def parquet_writer_options(schema: pa.Schema) -> dict:
     }
 
 
-def write_shard(path: Path | str, table: pa.Table) -> None:
-    """Write one shard as datasets' writer does (:func:`parquet_writer_options`), in row groups of
-    ``ROWS_PER_ROW_GROUP`` rows, with the ``content_defined_chunking`` key-value metadata datasets adds."""
-    options = parquet_writer_options(table.schema)
-    with pq.ParquetWriter(path, table.schema, **options) as writer:
-        writer.write_table(table, row_group_size=ROWS_PER_ROW_GROUP)
-        writer.add_key_value_metadata({"content_defined_chunking": json.dumps(options["use_content_defined_chunking"])})
+def _encode_chunk(rows: Sequence[ClRecord], split: str, image_shape: tuple[int, ...] | None) -> tuple[list, list]:
+    """(the rows without their pixels, their PNG bytes): each record is read once, so a lazy source decodes its image
+    here, on an encoder thread, and the pixels are dropped as soon as they are encoded."""
+    rows = list(rows)
+    images = [r.image for r in rows]
+    if image_shape is not None:
+        for r, image in zip(rows, images):
+            if getattr(image, "shape", None) != image_shape or image.dtype != np.uint8:
+                found = f"{getattr(image, 'dtype', None)} {getattr(image, 'shape', None)}"
+                raise SourceError(f"{split}: image {r.name!r} is {found}, expected uint8 {image_shape}")
+    pngs = encode_png_batch(np.stack(images))
+    return [ClRecord(r.name, None, r.ord_label, r.cl_labels) for r in rows], pngs
 
 
-def _encode_chunk(records: Sequence[ClRecord]) -> list[bytes]:
-    return encode_png_batch(np.stack([r.image for r in records]))
+def _encoded_chunks(records: Sequence[ClRecord], encode, threads: int) -> Iterator[tuple[list, list]]:
+    """``encode`` of each ``ENCODE_CHUNK`` rows of ``records``, in order, run on ``threads`` threads (numpy and
+    deflate release the GIL) with at most ``2 * threads`` chunks in flight: memory stays bounded for any split."""
+    starts = iter(range(0, len(records), ENCODE_CHUNK))
+    with ThreadPoolExecutor(threads) as pool:
+        in_flight: deque = deque()
+        try:
+            for start in starts:
+                in_flight.append(pool.submit(encode, records[start : start + ENCODE_CHUNK]))
+                if len(in_flight) == 2 * threads:
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
+        finally:
+            for future in in_flight:
+                future.cancel()
+
+
+class _ShardStream:
+    """Rows in, shards out: row groups of ``ROWS_PER_ROW_GROUP`` rows are written as they fill, into shards under
+    temporary names that :meth:`finish` renames to :func:`shard_name` once the count is known.
+
+    A shard is closed when the next row would take its size (PNG bytes + names + labels, the estimate the card gives
+    as num_bytes) past ``max_shard_size``; a shard holds at least one row. Only the pending row group is in memory.
+    """
+
+    def __init__(self, data: Path, split: str, schema: pa.Schema, max_shard_size: int) -> None:
+        self.data, self.split, self.schema, self.max_shard_size = data, split, schema, max_shard_size
+        self.options = parquet_writer_options(schema)  # datasets 5.x's writer options (see there)
+        self.paths: list[Path] = []
+        self.writer: pq.ParquetWriter | None = None
+        self.shard_bytes = 0
+        self.rows: list[ClRecord] = []
+        self.pngs: list[bytes] = []
+
+    def add(self, row: ClRecord, png: bytes, size: int) -> None:
+        if self.shard_bytes and self.shard_bytes + size > self.max_shard_size:
+            self._close_shard()
+        self.rows.append(row)
+        self.pngs.append(png)
+        self.shard_bytes += size
+        if len(self.rows) == ROWS_PER_ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.rows:
+            return
+        if self.writer is None:
+            self.paths.append(self.data / f".{self.split}-{len(self.paths):05d}.parquet.partial")
+            self.writer = pq.ParquetWriter(self.paths[-1], self.schema, **self.options)
+        self.writer.write_batch(_record_batch(self.rows, self.pngs, self.schema), row_group_size=ROWS_PER_ROW_GROUP)
+        self.rows, self.pngs = [], []
+
+    def _close_shard(self) -> None:
+        self._flush()
+        cdc = json.dumps(self.options["use_content_defined_chunking"])  # the key-value metadata datasets adds
+        self.writer.add_key_value_metadata({"content_defined_chunking": cdc})
+        self.writer.close()
+        self.writer, self.shard_bytes = None, 0
+
+    def finish(self) -> int:
+        """Close the last shard, give every shard its final name; returns the shard count."""
+        self._close_shard()
+        for index, path in enumerate(self.paths):
+            path.rename(self.data / shard_name(self.split, index, len(self.paths)))
+        return len(self.paths)
+
+    def discard(self) -> None:
+        """Remove what was written (a failed split leaves no partial shard)."""
+        if self.writer is not None:
+            self.writer.close()
+        for path in self.paths:
+            path.unlink(missing_ok=True)
 
 
 def write_split(
@@ -206,32 +284,38 @@ def write_split(
     records: Sequence[ClRecord],
     schema: pa.Schema,
     max_shard_size: int = 500 * 10**6,
+    image_shape: tuple[int, ...] | None = None,
 ) -> SplitInfo:
-    """Write ``records`` as ``folder/data/{split}-*.parquet`` shards of at most ``max_shard_size`` bytes each.
+    """Write ``records`` as ``folder/data/{split}-*.parquet`` shards of at most ``max_shard_size`` bytes each
+    (estimated as PNG bytes + names + labels; a single larger row gets a shard of its own).
 
-    ``schema`` is :func:`aclbuild.schema.arrow_schema` of the repository's class names and CLs per image.
+    Streams: records are read in chunks of ``ENCODE_CHUNK`` (a lazy source decodes each image once, here), encoded
+    on ``ENCODE_THREADS`` threads and written a row group at a time; shards are cut in order, a new one starting
+    when the next row would pass ``max_shard_size`` (:class:`_ShardStream`). Memory does not grow with the split.
+    ``schema`` is :func:`aclbuild.schema.arrow_schema` of the repository's class names and CLs per image;
+    ``image_shape`` (e.g. ``(32, 32, 3)``), when given, is checked for every image (uint8 too).
     """
     data = Path(folder) / "data"
     data.mkdir(parents=True, exist_ok=True)
-    num_cl = schema.field("cl_labels").type.list_size
-    encoded: list[bytes] = []
-    chunks = [records[start : start + ENCODE_CHUNK] for start in range(0, len(records), ENCODE_CHUNK)]
-    with progress_bar(f"encoding {split} images", len(records)) as advance, ThreadPoolExecutor(os.cpu_count()) as pool:
-        # One task per chunk keeps every core busy (numpy and deflate release the GIL); map keeps the order.
-        for chunk, pngs in zip(chunks, pool.map(_encode_chunk, chunks)):
-            encoded.extend(pngs)
-            advance(len(chunk))
-    total = sum(map(len, encoded)) + sum(len(r.name) + 8 * (1 + num_cl) for r in records)
-    count = max(1, math.ceil(total / max_shard_size))
-    bounds = np.linspace(0, len(records), count + 1).astype(int)
-    digest = hashlib.sha256()
-    for index in range(count):
-        lo, hi = bounds[index], bounds[index + 1]
-        groups = [(a, min(a + ROWS_PER_ROW_GROUP, hi)) for a in range(lo, hi, ROWS_PER_ROW_GROUP)]
-        table = pa.Table.from_batches([_record_batch(records[a:b], encoded[a:b], schema) for a, b in groups], schema)
-        write_shard(data / shard_name(split, index, count), table)
-        for r, image_bytes in zip(records[lo:hi], encoded[lo:hi]):
-            record_hash_update(digest, r.name, image_bytes, r.ord_label, r.cl_labels)
+    label_bytes = 8 * (1 + schema.field("cl_labels").type.list_size)
+    digest, total = hashlib.sha256(), 0
+    shards = _ShardStream(data, split, schema, max_shard_size)
+    try:
+        encode = partial(_encode_chunk, split=split, image_shape=image_shape)
+        with progress_bar(f"encoding {split} images", len(records)) as advance, contextlib.closing(
+            _encoded_chunks(records, encode, ENCODE_THREADS)
+        ) as chunks:  # closing: a failure stops the encoders at once
+            for rows, pngs in chunks:
+                for r, png in zip(rows, pngs):
+                    size = len(png) + len(r.name) + label_bytes
+                    shards.add(r, png, size)
+                    record_hash_update(digest, r.name, png, r.ord_label, r.cl_labels)
+                    total += size
+                advance(len(rows))
+        count = shards.finish()
+    except BaseException:
+        shards.discard()
+        raise
     return SplitInfo(split, len(records), total, count, digest.hexdigest())
 
 
