@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from tiny_vlms import FAMILIES, NEEDS_TORCHVISION, build_tiny_vlm
+
+from aclbuild.labeling.backend import ask
 
 QUERIES = 30
 
@@ -88,16 +91,71 @@ def test_likelihood_agrees_with_plain_teacher_forcing(tiny_vlm, mode):
 
     backend = VlmBackend(str(tiny_vlm), scoring="likelihood", device="cpu")
     queries = make_queries(QUERIES, mode)
-    replies = backend.answer(queries)
+    replies = ask(backend, queries)
     assert backend.prefix_shared is True  # the tiny models' caches continue exactly
-    assert backend.prefix_passes <= QUERIES // 2 + 1  # one prefix pass per image (both rounds), plus the check
+    assert backend.prefix_passes == QUERIES // 2  # one prefix pass per image for both rounds
     expected = [teacher_forced_choice(backend.processor, backend.model, backend.chat_text(q), q.image, q.answers)
                 for q in queries]  # fmt: skip
     assert [r.choice for r in replies] == expected
     assert len(set(expected)) > 1  # the proof is not about a constant answer
     backend.prefix_shared = False  # the fallback for models whose cache cannot be continued: full passes
-    assert [r.choice for r in backend.answer(queries[:6])] == expected[:6]
+    assert [r.choice for r in ask(backend, queries[:6])] == expected[:6]
     assert backend.provenance["likelihood_passes"].startswith("one full pass")
+
+
+def test_kept_prefixes_serve_later_rounds(tiny_vlm):
+    """-R asks a block's rounds in separate calls: an image's kept prefix cache serves all of them, and a cache that
+    prepare counted on but run no longer finds is made again from the image prepare kept."""
+    from aclbuild.labeling.vlm import VlmBackend
+
+    queries = make_queries(12)
+    whole = VlmBackend(str(tiny_vlm), scoring="likelihood", device="cpu")
+    expected = [r.choice for r in ask(whole, queries)]
+    backend = VlmBackend(str(tiny_vlm), scoring="likelihood", device="cpu")
+    backend.keep_prefixes = 6
+    choices = [r.choice for r in ask(backend, queries[0::2])]
+    later = backend.prepare(queries[1::2])
+    assert all(p.inputs is None for p in later.passes) and backend.prefix_passes == 6  # no pixels: caches kept
+    assert [r.choice for r in ask(backend, queries[1::2])] == expected[1::2] and backend.prefix_passes == 6
+    assert choices == expected[0::2]
+    backend._kept.clear()  # the worker's snapshot still promised them
+    raw = backend.run(later)
+    assert backend.prefix_passes == 12
+    assert [r.choice for r in backend.replies(queries[1::2], later, raw)] == expected[1::2]
+
+
+def test_prepare_needs_no_model(tiny_vlm):
+    """prepare runs in the loader's worker: no model, CPU tensors, a value that pickles."""
+    import torch
+
+    from aclbuild.labeling.vlm import VlmBackend
+
+    for scoring in ("generate", "likelihood"):
+        backend = VlmBackend(str(tiny_vlm), scoring=scoring, device="cpu", batch_size=3)
+        backend.model = None
+        prepared = pickle.loads(pickle.dumps(backend.prepare(make_queries(8))))
+        tensors = [v for c in prepared.chunks for v in c.values()]
+        tensors += [v for p in prepared.passes for v in (*p.inputs.values(), p.rows_ids)]
+        assert tensors and all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tensors)
+        assert len(prepared.chunks if scoring == "generate" else prepared.passes) == (3 if scoring == "generate" else 4)
+
+
+def test_generate_stages(tiny_vlm):
+    """Generation through the stages: each query's reply is what the model generates for it alone."""
+    import torch
+
+    from aclbuild.labeling.vlm import VlmBackend
+
+    backend = VlmBackend(str(tiny_vlm), scoring="generate", device="cpu", max_new_tokens=3, batch_size=2)
+    queries = make_queries(4)
+    replies = ask(backend, queries)
+    for q, reply in zip(queries, replies):
+        inputs = backend.encode([q])
+        with torch.inference_mode():
+            out = backend.model.generate(**inputs, max_new_tokens=3, do_sample=False,
+                                         pad_token_id=backend.tokenizer.pad_token_id)  # fmt: skip
+        alone = backend.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert reply.text == alone.strip() and reply.choice is None
 
 
 def test_generate_end_to_end(tiny_vlm, tmp_path, cli):

@@ -9,13 +9,18 @@ is parsed by the project's parser and asked again when it names no option (as ll
 every option's answer tokens are scored teacher-forced after the prompt, and the option greedy decoding would say
 is chosen (:func:`aclbuild.labeling.packing.pick_options`). The prompt's tokens shared by an image's queries
 (image and question up to the options) are run once per image into a key/value cache, kept across rounds (-R);
-each query then costs one pass over its suffix and its options' answers (one row per option). The first time, the
-cached scores are checked against a full pass; where they differ (a model whose cache cannot be continued so),
-``prefix_shared`` is False, the log says so, and every option is scored by a full pass of its own.
+all of the image's queries then cost one more pass, one row per (query, option): its suffix and that answer. The
+first time, the cached scores are checked against full passes; where they differ (a model whose cache cannot be
+continued so), ``prefix_shared`` is False, the log says so, and every option is scored by a full pass of its own.
+
+A batch goes through three stages, as with :class:`aclbuild.labeling.llava.LlavaBackend`: :meth:`VlmBackend.prepare`
+(chat texts, the processor's pixels and ids, answer tokens, the prefix cut: no model), :meth:`VlmBackend.run` (the
+forward passes alone) and :meth:`VlmBackend.replies` (decoding, or choosing from the scores: no model, no images).
 
 Example:
+    >>> from aclbuild.labeling.backend import ask
     >>> backend = VlmBackend("HuggingFaceTB/SmolVLM-256M-Instruct", scoring="likelihood")   # doctest: +SKIP
-    >>> backend.answer(queries)[0].choice                                                   # doctest: +SKIP
+    >>> ask(backend, queries)[0].choice                                                     # doctest: +SKIP
     2
 """
 
@@ -24,19 +29,58 @@ from __future__ import annotations
 import copy
 import sys
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
 from aclbuild.errors import InputError
 from aclbuild.extras import needs_extra
 from aclbuild.labeling.backend import Query, Reply, first_line, model_revision
+from aclbuild.labeling.inputs import to_pil
 from aclbuild.labeling.llava import cache_keyword, model_placement, output_cache
 from aclbuild.labeling.packing import pick_options
 from aclbuild.labeling.prompts import unwrapped_question
 
 
+@dataclass(frozen=True)
+class ImagePass:
+    """One image's likelihood work as :meth:`VlmBackend.prepare` leaves it: its prefix and a row per (query, option).
+
+    ``key`` (image index, the chat text's shared head, its token count) names the prefix cache. ``inputs`` are the
+    prefix's processor inputs (torch, CPU; per-token ones cut where the options start), or None when a cache kept
+    from an earlier call (-R) made them look unneeded; ``image`` is then kept so that :meth:`VlmBackend.run` can
+    encode it again if that cache has been dropped since. ``text`` is the first query's chat text, whose suffix
+    is ``rows_ids[0, :suffix_len]``. Row r holds a query's suffix then one answer (right padded to ``row_lens``);
+    ``reads[r, j]`` is the row position whose logits predict ``targets[r, j]``, the answer's token j (-1 past its
+    end); ``cells[r]`` is where the row's scores go in the batch's [queries, options] arrays. The first query's
+    rows come first: ``first_rows`` of them.
+    """
+
+    key: tuple[int, str, int]
+    inputs: dict | None
+    image: object | None
+    text: str
+    suffix_len: int
+    rows_ids: object
+    row_lens: np.ndarray
+    reads: np.ndarray
+    targets: np.ndarray
+    cells: np.ndarray
+    first_rows: int
+
+
+@dataclass(frozen=True)
+class VlmBatch:
+    """A batch as :meth:`VlmBackend.prepare` leaves it: the processor inputs of each --batch-size chunk
+    (``generate``), or the image passes and each (query, option)'s answer length, 0 for none (``likelihood``)."""
+
+    chunks: list[dict]
+    passes: list[ImagePass]
+    lengths: np.ndarray | None = None
+
+
 class VlmBackend:
-    """A chat VLM (Hub id or local folder) behind the :class:`aclbuild.labeling.backend.Backend` contract."""
+    """A chat VLM (Hub id or local folder) behind the staged backend contract of :mod:`aclbuild.labeling.backend`."""
 
     def __init__(
         self, model: str, dtype: str | None = None, scoring: str = "generate", max_new_tokens: int = 30,
@@ -56,7 +100,7 @@ class VlmBackend:
         self.split_is_exact = None  # llava's notion; the vlm finds its shared prefix in token ids
         self.keep_prefixes = 0  # images whose prefix caches are kept between calls (set by the -R runner)
         self.prefix_passes = 0  # prefix passes run (for tests)
-        self._kept: OrderedDict[tuple, object] = OrderedDict()  # (image index, prefix ids) -> prefix cache
+        self._kept: OrderedDict[tuple, tuple] = OrderedDict()  # ImagePass.key -> (prefix cache, M-RoPE offset)
 
     @property
     def provenance(self) -> dict:
@@ -73,144 +117,221 @@ class VlmBackend:
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def encode(self, queries: list[Query], texts: list[str] | None = None) -> dict:
-        """Processor inputs (torch, on the device) of ``queries``' images with their chat texts (left padded)."""
-        from PIL import Image
-
+        """Processor inputs (torch, CPU) of ``queries``' images with their chat texts (left padded)."""
         texts = texts or [self.chat_text(q) for q in queries]
-        images = [[Image.fromarray(np.asarray(q.image))] for q in queries]
-        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt", add_special_tokens=False)
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
-        return inputs
+        return self._encode(texts, [q.image for q in queries])
 
-    def answer(self, queries: list[Query]) -> list[Reply]:
-        """Greedy replies (``generate``) or the chosen options (``likelihood``) of ``queries``."""
+    def _encode(self, texts: list[str], images: list) -> dict:
+        inputs = self.processor(text=texts, images=[[to_pil(np.asarray(im))] for im in images], padding=True,
+                                return_tensors="pt", add_special_tokens=False)  # fmt: skip
+        return dict(inputs)
+
+    # The three stages: prepare runs in the loader's worker processes (no model), run in the main process (the
+    # forward passes alone), replies in the main process (cheap; its queries carry no images).
+    def prepare(self, queries: list[Query]) -> VlmBatch:
+        """What ``queries`` need from the processor and tokenizer: generation inputs per chunk, or one
+        :class:`ImagePass` per image (its queries come in one batch: one prefix pass serves them all)."""
         if self.scoring == "generate":
             chunks = [queries[s : s + self.batch_size] for s in range(0, len(queries), self.batch_size)]
-            return [Reply(text.strip()) for chunk in chunks for text in self._generate(chunk)]
-        replies = []
-        for q in queries:
-            choice = int(pick_options(*(a[None] for a in self.option_scores(q)))[0])
-            replies.append(Reply(q.answers[choice], choice))
-        return replies
+            return VlmBatch([self.encode(chunk) for chunk in chunks], [])
+        texts = [self.chat_text(q) for q in queries]
+        options = max(len(q.answers) for q in queries)
+        lengths = np.zeros((len(queries), options), dtype=np.int64)
+        tokens = [self._query_tokens(q, text) for q, text in zip(queries, texts)]  # (head, n, suffix, answers)
+        groups: dict[tuple, list[int]] = {}
+        for position, (q, (head, n, _, _)) in enumerate(zip(queries, tokens)):
+            groups.setdefault((q.index, head, n), []).append(position)
+        passes = []
+        for key, positions in groups.items():
+            first = positions[0]
+            passes.append(self._image_pass(key, queries[first].image, texts[first], positions, tokens, lengths))
+        return VlmBatch([], passes, lengths)
 
-    def _generate(self, queries: list[Query]) -> list[str]:
+    def run(self, batch: VlmBatch):
+        """The forward passes: generated token ids per chunk, or each (query, option)'s (greedy?, log-probability)
+        as two [queries, options] arrays."""
+        if self.scoring == "generate":
+            return [self._generate(chunk) for chunk in batch.chunks]
         import torch
 
-        inputs = self.encode(queries)
+        scored = [(p.cells, *self._image_scores(p)) for p in batch.passes]
+        greedy, logprobs = np.zeros(batch.lengths.shape, bool), np.zeros(batch.lengths.shape, np.float64)
+        cells = np.concatenate([c for c, _, _ in scored])
+        greedy.flat[cells] = torch.cat([g for _, g, _ in scored]).cpu().numpy()  # one wait for the device
+        logprobs.flat[cells] = torch.cat([lp for _, _, lp in scored]).cpu().numpy()
+        return greedy, logprobs
+
+    def replies(self, queries: list[Query], batch: VlmBatch, raw) -> list[Reply]:
+        """The decoded replies (``generate``) or each query's chosen option (``likelihood``)."""
+        if self.scoring == "generate":
+            texts = [t for ids in raw for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            return [Reply(text.strip()) for text in texts]
+        choices = pick_options(raw[0], batch.lengths, raw[1]).tolist()
+        return [Reply(q.answers[c], c) for q, c in zip(queries, choices)]
+
+    def _generate(self, chunk: dict) -> np.ndarray:
+        import torch
+
+        inputs = self._on_device(chunk)
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
             )  # fmt: skip
-        return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return out[:, inputs["input_ids"].shape[1] :].cpu().numpy()
 
-    # ---------------------------------------------------------------- likelihood scoring
-    def option_scores(self, query: Query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(greedy, lengths, logprobs)`` of each option's answer after the prompt (see
-        :func:`aclbuild.labeling.packing.pick_options`)."""
-        text = self.chat_text(query)
-        answers = [self._answer_ids(text, a) for a in query.answers]
-        inputs = self.encode([query])
-        cut = self._prefix_cut(query, inputs["input_ids"].shape[1])
+    def _on_device(self, inputs: dict) -> dict:
+        """``inputs`` on the model's device, floating ones (pixels) in its dtype."""
+        return {k: v.to(self.device, self.torch_dtype if v.is_floating_point() else None) for k, v in inputs.items()}
+
+    # ---------------------------------------------------------------- likelihood scoring: prepare's side
+    def _query_tokens(self, query: Query, text: str) -> tuple[str, int, list[int], list[list[int]]]:
+        """The chat text's head no option list changes, how many of its tokens the text shares, the suffix's tokens
+        after them (at least one: it predicts the answers' first tokens), and each answer's tokens as they follow the
+        chat text (a sentencepiece tokenizer may merge across the seam: then the answer alone)."""
+        question = unwrapped_question(query.prompt)
+        shared = query.prefix[query.prompt.index(question) :]  # the question's words before the options
+        head = text[: text.index(question) + len(shared)]
+        # the tokenizer itself, not its backend: the processor leaves the backend padding batches
+        encoded = self.tokenizer([text, head, *(text + a for a in query.answers)], add_special_tokens=False)
+        whole, head_ids, *with_answers = encoded["input_ids"]
+        n = 0
+        while n < min(len(whole), len(head_ids)) and whole[n] == head_ids[n]:
+            n += 1
+        n = min(n, len(whole) - 1)
+        answers = []
+        for answer, ids in zip(query.answers, with_answers):
+            if ids[: len(whole)] == whole and len(ids) > len(whole):
+                answers.append(list(ids[len(whole) :]))
+            else:
+                answers.append(list(self.tokenizer(answer, add_special_tokens=False)["input_ids"]))
+        return head, n, list(whole[n:]), answers
+
+    def _image_pass(self, key: tuple, image, text: str, positions: list[int], tokens: list, lengths: np.ndarray):
+        """The :class:`ImagePass` of the queries at ``positions`` (one image, one prefix); fills their ``lengths``."""
+        import torch
+
+        rows, cells = [], []
+        for position in positions:
+            _, _, suffix, answers = tokens[position]
+            for option, answer in enumerate(answers):
+                rows.append((suffix, answer))
+                cells.append(position * lengths.shape[1] + option)
+                lengths[position, option] = len(answer)
+        width, depth = max(len(s) + len(a) for s, a in rows), max(len(a) for _, a in rows)
+        ids = np.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
+        reads, targets = np.full((len(rows), depth), -1, np.int64), np.full((len(rows), depth), -1, np.int64)
+        for r, (suffix, answer) in enumerate(rows):
+            ids[r, : len(suffix) + len(answer)] = suffix + answer
+            reads[r, : len(answer)] = len(suffix) - 1 + np.arange(len(answer))
+            targets[r, : len(answer)] = answer
+        suffix = tokens[positions[0]][2]
+        hint = self.prefix_shared and key in self._kept  # a kept cache (-R) makes the pixels unneeded, if still kept
+        inputs = None if hint else self._prefix_inputs(text, image, suffix)
+        kept_image = torch.from_numpy(np.ascontiguousarray(image)) if hint else None
+        row_lens = np.array([len(s) + len(a) for s, a in rows], dtype=np.int64)
+        return ImagePass(key, inputs, kept_image, text, len(suffix), torch.from_numpy(ids), row_lens, reads, targets,
+                         np.array(cells, dtype=np.int64), len(tokens[positions[0]][3]))  # fmt: skip
+
+    def _prefix_inputs(self, text: str, image, suffix: list[int]) -> dict:
+        """The processor inputs of ``text`` with ``image``, the per-token ones cut before ``suffix`` (the image's
+        inputs whole); the processor must tokenise the text after the image as the tokenizer does."""
+        inputs = self._encode([text], [image])
+        ids = inputs["input_ids"]
+        cut = ids.shape[1] - len(suffix)
+        if ids[0, cut:].tolist() != suffix:
+            raise InputError(
+                f"the processor of {self.model_id!r} tokenises the chat text after the image unlike its tokenizer, so "
+                "its prompt cannot be split for likelihood scoring: use --scoring generate"
+            )
+        return {k: (v[:, :cut] if v.shape == ids.shape else v) for k, v in inputs.items()}
+
+    # ---------------------------------------------------------------- likelihood scoring: run's side
+    def _image_scores(self, p: ImagePass):
+        """(greedy?, log-probability) tensors of ``p``'s rows: from its prefix cache, or full passes where the cache
+        cannot be continued. The first time, the first query's cached scores are checked against full passes."""
+        if self.prefix_shared is False:
+            return self._full_scores(p, range(len(p.cells)))
+        cached = self._cached_scores(p)
         if self.prefix_shared is None:
-            cached = self._cached_scores(query, inputs, cut, answers)
-            full = self._full_scores(inputs, answers)
+            first = range(p.first_rows)
+            full = self._full_scores(p, first)
             tolerance = 1e-3 if self.dtype_name == "fp32" else 0.25  # 16-bit passes of other shapes round apart
             self.prefix_shared = bool(
-                np.array_equal(cached[0], full[0]) and np.allclose(cached[2], full[2], atol=tolerance)
+                (cached[0][: len(first)] == full[0]).all()
+                and np.allclose(cached[1][: len(first)].cpu().numpy(), full[1].cpu().numpy(), atol=tolerance)
             )  # a cache continued at wrong positions misses by far more
             if not self.prefix_shared:
                 print(f"{self.model_id}: a continued prefix cache does not score as a full pass; scoring every option "
                       "with a full pass of its own (slower)", file=sys.stderr)  # fmt: skip
-            return full
-        if self.prefix_shared:
-            return self._cached_scores(query, inputs, cut, answers)
-        return self._full_scores(inputs, answers)
+                return self._full_scores(p, range(len(p.cells)))
+        return cached
 
-    def _answer_ids(self, text: str, answer: str) -> list[int]:
-        """The answer's tokens as they follow the chat text (a sentencepiece tokenizer may merge across the seam:
-        then the answer alone)."""
-        whole, head = self.tokenizer([text + answer, text], add_special_tokens=False)["input_ids"]
-        if whole[: len(head)] == head and len(whole) > len(head):
-            return list(whole[len(head) :])
-        return list(self.tokenizer(answer, add_special_tokens=False)["input_ids"])
-
-    def _prefix_cut(self, query: Query, expanded_len: int) -> int:
-        """How many of the query's ``expanded_len`` model tokens (image tokens widened) no option list changes:
-        the chat text's tokens up to the options, plus the image's extra tokens (the image comes first)."""
-        question = unwrapped_question(query.prompt)
-        shared = query.prefix[query.prompt.index(question) :]  # the question's words before the options
-        text = self.chat_text(query)
-        # the tokenizer itself, not its backend: the processor leaves the backend padding batches
-        whole, head = self.tokenizer([text, text[: text.index(question) + len(shared)]], add_special_tokens=False)[
-            "input_ids"
-        ]
-        n = 0
-        while n < min(len(whole), len(head)) and whole[n] == head[n]:
-            n += 1
-        return n + expanded_len - len(whole)
-
-    def _cached_scores(self, query: Query, inputs: dict, cut: int, answers: list[list[int]]):
-        """The scores from the image's prefix cache: one pass over the suffix and the answers, a row per option."""
+    def _cached_scores(self, p: ImagePass):
+        """The rows' scores from the image's prefix cache: one pass over every (query, option) row."""
         import torch
 
-        ids = inputs["input_ids"]
-        cache, rope_deltas = self._prefix_cache(query, inputs, cut)
+        cache, rope_deltas, token_types = self._prefix_cache(p)
         inner = getattr(self.model, "model", None)
-        if hasattr(inner, "rope_deltas"):  # Qwen2-VL's M-RoPE: the text positions after this image continue from it
+        if hasattr(inner, "rope_deltas"):  # Qwen2-VL's M-RoPE: this image's text positions continue from its own
             inner.rope_deltas = rope_deltas
-        suffix = ids[0, cut:].tolist()
-        rows, width = len(answers), len(suffix) + max(len(a) for a in answers)
-        pad = self.tokenizer.pad_token_id or 0
-        batch = torch.tensor([suffix + a + [pad] * (width - len(suffix) - len(a)) for a in answers], device=self.device)
+        rows = p.rows_ids.to(self.device)
         continued = _shallow_copy(cache)
-        continued.batch_repeat_interleave(rows)
-        extra = {k: torch.zeros_like(batch) for k in _token_types(inputs)}
+        continued.batch_repeat_interleave(rows.shape[0])
+        extra = {k: torch.zeros_like(rows) for k in token_types}  # all text
         with torch.inference_mode():
             logits = self.model(
-                input_ids=batch,  # no mask: every row sees its whole prefix (positions then count from the cache)
+                input_ids=rows,  # no mask: right padding is never read, and positions then count from the cache
                 **{self.cache_keyword: continued}, **extra,
-            ).logits.float()  # fmt: skip
-        return _answer_scores(logits, len(suffix) - 1, answers)
+            ).logits  # fmt: skip
+            return _row_scores(logits, p.reads, p.targets)
 
-    def _full_scores(self, inputs: dict, answers: list[list[int]]):
-        """The scores from one full pass (image included) per option: the fallback, and the first query's check."""
+    def _full_scores(self, p: ImagePass, rows: range):
+        """The scores of ``rows`` of ``p`` from one full pass (image included) each: the fallback, and the check."""
         import torch
 
-        greedy, lengths, logprobs = [], [], []
-        for answer in answers:
-            tail = torch.tensor([answer], device=self.device)
-            full = dict(inputs)
-            full["input_ids"] = torch.cat([inputs["input_ids"], tail], dim=1)
-            full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(tail)], dim=1)
-            for k in _token_types(inputs):
-                full[k] = torch.cat([inputs[k], torch.zeros_like(tail)], dim=1)
+        prefix = self._on_device(self._inputs(p))
+        cut = prefix["input_ids"].shape[1]
+        greedy, logprobs = [], []
+        for r in rows:
+            tail = p.rows_ids[r : r + 1, : p.row_lens[r]].to(self.device)
+            full = dict(prefix)
+            full["input_ids"] = torch.cat([prefix["input_ids"], tail], dim=1)
+            full["attention_mask"] = torch.cat([prefix["attention_mask"], torch.ones_like(tail)], dim=1)
+            for k in _token_types(prefix):
+                full[k] = torch.cat([prefix[k], torch.zeros_like(tail)], dim=1)
             with torch.inference_mode():
-                logits = self.model(**full).logits.float()
-            g, n, lp = _answer_scores(logits, inputs["input_ids"].shape[1] - 1, [answer])
-            greedy.append(g[0]), lengths.append(n[0]), logprobs.append(lp[0])
-        return np.array(greedy), np.array(lengths), np.array(logprobs)
+                logits = self.model(**full).logits
+                g, lp = _row_scores(logits, np.where(p.reads[r : r + 1] >= 0, p.reads[r : r + 1] + cut, -1),
+                                    p.targets[r : r + 1])  # fmt: skip
+            greedy.append(g), logprobs.append(lp)
+        return torch.cat(greedy), torch.cat(logprobs)
 
-    def _prefix_cache(self, query: Query, inputs: dict, cut: int):
-        """The key/value cache of the image with the first ``cut`` prompt tokens, and the model's M-RoPE offset after
-        it (Qwen2-VL; else None); the last ``keep_prefixes`` images' (at least this one's) are kept, so that an
-        image's rounds and retries share one prefix pass."""
+    def _inputs(self, p: ImagePass) -> dict:
+        """``p``'s prefix inputs; encoded here when prepare left them out for a kept cache that is gone since."""
+        if p.inputs is not None:
+            return p.inputs
+        return self._prefix_inputs(p.text, p.image.numpy(), p.rows_ids[0, : p.suffix_len].tolist())
+
+    def _prefix_cache(self, p: ImagePass) -> tuple:
+        """The key/value cache of ``p``'s image with its prefix, the model's M-RoPE offset after it (Qwen2-VL; else
+        None) and the names of its per-token inputs besides ids and mask. The last ``keep_prefixes`` images' are
+        kept, so that under -R (whose rounds of a block are separate calls) an image goes through the model once, not
+        once per round."""
         import torch
 
-        key = (query.index, tuple(inputs["input_ids"][0, :cut].tolist()))
-        if key in self._kept:
-            self._kept.move_to_end(key)
-            return self._kept[key]
-        per_token = inputs["input_ids"].shape  # token-aligned inputs are cut; image ones (any shape) are not
-        prefix = {k: (v[:, :cut] if v.shape == per_token else v) for k, v in inputs.items()}
+        if p.key in self._kept:
+            self._kept.move_to_end(p.key)
+            return self._kept[p.key]
         with torch.inference_mode():
-            cache = output_cache(self.model(**prefix, use_cache=True))
+            inputs = self._on_device(self._inputs(p))
+            cache = output_cache(self.model(**inputs, use_cache=True))
         self.prefix_passes += 1
-        self._kept[key] = cache, getattr(getattr(self.model, "model", None), "rope_deltas", None)
-        while len(self._kept) > max(1, self.keep_prefixes):
-            self._kept.popitem(last=False)
-        return self._kept[key]
+        entry = cache, getattr(getattr(self.model, "model", None), "rope_deltas", None), tuple(_token_types(inputs))
+        if self.keep_prefixes and self.prefix_shared is not False:
+            self._kept[p.key] = entry
+            while len(self._kept) > self.keep_prefixes:
+                self._kept.popitem(last=False)
+        return entry
 
 
 def _token_types(inputs: dict) -> list[str]:
@@ -219,20 +340,28 @@ def _token_types(inputs: dict) -> list[str]:
     return [k for k, v in inputs.items() if k not in ("input_ids", "attention_mask") and v.shape == shape]
 
 
-def _answer_scores(logits, last_prompt: int, answers: list[list[int]]):
-    """Per answer (row of ``logits``): all tokens the arg-max?, token count, summed log-probability; the logits at
-    ``last_prompt + j`` predict answer token j."""
+def _row_scores(logits, reads: np.ndarray, targets: np.ndarray):
+    """Per row of ``logits`` [rows, width, vocab]: are all of its answer's tokens the arg-max, and their summed
+    log-probability (tensors on the logits' device); ``reads[r, j]`` is the position whose logits predict
+    ``targets[r, j]`` (both -1 past the answer's end).
+
+    Example:
+        >>> import torch
+        >>> logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.25, 0.5, 0.25]]]))
+        >>> greedy, logprob = _row_scores(logits, np.array([[0, 1]]), np.array([[0, 2]]))
+        >>> greedy.tolist(), round(float(logprob[0].exp()), 3)
+        ([False], 0.125)
+    """
     import torch
 
-    greedy, lengths, logprobs = [], [], []
-    for row, answer in enumerate(answers):
-        steps = logits[row, last_prompt : last_prompt + len(answer)]
-        target = torch.tensor(answer, device=steps.device)
-        lp = torch.log_softmax(steps, dim=-1).gather(1, target[:, None])[:, 0]
-        greedy.append(bool((steps.argmax(dim=-1) == target).all()))
-        lengths.append(len(answer))
-        logprobs.append(float(lp.sum()))
-    return np.array(greedy), np.array(lengths), np.array(logprobs)
+    device = logits.device
+    present = torch.as_tensor(reads >= 0, device=device)
+    at = torch.as_tensor(np.maximum(reads, 0), device=device)
+    target = torch.as_tensor(np.maximum(targets, 0), device=device)
+    picked = logits.gather(1, at[:, :, None].expand(-1, -1, logits.shape[-1])).float()  # [rows, tokens, vocab]
+    logprob = picked.log_softmax(dim=-1).gather(2, target[:, :, None])[:, :, 0]
+    greedy = ((picked.argmax(dim=-1) == target) | ~present).all(dim=1)
+    return greedy, torch.where(present, logprob, 0.0).sum(dim=1)
 
 
 def _shallow_copy(cache):
