@@ -27,26 +27,71 @@ KEYS = ("names", "images", "ord_labels", "cl_labels")
 FAILED_QUERY = -1  # the CL `aclbuild generate` writes for a query that never got a parseable answer
 
 
-def _int_matrix(values, what: str, path: Path) -> np.ndarray:
-    try:  # fast path: a rectangular integer list or array converts in one call
-        matrix = np.asarray(values)
-        if matrix.dtype.kind in "iu" and matrix.ndim in (1, 2) and len(matrix) == len(values):
-            return matrix.reshape(len(matrix), -1).astype(np.int64)
-    except (ValueError, TypeError):
-        pass  # ragged or mixed: the row-by-row path below says what is wrong
-    rows = [list(np.asarray(v).reshape(-1)) if np.ndim(v) else [v] for v in values]
+LABEL_ALLOWANCE = 2**20  # labels beyond one per byte of the file (rows a pickle shares by reference)
+
+
+def _describe(value: object) -> str:
+    """A short, safe description: repr for scalars only (a crafted nested list or huge int must not be printed)."""
+    if isinstance(value, (bool, float, np.generic, type(None))) or (isinstance(value, str) and len(value) < 40):
+        return f"{value!r:.40} ({type(value).__name__})"
+    return f"a {type(value).__name__}"
+
+
+def _not_integer(what: str, path: Path, found: str) -> SourceError:
+    return SourceError(
+        f"{path}: {what} {found}; labels must be integer class indices (bool 0/1 or float labels are not stored "
+        "silently) - write them as ints, e.g. np.asarray(labels, dtype=np.int64) once they are known to be whole"
+    )
+
+
+def _label_row(row: object, what: str, path: Path, index: int) -> list[int]:
+    """One image's labels as ints: a scalar, a list or tuple, or a 0-d/1-d integer array."""
+    if isinstance(row, np.ndarray):
+        if row.dtype.kind not in "iu" or row.ndim > 1:
+            raise _not_integer(what, path, f"of image {index} is a {row.ndim}-d {row.dtype} array")
+        return row.reshape(-1).tolist()
+    values = row if isinstance(row, (list, tuple)) else (row,)
+    for value in values:
+        if type(value) is not int and not isinstance(value, np.integer):
+            raise _not_integer(what, path, f"of image {index} holds {_describe(value)}")
+    return [int(v) for v in values]
+
+
+def _int_matrix(values: list | tuple | np.ndarray, what: str, path: Path, max_labels: int) -> np.ndarray:
+    """Labels as an N x K int64 matrix; refuses non-integer dtypes, ragged rows and more than ``max_labels``."""
+    if isinstance(values, np.ndarray) and values.dtype != object:  # fast path: one array, checked by its dtype
+        if values.dtype.kind not in "iu":
+            raise _not_integer(what, path, f"is a {values.dtype} array")
+        if values.ndim > 2:
+            raise SourceError(f"{path}: {what} has shape {values.shape}; expected one row of labels per image")
+        return values.reshape(len(values), -1).astype(np.int64)
+    rows: list[list[int]] = []
+    total = 0
+    for index, row in enumerate(values):
+        total += row.size if isinstance(row, np.ndarray) else len(row) if isinstance(row, (list, tuple)) else 1
+        if total > max_labels:  # counted before any row is copied: shared rows could make N x K from 2N bytes
+            raise SourceError(
+                f"{path}: {what} holds more than {max_labels} labels, more than a file of its size carries; "
+                "it is corrupt or crafted - re-create it"
+            )
+        rows.append(_label_row(row, what, path, index))
     widths = {len(r) for r in rows}
     if len(widths) > 1:
         raise SourceError(
             f"{path}: {what} is ragged (rows of {sorted(widths)} labels); every image needs the same number of CLs"
         )
     try:
-        matrix = np.array(rows, dtype=np.float64).reshape(len(rows), widths.pop() if widths else 0)
-    except (TypeError, ValueError):
-        raise SourceError(f"{path}: {what} must hold integers") from None
-    if not np.all(matrix == np.round(matrix)):
-        raise SourceError(f"{path}: {what} must hold integers, found fractional values")
-    return matrix.astype(np.int64)
+        return np.array(rows, dtype=np.int64).reshape(len(rows), widths.pop() if widths else 0)
+    except OverflowError:
+        raise SourceError(f"{path}: {what} holds a label too large for a 64-bit integer; labels are class indices")
+
+
+def _sequence(data: dict, key: str, path: Path) -> list | tuple | np.ndarray:
+    """``data[key]``, which must hold one entry per image."""
+    value = data[key]
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim >= 1):
+        return value
+    raise SourceError(f"{path}: {key} is a {type(value).__name__}; it must be a list or array, one entry per image")
 
 
 def _check_range(labels: np.ndarray, what: str, base: Base, path: Path) -> None:
@@ -60,7 +105,7 @@ def _check_range(labels: np.ndarray, what: str, base: Base, path: Path) -> None:
 
 
 def _images(raw, count: int, base: Base, path: Path) -> list[np.ndarray]:
-    images = list(raw) if not isinstance(raw, np.ndarray) or raw.ndim != 4 else raw
+    images = list(raw) if not isinstance(raw, np.ndarray) or raw.ndim != 4 else raw  # raw: a checked _sequence
     if len(images) != count:
         raise SourceError(f"{path}: {len(images)} images but {count} names; every key must have one entry per image")
     shape = (base.image_size, base.image_size, 3)
@@ -89,14 +134,16 @@ def read_legacy_pickle(
         data = safe_load(f, str(path))
     if not isinstance(data, dict):
         raise SourceError(f"{path} holds a {type(data).__name__}, expected a dict with keys {', '.join(KEYS)}")
-    missing, extra = [k for k in KEYS if k not in data], [str(k) for k in data if k not in KEYS]
+    missing, extra = [k for k in KEYS if k not in data], [k if isinstance(k, str) else _describe(k) for k in data if k not in KEYS]
     if missing or extra:
         raise SourceError(
             f"{path}: keys must be exactly {', '.join(KEYS)}"
             + (f"; missing {', '.join(missing)}" if missing else "")
             + (f"; unexpected {', '.join(extra)}" if extra else "")
         )
-    names = list(data["names"])
+    names = list(_sequence(data, "names", path))
+    if not names:
+        raise SourceError(f"{path} holds no images; a legacy pickle needs at least one")
     if not all(isinstance(n, str) for n in names):
         raise SourceError(f"{path}: names must be strings (file names)")
     if base.unique_names and len(set(names)) != len(names):  # cifar20's source itself repeats a name
@@ -106,16 +153,19 @@ def read_legacy_pickle(
             f"{path}: name {dup!r} appears more than once; base {base.name} names each image once, so names must be "
             "unique"
         )
+    for key in ("images", "ord_labels", "cl_labels"):
+        _sequence(data, key, path)
     for key in ("ord_labels", "cl_labels"):
         if len(data[key]) != len(names):
             raise SourceError(
                 f"{path}: {len(data[key])} {key} but {len(names)} names; every key needs one entry per image"
             )
     images = _images(data["images"], len(names), base, path)
-    ord_labels = _int_matrix(data["ord_labels"], "ord_labels", path)
+    max_labels = path.stat().st_size + LABEL_ALLOWANCE  # a label takes at least a byte unless its row is shared
+    ord_labels = _int_matrix(data["ord_labels"], "ord_labels", path, max_labels)
     if ord_labels.shape[1] != 1:
         raise SourceError(f"{path}: ord_labels must hold one integer per image")
-    cl_labels = _int_matrix(data["cl_labels"], "cl_labels", path)
+    cl_labels = _int_matrix(data["cl_labels"], "cl_labels", path, max_labels)
     failed = (cl_labels == FAILED_QUERY).any(axis=1)
     if failed.any():
         if not drop_failed:
