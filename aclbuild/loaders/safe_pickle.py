@@ -162,9 +162,15 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
             )
         self._left -= max(nbytes, 0)
 
+    def _too_long(self, n: int) -> SourceError:
+        return SourceError(
+            f"{self._what} is not a readable pickle (it asks for {n} bytes, the file has {self._size}); "
+            "re-download or re-create it"
+        )
+
     def _bounded_read(self, n: int) -> bytes:
         if n > self._size:  # file objects allocate what is asked before they read
-            raise SourceError(f"{self._what} is not a readable pickle (it asks for {n} bytes, the file has {self._size})")
+            raise self._too_long(n)
         return self._raw_read(n)
 
     def _check_keys(self, keys: Iterable[Any]) -> None:
@@ -222,10 +228,18 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
     def load_bytearray8(self) -> None:
         (n,) = struct.unpack("<Q", self.read(8))
         if n > self._size:  # bytearray(n) would be allocated (and zeroed) before the read fails
-            raise SourceError(f"{self._what} is not a readable pickle (it asks for {n} bytes, the file has {self._size})")
+            raise self._too_long(n)
         buffer = bytearray(n)
         self.readinto(buffer)
         self.append(buffer)
+
+    def load_frame(self) -> None:
+        (n,) = struct.unpack("<Q", self.read(8))
+        if n > self._size:
+            raise self._too_long(n)
+        self._unframer.load_frame(n)
+        if len(self._unframer.current_frame.getbuffer()) != n:  # BytesIO hands back a short frame without a word
+            raise pickle.UnpicklingError(f"a frame of {n} bytes is cut short")
 
     # ------------------------------------------------------------------ dicts and sets (hash flooding)
 
@@ -380,6 +394,7 @@ for _opcode in (pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.OBJ, pickle.INST):
     _BoundedUnpickler.dispatch[_opcode[0]] = _BoundedUnpickler.load_instance
 for _opcode, _method in (
     (pickle.REDUCE, "load_reduce"), (pickle.BUILD, "load_build"), (pickle.BYTEARRAY8, "load_bytearray8"),
+    (pickle.FRAME, "load_frame"),
     (pickle.SETITEM, "load_setitem"), (pickle.SETITEMS, "load_setitems"), (pickle.DICT, "load_dict"),
     (pickle.ADDITEMS, "load_additems"), (pickle.FROZENSET, "load_frozenset"),
 ):  # fmt: skip
