@@ -189,10 +189,13 @@ def parquet_writer_options(schema: pa.Schema) -> dict:
     }
 
 
-def _encode_chunk(rows: Sequence[ClRecord], split: str, image_shape: tuple[int, ...] | None) -> tuple[list, list]:
-    """(the rows without their pixels, their PNG bytes): each record is read once, so a lazy source decodes its image
-    here, on an encoder thread, and the pixels are dropped as soon as they are encoded."""
-    rows = list(rows)
+def _encode_chunk(
+    records: Sequence[ClRecord], positions: range, split: str, image_shape: tuple[int, ...] | None
+) -> tuple[list, list]:
+    """(the rows at ``positions`` without their pixels, their PNG bytes): each record is read once, by index (a lazy
+    source's slice may be a new object with a cache of its own), so a lazy source decodes its image here, on an
+    encoder thread, and the pixels are dropped as soon as they are encoded."""
+    rows = [records[i] for i in positions]
     images = [r.image for r in rows]
     if image_shape is not None:
         for r, image in zip(rows, images):
@@ -204,14 +207,14 @@ def _encode_chunk(rows: Sequence[ClRecord], split: str, image_shape: tuple[int, 
 
 
 def _encoded_chunks(records: Sequence[ClRecord], encode, threads: int) -> Iterator[tuple[list, list]]:
-    """``encode`` of each ``ENCODE_CHUNK`` rows of ``records``, in order, run on ``threads`` threads (numpy and
+    """``encode(records, positions)`` of each ``ENCODE_CHUNK`` rows, in order, run on ``threads`` threads (numpy and
     deflate release the GIL) with at most ``2 * threads`` chunks in flight: memory stays bounded for any split."""
-    starts = iter(range(0, len(records), ENCODE_CHUNK))
     with ThreadPoolExecutor(threads) as pool:
         in_flight: deque = deque()
         try:
-            for start in starts:
-                in_flight.append(pool.submit(encode, records[start : start + ENCODE_CHUNK]))
+            for start in range(0, len(records), ENCODE_CHUNK):
+                positions = range(start, min(start + ENCODE_CHUNK, len(records)))
+                in_flight.append(pool.submit(encode, records, positions))
                 if len(in_flight) == 2 * threads:
                     yield in_flight.popleft().result()
             while in_flight:
