@@ -3,6 +3,7 @@ against a plain teacher-forced computation, and the refusals (no weights, no cha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -156,6 +157,33 @@ def test_generate_stages(tiny_vlm):
                                          pad_token_id=backend.tokenizer.pad_token_id)  # fmt: skip
         alone = backend.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         assert reply.text == alone.strip() and reply.choice is None
+
+
+@NO_TORCHVISION
+def test_qwen2vl_images_of_several_sizes(tmp_path):
+    """Qwen2-VL's M-RoPE offset after the prefix depends on the image's grid: every image's suffix pass continues
+    from its own, also from a kept cache after other images' prefix passes."""
+    from aclbuild.labeling.vlm import VlmBackend
+
+    backend = VlmBackend(str(build_tiny_vlm("qwen2vl", tmp_path / "q")), scoring="likelihood", device="cpu")
+    backend.processor.image_processor.size = {"shortest_edge": 56 * 56, "longest_edge": 84 * 84}  # 4x4 to 6x6 patches
+    rng = np.random.default_rng(1)
+    shapes = [(40, 40, 3), (40, 80, 3), (80, 40, 3)]
+    images = [rng.integers(0, 256, shapes[i % 3], dtype=np.uint8) for i in range(QUERIES // 2)]
+    queries = [dataclasses.replace(q, image=images[q.index]) for q in make_queries(QUERIES)]
+    prepared = backend.prepare(queries)
+    assert len({p.inputs["input_ids"].shape[1] for p in prepared.passes}) == 2  # grids of 16 and 24 patches
+    expected = [teacher_forced_choice(backend.processor, backend.model, backend.chat_text(q), q.image, q.answers)
+                for q in queries]  # fmt: skip
+    backend.keep_prefixes = QUERIES // 2  # -R: the second round's suffix passes follow other images' prefix passes
+    first = ask(backend, queries[0::2])
+    later = backend.prepare(queries[1::2])
+    cached = backend.run(later)
+    assert backend.prefix_passes == QUERIES // 2
+    backend.prefix_shared = False  # the same rows, each scored by a full pass
+    assert np.allclose(cached[1], backend.run(later)[1], atol=1e-4)  # one position off: ~3e-3 apart
+    choices = [r.choice for r in first + backend.replies(queries[1::2], later, cached)]
+    assert choices == expected[0::2] + expected[1::2]
 
 
 def test_generate_end_to_end(tiny_vlm, tmp_path, cli):
