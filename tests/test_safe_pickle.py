@@ -53,6 +53,7 @@ def _dtype_state(dtype: np.dtype, **changes) -> tuple:
     return tuple({**fields, **changes}.values())
 
 
+BIG_TUPLE = tuple(range(100_000))  # tuples keep no hash: each insertion hashes all of it again
 M61 = (1 << 61) - 1  # ints k * M61 all hash to 0: a dict of them takes quadratic time to build
 HOSTILE = {
     "bytes(10**9)": pickle.dumps(Call(bytes, GIGA), protocol=2),
@@ -78,6 +79,10 @@ HOSTILE = {
     "colliding dict keys": pickle.dumps(dict.fromkeys(k * M61 for k in range(1, 20_000)), protocol=4),
     "colliding set items": pickle.dumps({k * M61 for k in range(1, 20_000)}, protocol=2),
     "calling numpy.ndarray": pickle.dumps(Call(np.ndarray, (GIGA,)), protocol=2),
+    "a dtype spec numpy parses with ast": pickle.dumps(Call(_reconstruct, np.ndarray, (0,), "(,1)u1"), protocol=2),
+    "deeply nested tuple key": b"\x80\x02})" + b"\x85" * 10**5 + b"K\x01s.",  # hash() recursion crashes Python
+    "one big tuple key, many dicts": pickle.dumps([{BIG_TUPLE: i} for i in range(10_000)], protocol=4),
+    "tuple key doubling 60 times": b"\x80\x02}K\x01\x85q\x00" + b"h\x00h\x00\x86q\x00" * 60 + b"K\x01s.",
 }
 
 

@@ -43,6 +43,8 @@ import io
 import math
 import os
 import pickle
+import re
+import reprlib
 import struct
 import zlib
 from collections.abc import Callable, Iterable
@@ -62,8 +64,11 @@ except ImportError:  # numpy 1.x
 
 BUDGET_FACTOR = 4
 BUDGET_ALLOWANCE = 16 * 2**20
+MAX_KEY_DEPTH = 100  # tuples in tuples, in a dict key or set item
 MAX_SAME_HASH = 8  # distinct keys with one hash value; real data has none beyond chance (hash(-1) == hash(-2))
-_MAX_DTYPE_SPEC = 64  # characters of a dtype string such as "<u1" or "U10"
+# A plain type code ("u1", "<f8", "U10", "M8[D]", "?"): no commas (structured) or parentheses (numpy hands those
+# to its own parser, which raises SyntaxError and nests without limit).
+_DTYPE_SPEC = re.compile(r"[<>|=]?[A-Za-z?]\w{0,15}(\[\w{1,8}\])?")
 _MAX_NDIM = 64  # numpy's own limit
 
 _SAFE_ENCODINGS = frozenset(
@@ -93,30 +98,36 @@ _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
 # What a truncated or garbled pickle raises, depending on where the damage is.
 _CORRUPT = (
-    pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-    struct.error, UnicodeDecodeError, OverflowError, zlib.error, MemoryError, RecursionError,
+    pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, LookupError, struct.error,
+    UnicodeDecodeError, OverflowError, zlib.error, MemoryError, RuntimeError,  # numpy: "may be corrupted?"
 )  # fmt: skip
 
 
 def _pickle_size(file: IO[bytes]) -> int | None:
-    """Bytes left in ``file`` from its position, or None when it cannot say (a pipe, a stream)."""
+    """Bytes left in ``file`` from its position: in memory or a plain disk file; None for anything else (a pipe, a
+    decompressing stream, an archive member), which may hold more or less than its underlying file."""
+    if isinstance(file, io.BytesIO):
+        return file.getbuffer().nbytes - file.tell()
+    if isinstance(file, (io.BufferedReader, io.FileIO)):
+        try:
+            return os.fstat(file.fileno()).st_size - file.tell()
+        except OSError:
+            return None
+    return None
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages: a crafted value may be huge or deeply nested."""
     try:
-        return os.fstat(file.fileno()).st_size - file.tell()
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        pass
-    try:
-        start = file.tell()
-        end = file.seek(0, io.SEEK_END)
-        file.seek(start)
-        return end - start
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return None
+        return reprlib.repr(value)
+    except ValueError:  # an int too long to print
+        return f"a {type(value).__name__}"
 
 
 def _shape_size(shape: Any) -> int:
     """Element count of a pickled shape, checked: a short tuple of non-negative ints (no allocation yet)."""
     if type(shape) is not tuple or len(shape) > _MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
-        raise TypeError(f"an array shape must be a tuple of at most {_MAX_NDIM} non-negative ints, not {shape!r:.80}")
+        raise TypeError(f"an array shape must be a tuple of at most {_MAX_NDIM} non-negative ints, not {_short(shape)}")
     return math.prod(shape)
 
 
@@ -141,6 +152,8 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
             self._file_read = self._bounded_read
         self._fresh: dict[int, Any] = {}  # id -> array or dtype that may still get its one BUILD (kept alive)
         self._hashes: dict[int, list[Any]] = {}  # hash -> distinct non-string keys seen with it
+        self._hash_steps = self._limit  # tuples keep no hash: one shared big tuple key is hashed at every insertion
+        self._tuple_costs: dict[int, tuple[tuple, int, int]] = {}  # id -> (tuple kept alive, hash steps, depth)
         self._guards: dict[Any, Callable[[tuple], Any]] = {
             _reconstruct: self._reconstruct, np.dtype: self._dtype, scalar: self._scalar,
             _frombuffer: self._frombuffer, _codecs.encode: self._encode, bytes: partial(self._bytes, bytes),
@@ -178,11 +191,34 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
         for key in keys:
             if type(key) is str or type(key) is bytes:
                 continue
+            if type(key) is tuple:
+                self._hash_steps -= self._tuple_cost(key)
+                if self._hash_steps < 0:
+                    raise self._refuse(f"tuple keys that take more than {self._limit} steps to hash")
             same = self._hashes.setdefault(hash(key), [])
             if not any(seen is key or seen == key for seen in same):
                 same.append(key)
                 if len(same) > MAX_SAME_HASH:
-                    raise self._refuse(f"{len(same)} distinct dict keys or set items with one hash value ({key!r:.40})")
+                    raise self._refuse(f"{len(same)} distinct dict keys or set items with one hash ({_short(key)})")
+
+    def _tuple_cost(self, key: tuple) -> int:
+        """Steps ``hash(key)`` takes (elements through nested tuples, shared ones each time), worked out once per
+        tuple; refuses nesting deeper than ``MAX_KEY_DEPTH``, through which ``hash`` recurses until it crashes."""
+        known, pending = self._tuple_costs, [key]
+        while pending:
+            item = pending[-1]
+            inner = [c for c in item if type(c) is tuple and id(c) not in known] if id(item) not in known else []
+            if inner:
+                pending.extend(inner)
+                continue
+            pending.pop()
+            if id(item) not in known:
+                parts = [known[id(c)] for c in item if type(c) is tuple]
+                depth = 1 + max((d for _, _, d in parts), default=0)
+                if depth > MAX_KEY_DEPTH:
+                    raise self._refuse(f"a dict key or set item of tuples nested {depth} deep")
+                known[id(item)] = (item, 1 + len(item) + sum(c for _, c, _ in parts), depth)
+        return known[id(key)][1]
 
     # ------------------------------------------------------------------ names and calls
 
@@ -283,10 +319,20 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
     def _as_dtype(self, spec: Any) -> np.dtype:
         if isinstance(spec, np.dtype):
             self._fresh.pop(id(spec), None)  # in use now: its state may no longer change
-            return spec
-        if isinstance(spec, (str, bytes)) and len(spec) <= _MAX_DTYPE_SPEC:
-            return np.dtype(spec)
-        raise TypeError(f"not a dtype: {spec!r:.80}")
+            dtype = spec
+        elif isinstance(spec, (str, bytes)):
+            dtype = np.dtype(self._type_code(spec))
+        else:
+            raise TypeError(f"not a dtype: {_short(spec)}")
+        if dtype.fields is not None or dtype.subdtype is not None:  # e.g. "u1,u2": no data pickle needs one
+            raise self._refuse(f"the structured dtype {dtype}")
+        return dtype
+
+    def _type_code(self, spec: str | bytes) -> str:
+        text = spec.decode("latin-1") if isinstance(spec, bytes) else spec
+        if not _DTYPE_SPEC.fullmatch(text):
+            raise self._refuse(f"the dtype spec {_short(text)} (data pickles name plain types such as u1 or <f8)")
+        return text
 
     def _fresh_result(self, obj: Any) -> Any:
         self._fresh[id(obj)] = obj
@@ -295,7 +341,7 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
     def _reconstruct(self, args: tuple) -> np.ndarray:
         subtype, shape, spec = args
         if subtype is not np.ndarray:
-            raise self._refuse(f"an array of type {subtype!r:.60}")
+            raise self._refuse(f"an array of type {_short(subtype)}")
         dtype = self._as_dtype(spec)
         self._charge(_shape_size(shape) * max(dtype.itemsize, 1), "an array")
         return self._fresh_result(_reconstruct(np.ndarray, shape, dtype))
@@ -317,23 +363,25 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
     def _dtype(self, args: tuple) -> np.dtype:
         if not 1 <= len(args) <= 3 or not all(type(flag) is bool for flag in args[1:]):
             raise TypeError("numpy.dtype takes a spec and two flags")
-        if not isinstance(args[0], (str, bytes)) or len(args[0]) > _MAX_DTYPE_SPEC:
-            raise TypeError(f"a dtype spec is a short string, not {args[0]!r:.80}")
-        align = len(args) > 1 and args[1]
-        return self._fresh_result(np.dtype(args[0], align, True))  # a copy: its state must not touch numpy's own
+        if not isinstance(args[0], (str, bytes)):
+            raise TypeError(f"a dtype spec is a string, not {_short(args[0])}")
+        dtype = np.dtype(self._type_code(args[0]), len(args) > 1 and args[1], True)  # a copy: numpy's own stays
+        return self._fresh_result(self._as_dtype(dtype))
 
     def _set_dtype_state(self, dtype: np.dtype, state: Any) -> None:
         """Admit only what plain dtypes need (byte order); numpy does not check sizes, offsets or flags it is given."""
         if type(state) is not tuple or not 8 <= len(state) <= 9:
             raise TypeError("a dtype state is an 8- or 9-tuple")
         byteorder, subarray, names, fields, elsize, alignment, flags = state[1:8]
+        if not all(type(n) is int for n in (elsize, alignment, flags)) or type(byteorder) is not str:
+            raise TypeError("a dtype state holds a byte order and ints")
         swappable = dtype.kind in "biufcmMU" and dtype.itemsize > 1 and byteorder in ("<", ">", "=")
         if (
             subarray is not None or names is not None or fields is not None or dtype.names is not None
             or elsize not in (-1, dtype.itemsize) or alignment not in (-1, dtype.alignment) or flags != dtype.flags
             or not (byteorder == dtype.byteorder or swappable)
         ):  # fmt: skip
-            raise self._refuse(f"a structured or resized dtype ({dtype}, state {state!r:.120})")
+            raise self._refuse(f"a structured or resized dtype ({dtype}, state {_short(state)})")
         dtype.__setstate__(state)
 
     def _scalar(self, args: tuple) -> Any:
@@ -358,7 +406,7 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
 
     def _check_encoding(self, encoding: Any) -> None:
         if not isinstance(encoding, str) or encoding.lower() not in _SAFE_ENCODINGS:
-            raise self._refuse(f"encoding {encoding!r:.40}; only latin-1/ascii/utf-8 appear in data pickles")
+            raise self._refuse(f"encoding {_short(encoding)}; only latin-1/ascii/utf-8 appear in data pickles")
 
     def _encode(self, args: tuple) -> bytes:
         text, encoding, *errors = args if len(args) > 1 else (*args, "utf-8")
