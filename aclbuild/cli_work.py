@@ -153,6 +153,10 @@ def generate_command(
     batch_size: Annotated[Optional[int], typer.Option(
         metavar="N", help="images (generate: queries) per model pass [default: 8; --protocol reference: 16]"
     )] = None,  # fmt: skip
+    num_workers: Annotated[Optional[int], typer.Option(
+        metavar="N", help="DataLoader worker processes per process preparing batches (pixels, token ids) for the model; "
+        "0: the main process prepares them [default: the free cores, at most 4]"
+    )] = None,  # fmt: skip
     seed: Annotated[int, typer.Option(metavar="N", help="seed of every candidate draw")] = 1126,
     matrix: Annotated[str, typer.Option(metavar="NAME", help="synthetic: uniform, weak, strong or noisy")] = "uniform",
     noise: Annotated[float, typer.Option(metavar="LAMBDA", help="synthetic noisy matrix: lambda")] = 0.1,
@@ -213,5 +217,5 @@ def generate_command(
             clip_template=clip_template,
         )  # fmt: skip
         folder = run_generate(settings, source, output_dir, resume=resume, batch_size=chosen["batch_size"],
-                              command=["aclbuild", *sys.argv[1:]])  # fmt: skip
+                              command=["aclbuild", *sys.argv[1:]], num_workers=num_workers)  # fmt: skip
     console.print(f"wrote {folder}", markup=False, highlight=False, soft_wrap=True)

@@ -211,7 +211,7 @@ def test_likelihood_scoring_passes_the_cache_without_a_deprecation_warning(tmp_p
     import transformers
     from transformers.utils import generic
 
-    from aclbuild.labeling.backend import Query
+    from aclbuild.labeling.backend import Query, ask
     from aclbuild.labeling.llava import LlavaBackend
     from aclbuild.labeling.prompts import load_template
     from tests.tiny_llava import build_tiny_llava
@@ -227,8 +227,8 @@ def test_likelihood_scoring_passes_the_cache_without_a_deprecation_warning(tmp_p
     backend.keep_prefixes = 2  # -R: the kept cache is copied and reused by the second call
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
-        first = [r.choice for r in backend.answer(queries[::2])]
-        second = [r.choice for r in backend.answer(queries[1::2])]
+        first = [r.choice for r in ask(backend, queries[::2])]
+        second = [r.choice for r in ask(backend, queries[1::2])]
     assert logged == []
     assert backend.prefix_passes == 2 and len(first) == len(second) == 2
     new_name = tuple(int(part) for part in transformers.__version__.split(".")[:2]) >= (5, 24)

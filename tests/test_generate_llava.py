@@ -67,7 +67,7 @@ def test_likelihood_picks_what_greedy_generation_answers(tiny_model):
     """Whenever greedy generation starts its answer with an option, likelihood scoring picks that option."""
     import torch
 
-    from aclbuild.labeling.backend import Query
+    from aclbuild.labeling.backend import Query, ask
     from aclbuild.labeling.candidates import uniform_candidates
     from aclbuild.labeling.llava import LlavaBackend
     from aclbuild.labeling.prompts import load_template
@@ -89,15 +89,15 @@ def test_likelihood_picks_what_greedy_generation_answers(tiny_model):
     for backend in (greedy, scored):  # favour min10's words, so that greedy answers often start with an option
         with torch.no_grad():
             backend.model.get_output_embeddings().weight[words] *= 3.0
-    picks = scored.answer(queries)
+    picks = ask(scored, queries)
     assert scored.prefix_passes == 24  # each image once for its 3 rounds
     # the same picks for any grouping, and when a pass must hold fewer images (GPU memory)
     half = len(queries) // 2 + 1  # not on an image boundary
-    assert [r.choice for r in scored.answer(queries[half:])] == [r.choice for r in picks[half:]]
+    assert [r.choice for r in ask(scored, queries[half:])] == [r.choice for r in picks[half:]]
     scored._images_per_pass = lambda bytes_per_image: 3
-    assert [r.choice for r in scored.answer(queries)] == [r.choice for r in picks]
+    assert [r.choice for r in ask(scored, queries)] == [r.choice for r in picks]
     compared = 0
-    for q, said, picked in zip(queries, greedy.answer(queries), picks):
+    for q, said, picked in zip(queries, ask(greedy, queries), picks):
         said_ids = tokenizer(said.text, add_special_tokens=False)["input_ids"]
         starts = [
             k

@@ -18,19 +18,26 @@ from aclbuild.loaders.labels_table import read_table_metadata
 
 
 class Scripted:
-    """Answers chosen by the test: ``script(query) -> text``; counts calls and can die after some."""
+    """Answers chosen by the test, ``script(query) -> text``, through the three stages every labeler has (so the
+    runner's DataLoader path is the one exercised); counts calls and can die (as Ctrl-C would) after some."""
 
     model_id, revision = "scripted", "test"
 
     def __init__(self, script, die_after: int | None = None) -> None:
         self.script, self.die_after, self.calls, self.asked = script, die_after, 0, []
 
-    def answer(self, queries: list[Query]) -> list[Reply]:
+    def prepare(self, queries: list[Query]) -> list[Query]:  # a worker: the queries, without their images
+        return [q.without_image() for q in queries]
+
+    def run(self, queries: list[Query]) -> list[str]:  # the main process, as a model's forward passes
         if self.die_after is not None and self.calls >= self.die_after:
             raise KeyboardInterrupt("killed")
         self.calls += 1
         self.asked += queries
-        return [Reply(self.script(q)) for q in queries]
+        return [self.script(q) for q in queries]
+
+    def replies(self, queries: list[Query], prepared, texts: list[str]) -> list[Reply]:
+        return [Reply(text) for text in texts]
 
 
 def first_option(q: Query) -> str:

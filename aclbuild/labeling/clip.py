@@ -8,14 +8,15 @@ every one of them picks the same candidate. The text embeddings of the K class n
 backend is made; an image is embedded once for all of its rounds (they come in one batch; under -R, whose rounds are
 separate calls, the last ``keep_prefixes`` images' embeddings are kept). No decoding, no parsing, no retries.
 
-Like :class:`aclbuild.labeling.llava.LlavaBackend` a batch goes through three stages: :meth:`ClipBackend.prepare`
-(pixels: no model), :meth:`ClipBackend.run` (the image tower alone) and :meth:`ClipBackend.replies` (choosing).
+Like every labeler (:mod:`aclbuild.labeling.backend`) a batch goes through three stages: :meth:`ClipBackend.prepare`
+(pixels: no model; in a DataLoader worker), :meth:`ClipBackend.run` (the image tower alone) and
+:meth:`ClipBackend.replies` (choosing).
 
 Example:
     >>> format_prompt("a photo of a {name}", "cat")
     'a photo of a cat'
     >>> backend = ClipBackend("openai/clip-vit-base-patch32", ["cat", "dog"], mode="cl")   # doctest: +SKIP
-    >>> backend.answer(queries)[0].choice                                                  # doctest: +SKIP
+    >>> ask(backend, queries)[0].choice                                                    # doctest: +SKIP
     1
 """
 
@@ -154,7 +155,7 @@ class ClipBatch:
 
     indices: tuple[int, ...]
     todo: tuple[int, ...]
-    pixel_values: np.ndarray | None
+    pixel_values: object | None  # a torch tensor
     rows: tuple[int, ...]
 
 
@@ -200,11 +201,6 @@ class ClipBackend:
         return {"clip_template": self.template, "scoring": "zero-shot", "prompt": None, "prompt_sha256": None,
                 "max_retries": None, "max_new_tokens": None}  # fmt: skip
 
-    def answer(self, queries: list[Query]) -> list[Reply]:
-        """The replies to ``queries``: :meth:`prepare`, :meth:`run` and :meth:`replies` in turn."""
-        prepared = self.prepare(queries)
-        return self.replies(queries, prepared, self.run(prepared))
-
     def prepare(self, queries: list[Query]) -> ClipBatch:
         """The pixels of the batch's images not kept from an earlier call, each image once."""
         from aclbuild.labeling.inputs import to_pil
@@ -217,7 +213,7 @@ class ClipBackend:
         pixels = None
         if todo:
             images = [to_pil(first[indices[k]].image) for k in todo]
-            pixels = np.asarray(self.image_processor(images=images, return_tensors="np")["pixel_values"])
+            pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
         position = {i: k for k, i in enumerate(indices)}
         return ClipBatch(indices, todo, pixels, tuple(position[q.index] for q in queries))
 
@@ -227,7 +223,7 @@ class ClipBackend:
 
         embedded: list = [None] * len(batch.indices)
         if batch.todo:
-            fresh = embed_images(self.model, torch.from_numpy(batch.pixel_values))
+            fresh = embed_images(self.model, batch.pixel_values)
             self.image_passes += len(batch.todo)
             for row, k in enumerate(batch.todo):
                 embedded[k] = fresh[row]

@@ -11,13 +11,13 @@ whose tokens greedy decoding would produce (each token the arg-max given the pre
 is such a greedy path is the most likely one taken. So it picks the same option as greedy generation whenever greedy
 generation starts its answer with an option, and it never needs a retry.
 
-Either way a batch goes through three stages: :meth:`LlavaBackend.prepare` (pixels, token ids, packing: no model),
-:meth:`LlavaBackend.run` (the forward passes alone) and :meth:`LlavaBackend.replies` (decoding or choosing: no
-model). The runner does the first and the last in a worker process, so the model's process only runs the model.
+Either way a batch goes through three stages: :meth:`LlavaBackend.prepare` (pixels, token ids, packing: no model;
+in a DataLoader worker), :meth:`LlavaBackend.run` (the forward passes alone) and :meth:`LlavaBackend.replies`
+(decoding or choosing), as every labeler does (:mod:`aclbuild.labeling.backend`).
 
 Example:
     >>> backend = LlavaBackend("llava-hf/llava-v1.6-mistral-7b-hf", scoring="likelihood")   # doctest: +SKIP
-    >>> backend.answer(queries)[0].choice                                                    # doctest: +SKIP
+    >>> ask(backend, queries)[0].choice                                                      # doctest: +SKIP
     2
 """
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from aclbuild.errors import InputError
 from aclbuild.extras import needs_extra
-from aclbuild.labeling.backend import Query, Reply, first_line, model_revision
+from aclbuild.labeling.backend import Query, Reply, first_line, model_revision, on_device, shareable
 from aclbuild.labeling.inputs import BatchInputs
 from aclbuild.labeling.packing import SuffixPack, answer_scores, choose, pack_suffixes
 
@@ -52,7 +52,7 @@ def kv_bytes_per_token(text_config, dtype_bytes: int) -> int:
 class PrefixPass:
     """A likelihood pass as :meth:`LlavaBackend.prepare` leaves it: images of one size, each with its queries.
 
-    ``inputs`` are the images' prefix inputs (numpy), or None when their kept prefix cache (-R) made them unneeded
+    ``inputs`` are the images' prefix inputs (CPU tensors), or None when their kept prefix cache (-R) made them unneeded
     when prepared; ``images`` are then kept instead. ``pack`` holds their queries, which are the batch's queries
     ``positions``. ``bytes_per_image``: GPU memory an image takes in the pass (cache and logits).
     """
@@ -60,7 +60,7 @@ class PrefixPass:
     indices: tuple[int, ...]
     prefix: str
     prefix_len: int
-    inputs: dict[str, np.ndarray] | None
+    inputs: dict | None
     images: list[np.ndarray] | None
     pack: SuffixPack
     positions: np.ndarray
@@ -100,18 +100,12 @@ class LlavaBackend:
         self.prefix_passes = 0  # images sent through the model with their prefix (for tests and benchmarks)
         self._kept: OrderedDict[tuple, object] = OrderedDict()  # (image indices..., prefix) -> prefix cache
 
-    def answer(self, queries: list[Query]) -> list[Reply]:
-        """The replies to ``queries``: :meth:`prepare`, :meth:`run` and :meth:`replies` in turn."""
-        prepared = self.prepare(queries)
-        return self.replies(queries, prepared, self.run(prepared))
-
-    # The three stages. The runner calls prepare and replies in its worker process and run in the main process
-    # (:mod:`aclbuild.labeling.pipeline`): only the prepared arrays and the raw scores pass between them.
+    # The three stages (:mod:`aclbuild.labeling.backend`): prepare runs in a DataLoader worker, the others here.
     def prepare(self, queries: list[Query]) -> Prepared:
         """The model inputs of ``queries`` that need no model: pixels, token ids, the packed suffixes."""
         if self.scoring == "generate":
             chunks = [queries[s : s + self.batch_size] for s in range(0, len(queries), self.batch_size)]
-            return Prepared([_numpy(self.inputs([q.image for q in c], [q.prompt for q in c])) for c in chunks])
+            return Prepared([_cpu(self.inputs([q.image for q in c], [q.prompt for q in c])) for c in chunks])
         if self.split_is_exact is None:
             self.split_is_exact = self._split_is_exact(queries[0])
         groups: dict[tuple, dict[int, list[int]]] = {}  # (image size, prefix) -> image -> its queries' positions
@@ -143,10 +137,10 @@ class LlavaBackend:
         return replies  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- the reference loop
-    def _generate(self, ready: dict[str, np.ndarray]) -> np.ndarray:
+    def _generate(self, ready: dict) -> np.ndarray:
         import torch
 
-        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in ready.items()}
+        inputs = on_device(ready, self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
         with torch.inference_mode():
             out = self.model.generate(
@@ -161,7 +155,7 @@ class LlavaBackend:
         indices = tuple(by_image)
         images, inputs = [q.image for q in firsts], None
         if (*indices, prefix) not in self._kept:  # under -R an image's kept cache makes its pixels unneeded
-            inputs = _numpy(self._prefix_inputs(images, prefix))
+            inputs = _cpu(self._prefix_inputs(images, prefix))
             if len(firsts) > 1 and not inputs["attention_mask"].all():  # unequal prefixes: one image per pass
                 return [p for i in indices for p in self._prepare_pass(queries, {i: by_image[i]}, prefix)]
             images = None
@@ -235,8 +229,8 @@ class LlavaBackend:
         if p.inputs is not None:
             ready = {k: v[start:stop] for k, v in p.inputs.items()}
         else:  # the cache kept when this pass was prepared has been dropped since
-            ready = _numpy(self._prefix_inputs(p.images[start:stop], p.prefix))
-        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in ready.items()}
+            ready = _cpu(self._prefix_inputs(p.images[start:stop], p.prefix))
+        inputs = on_device(ready, self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
         with torch.inference_mode():
             cache = output_cache(self.model(**inputs, use_cache=True))
@@ -271,8 +265,9 @@ class LlavaBackend:
         return list(whole) == list(parts)
 
 
-def _numpy(inputs) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in inputs.items()}
+def _cpu(inputs) -> dict:
+    """Processor outputs as a worker hands them over (:func:`aclbuild.labeling.backend.shareable`)."""
+    return shareable(dict(inputs.items()))
 
 
 def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:

@@ -49,6 +49,7 @@ ROW_SCHEMA = pa.schema(
         ("label", pa.int32()), ("retries", pa.int32()), ("status", pa.string()),
     ]
 )  # fmt: skip
+ROW_NAMES = tuple(ROW_SCHEMA.names)  # (pyarrow builds the list anew on every access)
 
 
 def write_part(rows: list[dict], parts: Path) -> Path | None:
@@ -59,7 +60,7 @@ def write_part(rows: list[dict], parts: Path) -> Path | None:
     first = min(r["index"] for r in rows)
     final = parts / f"part-{first:08d}-{uuid.uuid4().hex[:12]}{PART_SUFFIX}"
     tmp = parts / f".{final.name}.tmp"
-    tmp.write_text(json.dumps([{name: r[name] for name in ROW_SCHEMA.names} for r in rows]), encoding="utf-8")
+    tmp.write_text(json.dumps([{name: r[name] for name in ROW_NAMES} for r in rows]), encoding="utf-8")
     os.replace(tmp, final)
     return final
 

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 
 _NUMBER = re.compile(r"^\(?\s*(\d+)\s*\)?$")
@@ -31,14 +32,20 @@ def normalise(text: str) -> str:
     return text.strip().replace(".", "").lower()
 
 
-def _loose_forms(text: str) -> set[str]:
+@functools.lru_cache(maxsize=1 << 14)  # class names and common answers recur in every batch
+def _loose_forms(text: str) -> frozenset[str]:
     words = [w[:-1] if w.endswith("s") and len(w) > 1 else w for w in re.split(r"[\s,]+", text) if w]
-    return {"".join(words), " ".join(sorted(words))}
+    return frozenset(("".join(words), " ".join(sorted(words))))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _normalised_option(option: str) -> str:
+    return normalise(option)
 
 
 def option_matches(answer: str, option: str) -> bool:
     """Whether a normalised, non-empty answer names ``option`` (substring either way, or a loose equality)."""
-    option = normalise(option)
+    option = _normalised_option(option)
     if answer in option or option in answer:
         return True
     return bool(_loose_forms(answer) & _loose_forms(option))

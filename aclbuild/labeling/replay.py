@@ -125,3 +125,41 @@ def _images_covered(path: Path, names: list[str], image_names: Sequence[str], la
         f"{path} holds {len(names)} images but the source has {len(image_names)}{limit}; is it the file of this "
         "base and source?"
     )
+
+
+class ReplayLabeler:
+    """``--labeler replay`` in the runner's three stages: each query is answered with the file's class for its
+    (image, round) when that class is among the options shown; else the reply's status says why not (final: a
+    replayed label is never re-asked). No model: ``run`` passes the labels on.
+
+    Example:
+        >>> from aclbuild.labeling.backend import Query, ask
+        >>> labeler = ReplayLabeler([[2, 7, NO_LABEL]], ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"])
+        >>> queries = [Query(0, r, 0, None, [], [], "", "", "", (1, 2, 3, 4)) for r in range(3)]
+        >>> [(reply.text, reply.choice, reply.status) for reply in ask(labeler, queries)]
+        [('c2', 1, ''), ('c7', None, 'not_in_candidates'), ('', None, 'no_answer')]
+    """
+
+    model_id = revision = None
+
+    def __init__(self, answers: Sequence[Sequence[int]], class_names: Sequence[str]) -> None:
+        self.answers, self.names = answers, list(class_names)
+
+    def prepare(self, queries: list) -> list[int]:
+        return [int(self.answers[q.index][q.round_]) for q in queries]
+
+    def run(self, prepared: list[int]) -> list[int]:
+        return prepared
+
+    def replies(self, queries: list, prepared: list[int], labels: list[int]) -> list:
+        from aclbuild.labeling.backend import Reply
+
+        replies = []
+        for q, label in zip(queries, labels):
+            if label == NO_LABEL:
+                replies.append(Reply("", status="no_answer"))
+            elif label in q.classes:
+                replies.append(Reply(self.names[label], q.classes.index(label)))
+            else:
+                replies.append(Reply(self.names[label], status="not_in_candidates"))
+        return replies

@@ -74,3 +74,41 @@ def label_records(
     """Copies of ``records`` with synthetic ``cl_labels`` drawn from ``matrix``."""
     cls = draw_cls(np.array([r.ord_label for r in records]), matrix, num_cl, seed)
     return [replace(r, cl_labels=tuple(int(c) for c in row)) for r, row in zip(records, cls)]
+
+
+class SyntheticLabeler:
+    """``--labeler synthetic`` in the runner's three stages: each query's options are all K classes, and its choice
+    is the image's CL of that round, drawn by :func:`draw_cls` (image i's CLs from rng(seed, i), whatever the batch
+    or process). No model: ``run`` passes the draws on.
+
+    Example:
+        >>> from aclbuild.labeling.backend import Query, ask
+        >>> from aclbuild.schema import ClRecord
+        >>> labeler = SyntheticLabeler([ClRecord("a.png", None, 3)], transition_matrix("uniform", 4), 2, seed=1126)
+        >>> queries = [Query(0, r, 0, None, list("abcd"), list("abcd"), "", "", "", (0, 1, 2, 3)) for r in (0, 1)]
+        >>> drawn = draw_cls(np.array([3]), labeler.matrix, 2, seed=1126)[0].tolist()
+        >>> [reply.choice for reply in ask(labeler, queries)] == drawn
+        True
+    """
+
+    model_id = revision = None
+
+    def __init__(self, records: Sequence[ClRecord], matrix: np.ndarray, num_rounds: int, seed: int) -> None:
+        self.records, self.matrix, self.num_rounds, self.seed = records, matrix, num_rounds, seed
+
+    def prepare(self, queries: list) -> list[int]:
+        """Each query's CL (a class index), every image drawn once for all of its rounds."""
+        drawn: dict[int, np.ndarray] = {}
+        for q in queries:
+            if q.index not in drawn:
+                label = np.array([self.records[q.index].ord_label])
+                drawn[q.index] = draw_cls(label, self.matrix, self.num_rounds, self.seed, offset=q.index)[0]
+        return [int(drawn[q.index][q.round_]) for q in queries]
+
+    def run(self, prepared: list[int]) -> list[int]:
+        return prepared
+
+    def replies(self, queries: list, prepared: list[int], raw: list[int]) -> list:
+        from aclbuild.labeling.backend import Reply
+
+        return [Reply(q.options[q.classes.index(c)], q.classes.index(c)) for q, c in zip(queries, raw)]
