@@ -1,31 +1,24 @@
 """A restricted, bounded unpickler: numpy arrays and builtin containers only, so a hostile pickle runs nothing and
 builds no more than its own bytes could hold.
 
-**What may be named.** A pickle names every callable it wants by ``module.name`` (GLOBAL / STACK_GLOBAL) and the
-unpickler looks each one up through ``find_class``. Ours answers from a fixed allow-list and raises
-:class:`UnsafePickleError` *before* anything outside it is imported. The list covers what CIFAR batches (Python 2,
-protocol 2) and the legacy CL pickles (protocols 2 to 5) need:
+**What may be named.** Every callable a pickle wants is looked up through ``find_class``; ours answers from
+:data:`ALLOWED` and raises :class:`UnsafePickleError` before anything else is imported. It holds what CIFAR batches
+(Python 2, protocol 2) and the legacy CL pickles (protocols 2 to 5) need: numpy's ``_reconstruct``, ``ndarray`` and
+``dtype`` (an array, protocols 2 to 4), ``_frombuffer`` (protocol 5), ``scalar`` (``np.int64(3)`` in a list), both
+numpy 1 (``numpy.core``) and 2 (``numpy._core``) spellings; ``_codecs.encode`` with latin-1/ascii/utf-8 (how
+protocol 2 spells ``bytes``); ``bytes``, ``bytearray``, ``set`` and ``frozenset``. Dicts, lists, tuples, str, int,
+float, bool and None need no global.
 
-- ``numpy.core.multiarray._reconstruct`` / ``numpy._core.multiarray._reconstruct``, ``numpy.ndarray``,
-  ``numpy.dtype``: an ndarray (protocols 2 to 4);
-- ``numpy._core.numeric._frombuffer``: an ndarray in protocol 5;
-- ``numpy._core.multiarray.scalar``: a numpy scalar such as ``np.int64(3)`` inside a list;
-- ``_codecs.encode`` (latin-1/ascii/utf-8 only): how protocol 2 spells ``bytes`` written by Python 3;
-- ``builtins.bytes``, ``bytearray``, ``set``, ``frozenset``: the builtin containers that need a global.
-
-Dicts, lists, tuples, str, int, float, bool and None need no global and always load.
-
-**What may be built.** Naming is not enough: ``bytes(10**9)`` or an object array of a billion elements is a
-100-byte pickle. So every call (REDUCE) and every state (BUILD) goes through a guard that checks the arguments
-*before* anything is allocated, and each array, byte string or scalar that a guard makes is charged to a budget of
-``BUDGET_FACTOR`` (4) times the pickle's size plus ``BUDGET_ALLOWANCE`` (16 MiB). A real data pickle carries its
-arrays' bytes (at most twice: a protocol-2 byte string, then the array copied from it), so it stays far below; a
-file that asks for more is refused. Elements of zero-byte items count one byte each (they still cost a step each).
-Also refused: NEWOBJ / OBJ / INST (numpy and builtins never pickle that way), BUILD on anything but a fresh array
-or dtype (once each), structured dtypes and dtype states that change a dtype's size, alignment or flags (numpy
-trusts those fields), reads longer than the file, and more than ``MAX_SAME_HASH`` distinct dict keys or set items
-sharing one hash (int keys can be made to collide, which makes dict building quadratic). What is left, plain
-opcodes, builds at most about a hundred bytes of Python objects per byte of the file, in time linear in its size.
+**What may be built.** ``bytes(10**9)`` is a 26-byte pickle. So every call (REDUCE) and state (BUILD) goes through
+a guard that checks the arguments *before* anything is allocated, and what the guards make (arrays, byte strings,
+scalars) is charged to a budget of ``BUDGET_FACTOR`` (4) times the file's size plus ``BUDGET_ALLOWANCE`` (16 MiB):
+a real data pickle carries its arrays' bytes (at most twice: a protocol-2 byte string, then the array copied from
+it), so it stays far below. Zero-byte items count one byte each. Also refused: NEWOBJ/OBJ/INST (numpy and builtins
+never pickle that way); BUILD on anything but a fresh array or dtype, once; structured dtypes, dtype strings other
+than plain type codes, and dtype states that change a size, alignment or flags (numpy trusts them); reads longer
+than the file; and dict keys or set items that make building quadratic or crash it (see
+:mod:`aclbuild.loaders.pickle_keys`). Plain opcodes then build about a hundred bytes of
+Python objects per byte of the file at most, in time linear in its size.
 
 This is the pure-Python unpickler (about 0.4 s more than the C one on a 150 MB, 50 000-image pickle): the C one
 cannot be bounded (a 9-byte pickle with ``LONG_BINPUT 2**27`` makes it allocate 2 GB for its memo).
@@ -44,7 +37,6 @@ import math
 import os
 import pickle
 import re
-import reprlib
 import struct
 import zlib
 from collections.abc import Callable, Iterable
@@ -54,6 +46,7 @@ from typing import IO, Any
 import numpy as np
 
 from aclbuild.errors import SourceError, UnsafePickleError
+from aclbuild.loaders.pickle_keys import KeyCheck, short_repr
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct, scalar
@@ -64,8 +57,6 @@ except ImportError:  # numpy 1.x
 
 BUDGET_FACTOR = 4
 BUDGET_ALLOWANCE = 16 * 2**20
-MAX_KEY_DEPTH = 100  # tuples in tuples, in a dict key or set item
-MAX_SAME_HASH = 8  # distinct keys with one hash value; real data has none beyond chance (hash(-1) == hash(-2))
 # A plain type code ("u1", "<f8", "U10", "M8[D]", "?"): no commas (structured) or parentheses (numpy hands those
 # to its own parser, which raises SyntaxError and nests without limit).
 _DTYPE_SPEC = re.compile(r"[<>|=]?[A-Za-z?]\w{0,15}(\[\w{1,8}\])?")
@@ -104,38 +95,19 @@ _CORRUPT = (
 
 
 def _pickle_size(file: IO[bytes]) -> int | None:
-    """Bytes left in ``file`` from its position: in memory or a plain disk file; None for anything else (a pipe, a
-    decompressing stream, an archive member), which may hold more or less than its underlying file."""
+    """Bytes left in ``file``: in memory or a disk file; None for others (a pipe, a gzip stream, an archive member)."""
     if isinstance(file, io.BytesIO):
         return file.getbuffer().nbytes - file.tell()
-    if isinstance(file, (io.BufferedReader, io.FileIO)):
-        try:
-            return os.fstat(file.fileno()).st_size - file.tell()
-        except OSError:
-            return None
+    if isinstance(file, (io.BufferedReader, io.FileIO)) and os.path.isfile(getattr(file, "name", "")):
+        return os.fstat(file.fileno()).st_size - file.tell()
     return None
-
-
-def _short(value: Any) -> str:
-    """A bounded repr for messages: a crafted value may be huge or deeply nested."""
-    try:
-        return reprlib.repr(value)
-    except ValueError:  # an int too long to print
-        return f"a {type(value).__name__}"
 
 
 def _shape_size(shape: Any) -> int:
     """Element count of a pickled shape, checked: a short tuple of non-negative ints (no allocation yet)."""
     if type(shape) is not tuple or len(shape) > _MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
-        raise TypeError(f"an array shape must be a tuple of at most {_MAX_NDIM} non-negative ints, not {_short(shape)}")
+        raise TypeError(f"a shape is a tuple of at most {_MAX_NDIM} non-negative ints, not {short_repr(shape)}")
     return math.prod(shape)
-
-
-def _pairs(items: list[Any]) -> Iterable[tuple[Any, Any]]:
-    """Key-value pairs of a flat SETITEMS / DICT item list."""
-    if len(items) % 2:
-        raise pickle.UnpicklingError("a dict's items come in pairs; the pickle has an odd number")
-    return zip(items[::2], items[1::2])
 
 
 class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcodes can be replaced one by one
@@ -151,9 +123,7 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
         if not isinstance(file, io.BytesIO):  # BytesIO.read(n) returns what it has; file reads allocate n first
             self._file_read = self._bounded_read
         self._fresh: dict[int, Any] = {}  # id -> array or dtype that may still get its one BUILD (kept alive)
-        self._hashes: dict[int, list[Any]] = {}  # hash -> distinct non-string keys seen with it
-        self._hash_steps = self._limit  # tuples keep no hash: one shared big tuple key is hashed at every insertion
-        self._tuple_costs: dict[int, tuple[tuple, int, int]] = {}  # id -> (tuple kept alive, hash steps, depth)
+        self._keys = KeyCheck(self._limit, self._refuse)
         self._guards: dict[Any, Callable[[tuple], Any]] = {
             _reconstruct: self._reconstruct, np.dtype: self._dtype, scalar: self._scalar,
             _frombuffer: self._frombuffer, _codecs.encode: self._encode, bytes: partial(self._bytes, bytes),
@@ -185,40 +155,6 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
         if n > self._size:  # file objects allocate what is asked before they read
             raise self._too_long(n)
         return self._raw_read(n)
-
-    def _check_keys(self, keys: Iterable[Any]) -> None:
-        """Refuse many distinct keys with one hash (str and bytes hashes are salted per process, so are skipped)."""
-        for key in keys:
-            if type(key) is str or type(key) is bytes:
-                continue
-            if type(key) is tuple:
-                self._hash_steps -= self._tuple_cost(key)
-                if self._hash_steps < 0:
-                    raise self._refuse(f"tuple keys that take more than {self._limit} steps to hash")
-            same = self._hashes.setdefault(hash(key), [])
-            if not any(seen is key or seen == key for seen in same):
-                same.append(key)
-                if len(same) > MAX_SAME_HASH:
-                    raise self._refuse(f"{len(same)} distinct dict keys or set items with one hash ({_short(key)})")
-
-    def _tuple_cost(self, key: tuple) -> int:
-        """Steps ``hash(key)`` takes (elements through nested tuples, shared ones each time), worked out once per
-        tuple; refuses nesting deeper than ``MAX_KEY_DEPTH``, through which ``hash`` recurses until it crashes."""
-        known, pending = self._tuple_costs, [key]
-        while pending:
-            item = pending[-1]
-            inner = [c for c in item if type(c) is tuple and id(c) not in known] if id(item) not in known else []
-            if inner:
-                pending.extend(inner)
-                continue
-            pending.pop()
-            if id(item) not in known:
-                parts = [known[id(c)] for c in item if type(c) is tuple]
-                depth = 1 + max((d for _, _, d in parts), default=0)
-                if depth > MAX_KEY_DEPTH:
-                    raise self._refuse(f"a dict key or set item of tuples nested {depth} deep")
-                known[id(item)] = (item, 1 + len(item) + sum(c for _, c, _ in parts), depth)
-        return known[id(key)][1]
 
     # ------------------------------------------------------------------ names and calls
 
@@ -285,33 +221,35 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
             raise self._refuse(f"to set items on a {type(target).__name__} (only dicts)")
         return target
 
+    def _pairs(self, items: list[Any]) -> Iterable[tuple[Any, Any]]:
+        """Key-value pairs of a flat SETITEM(S) / DICT item list, keys checked."""
+        if len(items) % 2:
+            raise pickle.UnpicklingError("a dict's items come in pairs; the pickle has an odd number")
+        self._keys.check(items[::2])
+        return zip(items[::2], items[1::2])
+
     def load_setitem(self) -> None:
         value, key = self.stack.pop(), self.stack.pop()
-        self._check_keys((key,))
-        self._dict_target()[key] = value
+        self._dict_target().update(self._pairs([key, value]))
 
     def load_setitems(self) -> None:
         items = self.pop_mark()
-        target = self._dict_target()
-        self._check_keys(items[::2])
-        target.update(_pairs(items))
+        self._dict_target().update(self._pairs(items))
 
     def load_dict(self) -> None:
-        items = self.pop_mark()
-        self._check_keys(items[::2])
-        self.append(dict(_pairs(items)))
+        items = self.pop_mark()  # first: it rebinds self.append to the enclosing stack
+        self.append(dict(self._pairs(items)))
 
     def load_additems(self) -> None:
         items = self.pop_mark()
-        target = self.stack[-1]
-        if type(target) is not set:
-            raise self._refuse(f"to add items to a {type(target).__name__} (only sets)")
-        self._check_keys(items)
-        target.update(items)
+        if type(self.stack[-1]) is not set:
+            raise self._refuse(f"to add items to a {type(self.stack[-1]).__name__} (only sets)")
+        self._keys.check(items)
+        self.stack[-1].update(items)
 
     def load_frozenset(self) -> None:
         items = self.pop_mark()
-        self._check_keys(items)
+        self._keys.check(items)
         self.append(frozenset(items))
 
     # ------------------------------------------------------------------ the admitted callables, guarded
@@ -323,7 +261,7 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
         elif isinstance(spec, (str, bytes)):
             dtype = np.dtype(self._type_code(spec))
         else:
-            raise TypeError(f"not a dtype: {_short(spec)}")
+            raise TypeError(f"not a dtype: {short_repr(spec)}")
         if dtype.fields is not None or dtype.subdtype is not None:  # e.g. "u1,u2": no data pickle needs one
             raise self._refuse(f"the structured dtype {dtype}")
         return dtype
@@ -331,7 +269,7 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
     def _type_code(self, spec: str | bytes) -> str:
         text = spec.decode("latin-1") if isinstance(spec, bytes) else spec
         if not _DTYPE_SPEC.fullmatch(text):
-            raise self._refuse(f"the dtype spec {_short(text)} (data pickles name plain types such as u1 or <f8)")
+            raise self._refuse(f"the dtype spec {short_repr(text)} (data pickles name plain types such as u1 or <f8)")
         return text
 
     def _fresh_result(self, obj: Any) -> Any:
@@ -341,7 +279,7 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
     def _reconstruct(self, args: tuple) -> np.ndarray:
         subtype, shape, spec = args
         if subtype is not np.ndarray:
-            raise self._refuse(f"an array of type {_short(subtype)}")
+            raise self._refuse(f"an array of type {short_repr(subtype)}")
         dtype = self._as_dtype(spec)
         self._charge(_shape_size(shape) * max(dtype.itemsize, 1), "an array")
         return self._fresh_result(_reconstruct(np.ndarray, shape, dtype))
@@ -364,7 +302,7 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
         if not 1 <= len(args) <= 3 or not all(type(flag) is bool for flag in args[1:]):
             raise TypeError("numpy.dtype takes a spec and two flags")
         if not isinstance(args[0], (str, bytes)):
-            raise TypeError(f"a dtype spec is a string, not {_short(args[0])}")
+            raise TypeError(f"a dtype spec is a string, not {short_repr(args[0])}")
         dtype = np.dtype(self._type_code(args[0]), len(args) > 1 and args[1], True)  # a copy: numpy's own stays
         return self._fresh_result(self._as_dtype(dtype))
 
@@ -381,7 +319,7 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
             or elsize not in (-1, dtype.itemsize) or alignment not in (-1, dtype.alignment) or flags != dtype.flags
             or not (byteorder == dtype.byteorder or swappable)
         ):  # fmt: skip
-            raise self._refuse(f"a structured or resized dtype ({dtype}, state {_short(state)})")
+            raise self._refuse(f"a structured or resized dtype ({dtype}, state {short_repr(state)})")
         dtype.__setstate__(state)
 
     def _scalar(self, args: tuple) -> Any:
@@ -406,7 +344,7 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
 
     def _check_encoding(self, encoding: Any) -> None:
         if not isinstance(encoding, str) or encoding.lower() not in _SAFE_ENCODINGS:
-            raise self._refuse(f"encoding {_short(encoding)}; only latin-1/ascii/utf-8 appear in data pickles")
+            raise self._refuse(f"encoding {short_repr(encoding)}; only latin-1/ascii/utf-8 appear in data pickles")
 
     def _encode(self, args: tuple) -> bytes:
         text, encoding, *errors = args if len(args) > 1 else (*args, "utf-8")
@@ -434,7 +372,7 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
     def _set(self, kind: type[set] | type[frozenset], args: tuple) -> set | frozenset:
         if len(args) > 1 or (args and not isinstance(args[0], (list, tuple, set, frozenset))):
             raise TypeError(f"{kind.__name__} takes one list")
-        self._check_keys(args[0] if args else ())
+        self._keys.check(args[0] if args else ())
         return kind(*args)
 
 
