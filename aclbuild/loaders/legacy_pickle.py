@@ -134,7 +134,8 @@ def read_legacy_pickle(
         data = safe_load(f, str(path))
     if not isinstance(data, dict):
         raise SourceError(f"{path} holds a {type(data).__name__}, expected a dict with keys {', '.join(KEYS)}")
-    missing, extra = [k for k in KEYS if k not in data], [k if isinstance(k, str) else _describe(k) for k in data if k not in KEYS]
+    missing = [k for k in KEYS if k not in data]
+    extra = [k if isinstance(k, str) else _describe(k) for k in data if k not in KEYS]
     if missing or extra:
         raise SourceError(
             f"{path}: keys must be exactly {', '.join(KEYS)}"
@@ -194,7 +195,8 @@ def select_cls(cl_labels: np.ndarray, num_cl: int | None, source: str) -> np.nda
     if num_cl is None:
         return cl_labels
     if not 1 <= num_cl <= cl_labels.shape[1]:
-        raise SourceError(f"{source} holds {cl_labels.shape[1]} CLs per image; --num-cl must be 1..{cl_labels.shape[1]}")
+        width = cl_labels.shape[1]
+        raise SourceError(f"{source} holds {width} CLs per image; --num-cl must be 1..{width}")
     return cl_labels[:, :num_cl]
 
 
