@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 import time
 import tracemalloc
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from aclbuild.errors import AclbuildError, SourceError, UnsafePickleError
 from aclbuild.loaders.legacy_pickle import read_legacy_pickle
-from aclbuild.loaders.safe_pickle import safe_load
+from aclbuild.loaders.safe_pickle import ALLOWED, safe_load
 from aclbuild.registry import get_base
 from tests.conftest import make_legacy_dict, write_pickle
 from tests.fakes import cifar10_batches, py2_pickle
@@ -279,3 +280,41 @@ def test_fuzzed_pickles_raise_only_project_errors(tmp_path_factory, seed, mutati
         assert error is None or isinstance(error, AclbuildError), repr(error)
         assert seconds < MAX_SECONDS and peak < MAX_BYTES, (seconds, peak)
 
+
+
+def _text(value: str) -> bytes:
+    encoded = value.encode()
+    return b"X" + struct.pack("<I", len(encoded)) + encoded  # BINUNICODE
+
+
+CALLABLES = [b"c%s\n%s\n" % (module.encode(), name.encode()) for module, name in sorted(ALLOWED)]  # GLOBAL
+LEAVES = st.one_of(
+    st.integers(-(2**31), 2**31 - 1).map(lambda i: b"J" + struct.pack("<i", i)),
+    st.sampled_from(["u1", "<f8", "O8", "V8", "U3", "S2", "b", "V0", ">", "M8[D]", "latin1", "utf-8", "zlib", "C"]).map(
+        _text
+    ),
+    st.binary(max_size=24).map(lambda b: b"C" + bytes([len(b)]) + b),  # SHORT_BINBYTES
+    st.sampled_from([b"N", b"\x88", b"\x89", b")", b"]", b"}", b"\x8f"]),
+)
+
+
+def _containers(children: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    """Calls of admitted callables (then maybe a BUILD), tuples, lists and dicts of smaller programs."""
+    joined = st.lists(children, max_size=4).map(b"".join)
+    state = st.none() | st.lists(children, max_size=9).map(lambda xs: b"(" + b"".join(xs) + b"tb")
+    return st.one_of(
+        st.tuples(st.sampled_from(CALLABLES), joined, state).map(lambda c: c[0] + b"(" + c[1] + b"tR" + (c[2] or b"")),
+        joined.map(lambda xs: b"(" + xs + b"t"),
+        joined.map(lambda xs: b"(" + xs + b"l"),
+        st.lists(st.tuples(children, children), max_size=3).map(lambda kv: b"}(" + b"".join(map(b"".join, kv)) + b"u"),
+    )
+
+
+@settings(max_examples=300, deadline=1000, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@given(body=st.recursive(LEAVES, _containers, max_leaves=25))
+def test_generated_programs_raise_only_project_errors(body):
+    """Well-formed opcode programs that call the admitted callables with odd arguments reach every guard."""
+    error, seconds, peak = _bounded(safe_load, b"\x80\x04" + body + b".", "generated.pkl")
+    assert error is None or isinstance(error, AclbuildError), repr(error)
+    assert seconds < MAX_SECONDS and peak < MAX_BYTES, (seconds, peak)
