@@ -191,12 +191,13 @@ def generate_command(
 
     Example: `aclbuild generate cifar10 --source cifar-10-python.tar.gz --scoring likelihood --output-dir labels/`
     """
-    from aclbuild.labeling.runner import run_generate
     from aclbuild.labeling.settings import GenerateSettings, parse_max_retries, resolve_protocol
     from aclbuild.registry import get_base
 
     with user_errors():
         require_extra("label", "torch", "accelerate")  # every labeler runs under accelerate
+        from aclbuild.labeling.runner import run_generate
+
         if download:
             from aclbuild.loaders.download import download_archive
 

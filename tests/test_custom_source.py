@@ -268,3 +268,17 @@ def test_clip_labels_a_folder_of_your_own_photos(cli, tmp_path):
     card = (repo / "README.md").read_text(encoding="utf-8")
     assert "CLIP zero-shot labels" in card and "local folder photos" in card
     assert len(load_dataset(str(repo), split="train")) == 10
+    # the run read back on the same folder: replayed, its labels all lie in their candidates; asked again with its
+    # candidate sets, CLIP gives the same labels
+    replayed, again = tmp_path / "replayed", tmp_path / "again"
+    result = cli("generate", "pets", "--source", tmp_path / "photos", "--labeler", "replay",
+                 "--answers", labels / "labels.parquet", "--candidates-from", labels / "labels.parquet",
+                 "-o", replayed)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((replayed / "labels.json").read_text())["statistics"]["containment"]["rate"] == 1.0
+    result = cli("generate", "pets", "--source", tmp_path / "photos", "--labeler", "clip", "--model", model,
+                 "--candidates-from", labels / "labels.parquet", "-o", again)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    first, second, third = (pq.read_table(d / "labels.parquet").to_pylist() for d in (labels, replayed, again))
+    assert [r["label"] for r in second] == [r["label"] for r in first] == [r["label"] for r in third]
+    assert [sorted(r["candidates"]) for r in third] == [sorted(r["candidates"]) for r in first]
