@@ -51,9 +51,10 @@ class ImagePass:
     from an earlier call (-R) made them look unneeded; ``image`` is then kept so that :meth:`VlmBackend.run` can
     encode it again if that cache has been dropped since. ``text`` is the first query's chat text, whose suffix
     is ``rows_ids[0, :suffix_len]``. Row r holds a query's suffix then one answer (right padded to ``row_lens``);
-    ``reads[r, j]`` is the row position whose logits predict ``targets[r, j]``, the answer's token j (-1 past its
-    end); ``cells[r]`` is where the row's scores go in the batch's [queries, options] arrays. The first query's
-    rows come first: ``first_rows`` of them.
+    ``reads[r, j]`` is the row position whose logits predict ``targets[r, j]``, the answer's token j (``targets``
+    is -1 past the answer's end, ``reads`` then 0; the batch's answers all have ``depth`` entries), and ``picks`` are
+    the same positions in the pass's flattened [rows x width] logits. ``cells[r]`` is where the row's scores go in
+    the batch's [queries, options] arrays. The first query's rows come first: ``first_rows`` of them.
     """
 
     key: tuple[int, str, int]
@@ -64,7 +65,8 @@ class ImagePass:
     rows_ids: object
     row_lens: np.ndarray
     reads: np.ndarray
-    targets: np.ndarray
+    picks: object
+    targets: object
     cells: np.ndarray
     first_rows: int
 
@@ -107,13 +109,14 @@ class VlmBackend:
         """The log's entries of this labeler: under likelihood scoring, whether the prefix cache was shared."""
         if self.scoring != "likelihood":
             return {}
-        how = {True: "prefix cache shared by an image's queries", False: "one full pass per option (cache not reusable)"}
+        how = {True: "prefix cache shared by an image's queries",
+               False: "one full pass per option (cache not reusable)"}  # fmt: skip
         return {"likelihood_passes": how.get(self.prefix_shared)}
 
     def chat_text(self, query: Query) -> str:
         """The query's question in the model's chat format, ending where the model's reply starts."""
-        messages = [{"role": "user", "content": [{"type": "image"},
-                                                 {"type": "text", "text": unwrapped_question(query.prompt)}]}]  # fmt: skip
+        content = [{"type": "image"}, {"type": "text", "text": unwrapped_question(query.prompt)}]
+        messages = [{"role": "user", "content": content}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def encode(self, queries: list[Query], texts: list[str] | None = None) -> dict:
@@ -138,13 +141,14 @@ class VlmBackend:
         options = max(len(q.answers) for q in queries)
         lengths = np.zeros((len(queries), options), dtype=np.int64)
         tokens = [self._query_tokens(q, text) for q, text in zip(queries, texts)]  # (head, n, suffix, answers)
+        depth = max(len(a) for _, _, _, answers in tokens for a in answers)
         groups: dict[tuple, list[int]] = {}
         for position, (q, (head, n, _, _)) in enumerate(zip(queries, tokens)):
             groups.setdefault((q.index, head, n), []).append(position)
         passes = []
         for key, positions in groups.items():
             first = positions[0]
-            passes.append(self._image_pass(key, queries[first].image, texts[first], positions, tokens, lengths))
+            passes.append(self._image_pass(key, queries[first], texts[first], positions, tokens, lengths, depth))
         return VlmBatch([], passes, lengths)
 
     def run(self, batch: VlmBatch):
@@ -154,11 +158,12 @@ class VlmBackend:
             return [self._generate(chunk) for chunk in batch.chunks]
         import torch
 
-        scored = [(p.cells, *self._image_scores(p)) for p in batch.passes]
+        picked = torch.cat([self._image_logits(p) for p in batch.passes])  # the few logits read, of every image
+        targets = torch.cat([p.targets for p in batch.passes]).to(self.device)
+        scores = [t.cpu().numpy() for t in _answer_scores(picked, targets)]  # one wait for the device
         greedy, logprobs = np.zeros(batch.lengths.shape, bool), np.zeros(batch.lengths.shape, np.float64)
-        cells = np.concatenate([c for c, _, _ in scored])
-        greedy.flat[cells] = torch.cat([g for _, g, _ in scored]).cpu().numpy()  # one wait for the device
-        logprobs.flat[cells] = torch.cat([lp for _, _, lp in scored]).cpu().numpy()
+        cells = np.concatenate([p.cells for p in batch.passes])
+        greedy.flat[cells], logprobs.flat[cells] = scores
         return greedy, logprobs
 
     def replies(self, queries: list[Query], batch: VlmBatch, raw) -> list[Reply]:
@@ -206,8 +211,11 @@ class VlmBackend:
                 answers.append(list(self.tokenizer(answer, add_special_tokens=False)["input_ids"]))
         return head, n, list(whole[n:]), answers
 
-    def _image_pass(self, key: tuple, image, text: str, positions: list[int], tokens: list, lengths: np.ndarray):
-        """The :class:`ImagePass` of the queries at ``positions`` (one image, one prefix); fills their ``lengths``."""
+    def _image_pass(
+        self, key: tuple, query: Query, text: str, positions: list[int], tokens: list, lengths: np.ndarray, depth: int
+    ) -> ImagePass:
+        """The :class:`ImagePass` of the queries at ``positions`` (``query``'s image, one prefix; ``query`` and
+        ``text`` are the first); fills their ``lengths``."""
         import torch
 
         rows, cells = [], []
@@ -217,20 +225,21 @@ class VlmBackend:
                 rows.append((suffix, answer))
                 cells.append(position * lengths.shape[1] + option)
                 lengths[position, option] = len(answer)
-        width, depth = max(len(s) + len(a) for s, a in rows), max(len(a) for _, a in rows)
+        width = max(len(s) + len(a) for s, a in rows)
         ids = np.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
-        reads, targets = np.full((len(rows), depth), -1, np.int64), np.full((len(rows), depth), -1, np.int64)
+        reads, targets = np.zeros((len(rows), depth), np.int64), np.full((len(rows), depth), -1, np.int64)
         for r, (suffix, answer) in enumerate(rows):
             ids[r, : len(suffix) + len(answer)] = suffix + answer
             reads[r, : len(answer)] = len(suffix) - 1 + np.arange(len(answer))
             targets[r, : len(answer)] = answer
         suffix = tokens[positions[0]][2]
         hint = self.prefix_shared and key in self._kept  # a kept cache (-R) makes the pixels unneeded, if still kept
-        inputs = None if hint else self._prefix_inputs(text, image, suffix)
-        kept_image = torch.from_numpy(np.ascontiguousarray(image)) if hint else None
+        inputs = None if hint else self._prefix_inputs(text, query.image, suffix)
+        kept_image = torch.from_numpy(np.ascontiguousarray(query.image)) if hint else None
         row_lens = np.array([len(s) + len(a) for s, a in rows], dtype=np.int64)
-        return ImagePass(key, inputs, kept_image, text, len(suffix), torch.from_numpy(ids), row_lens, reads, targets,
-                         np.array(cells, dtype=np.int64), len(tokens[positions[0]][3]))  # fmt: skip
+        picks = torch.from_numpy((reads + width * np.arange(len(rows))[:, None]).reshape(-1))
+        return ImagePass(key, inputs, kept_image, text, len(suffix), torch.from_numpy(ids), row_lens, reads, picks,
+                         torch.from_numpy(targets), np.array(cells, dtype=np.int64), len(query.answers))  # fmt: skip
 
     def _prefix_inputs(self, text: str, image, suffix: list[int]) -> dict:
         """The processor inputs of ``text`` with ``image``, the per-token ones cut before ``suffix`` (the image's
@@ -246,28 +255,36 @@ class VlmBackend:
         return {k: (v[:, :cut] if v.shape == ids.shape else v) for k, v in inputs.items()}
 
     # ---------------------------------------------------------------- likelihood scoring: run's side
-    def _image_scores(self, p: ImagePass):
-        """(greedy?, log-probability) tensors of ``p``'s rows: from its prefix cache, or full passes where the cache
-        cannot be continued. The first time, the first query's cached scores are checked against full passes."""
+    def _image_logits(self, p: ImagePass):
+        """The logits of ``p``'s rows that predict answer tokens [rows x depth, vocab]: from its prefix cache, or
+        full passes where the cache cannot be continued. The first time, the first query's cached scores are checked
+        against full passes."""
         if self.prefix_shared is False:
-            return self._full_scores(p, range(len(p.cells)))
-        cached = self._cached_scores(p)
+            return self._full_logits(p, range(len(p.cells)))
+        cached = self._cached_logits(p)
         if self.prefix_shared is None:
-            first = range(p.first_rows)
-            full = self._full_scores(p, first)
-            tolerance = 1e-3 if self.dtype_name == "fp32" else 0.25  # 16-bit passes of other shapes round apart
-            self.prefix_shared = bool(
-                (cached[0][: len(first)] == full[0]).all()
-                and np.allclose(cached[1][: len(first)].cpu().numpy(), full[1].cpu().numpy(), atol=tolerance)
-            )  # a cache continued at wrong positions misses by far more
+            self.prefix_shared = self._cache_scores_as_full_pass(p, cached)
             if not self.prefix_shared:
                 print(f"{self.model_id}: a continued prefix cache does not score as a full pass; scoring every option "
                       "with a full pass of its own (slower)", file=sys.stderr)  # fmt: skip
-                return self._full_scores(p, range(len(p.cells)))
+                return self._full_logits(p, range(len(p.cells)))
         return cached
 
-    def _cached_scores(self, p: ImagePass):
-        """The rows' scores from the image's prefix cache: one pass over every (query, option) row."""
+    def _cache_scores_as_full_pass(self, p: ImagePass, cached) -> bool:
+        """Do the first query's scores from the prefix cache (``cached`` logits) agree with full passes?"""
+        targets = p.targets[: p.first_rows].to(self.device)
+        full = self._full_logits(p, range(p.first_rows))
+        (greedy, logprobs), (greedy_full, logprobs_full) = (
+            _answer_scores(logits, targets) for logits in (cached[: len(full)], full)
+        )  # fmt: skip
+        tolerance = 1e-3 if self.dtype_name == "fp32" else 0.25  # 16-bit passes of other shapes round apart
+        return bool(  # a cache continued at wrong positions misses by far more
+            (greedy == greedy_full).all()
+            and np.allclose(logprobs.cpu().numpy(), logprobs_full.cpu().numpy(), atol=tolerance)
+        )
+
+    def _cached_logits(self, p: ImagePass):
+        """The answer-predicting logits from the image's prefix cache: one pass over every (query, option) row."""
         import torch
 
         cache, rope_deltas, token_types = self._prefix_cache(p)
@@ -275,7 +292,7 @@ class VlmBackend:
         if hasattr(inner, "rope_deltas"):  # Qwen2-VL's M-RoPE: this image's text positions continue from its own
             inner.rope_deltas = rope_deltas
         rows = p.rows_ids.to(self.device)
-        continued = _shallow_copy(cache)
+        continued = _shallow_copy(cache) if self.keep_prefixes else cache  # a kept cache must stay the prefix alone
         continued.batch_repeat_interleave(rows.shape[0])
         extra = {k: torch.zeros_like(rows) for k in token_types}  # all text
         with torch.inference_mode():
@@ -283,15 +300,16 @@ class VlmBackend:
                 input_ids=rows,  # no mask: right padding is never read, and positions then count from the cache
                 **{self.cache_keyword: continued}, **extra,
             ).logits  # fmt: skip
-            return _row_scores(logits, p.reads, p.targets)
+        return logits.reshape(-1, logits.shape[-1])[p.picks.to(self.device)]
 
-    def _full_scores(self, p: ImagePass, rows: range):
-        """The scores of ``rows`` of ``p`` from one full pass (image included) each: the fallback, and the check."""
+    def _full_logits(self, p: ImagePass, rows: range):
+        """The answer-predicting logits of ``rows`` of ``p`` from one full pass (image included) each: the
+        fallback, and the check."""
         import torch
 
         prefix = self._on_device(self._inputs(p))
         cut = prefix["input_ids"].shape[1]
-        greedy, logprobs = [], []
+        picked = []
         for r in rows:
             tail = p.rows_ids[r : r + 1, : p.row_lens[r]].to(self.device)
             full = dict(prefix)
@@ -301,10 +319,8 @@ class VlmBackend:
                 full[k] = torch.cat([prefix[k], torch.zeros_like(tail)], dim=1)
             with torch.inference_mode():
                 logits = self.model(**full).logits
-                g, lp = _row_scores(logits, np.where(p.reads[r : r + 1] >= 0, p.reads[r : r + 1] + cut, -1),
-                                    p.targets[r : r + 1])  # fmt: skip
-            greedy.append(g), logprobs.append(lp)
-        return torch.cat(greedy), torch.cat(logprobs)
+            picked.append(logits[0, torch.as_tensor(cut + p.reads[r], device=self.device)])
+        return torch.cat(picked)
 
     def _inputs(self, p: ImagePass) -> dict:
         """``p``'s prefix inputs; encoded here when prepare left them out for a kept cache that is gone since."""
@@ -340,34 +356,39 @@ def _token_types(inputs: dict) -> list[str]:
     return [k for k, v in inputs.items() if k not in ("input_ids", "attention_mask") and v.shape == shape]
 
 
-def _row_scores(logits, reads: np.ndarray, targets: np.ndarray):
-    """Per row of ``logits`` [rows, width, vocab]: are all of its answer's tokens the arg-max, and their summed
-    log-probability (tensors on the logits' device); ``reads[r, j]`` is the position whose logits predict
-    ``targets[r, j]`` (both -1 past the answer's end).
+def _answer_scores(picked, targets):
+    """Per (query, option) row: are all of its answer's tokens the arg-max, and their summed log-probability
+    (tensors on the logits' device). ``picked`` [rows x depth, vocab] holds the logits that predict ``targets``
+    [rows, depth] (-1 past the answer's end).
 
     Example:
         >>> import torch
-        >>> logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.25, 0.5, 0.25]]]))
-        >>> greedy, logprob = _row_scores(logits, np.array([[0, 1]]), np.array([[0, 2]]))
+        >>> picked = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25]]))
+        >>> greedy, logprob = _answer_scores(picked, torch.tensor([[0, 2]]))
         >>> greedy.tolist(), round(float(logprob[0].exp()), 3)
         ([False], 0.125)
     """
     import torch
 
-    device = logits.device
-    present = torch.as_tensor(reads >= 0, device=device)
-    at = torch.as_tensor(np.maximum(reads, 0), device=device)
-    target = torch.as_tensor(np.maximum(targets, 0), device=device)
-    picked = logits.gather(1, at[:, :, None].expand(-1, -1, logits.shape[-1])).float()  # [rows, tokens, vocab]
+    present, target = targets >= 0, targets.clamp(min=0)
+    picked = picked.float().view(*targets.shape, picked.shape[-1])
     logprob = picked.log_softmax(dim=-1).gather(2, target[:, :, None])[:, :, 0]
     greedy = ((picked.argmax(dim=-1) == target) | ~present).all(dim=1)
     return greedy, torch.where(present, logprob, 0.0).sum(dim=1)
 
 
 def _shallow_copy(cache):
-    """A cache holding the same tensors as ``cache``; growing or repeating it leaves ``cache`` as it was."""
-    memo = {id(t): t for layer in cache.layers for t in (layer.keys, layer.values) if t is not None}
-    return copy.deepcopy(cache, memo)
+    """A cache holding the same tensors as ``cache``; growing or repeating it leaves ``cache`` as it was. Dynamic
+    layers replace their tensors, never write into them: copies of the layers suffice (a deep copy, which takes
+    ~1 ms, only for other kinds)."""
+    from transformers.cache_utils import DynamicLayer
+
+    if not all(isinstance(layer, DynamicLayer) for layer in cache.layers):
+        memo = {id(t): t for layer in cache.layers for t in (layer.keys, layer.values) if t is not None}
+        return copy.deepcopy(cache, memo)
+    copied = copy.copy(cache)
+    copied.layers = [copy.copy(layer) for layer in cache.layers]
+    return copied
 
 
 def check_processor(processor, model_id: str) -> None:
