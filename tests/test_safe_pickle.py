@@ -231,6 +231,26 @@ def test_rows_shared_by_reference_cannot_multiply_the_labels(tmp_path):
     assert seconds < 5 * MAX_SECONDS and peak < MAX_BYTES
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [
+        lambda n: [[1], [1, 2]] + [1] * (n - 2),  # ragged: numpy raised ValueError
+        lambda n: [list(range(10)) * 10_000] * n,  # one row shared n times: numpy built n x 100 000 (160 MB)
+        lambda n: [True] * n,
+    ],
+)
+def test_cifar_batch_labels_must_be_one_integer_per_image(labels):
+    from aclbuild.loaders.cifar import LAYOUTS, _batch_records
+
+    batch = cifar10_batches(n_per_batch=200)["data_batch_1"]
+    batch[b"labels"] = labels(200)
+    error, seconds, peak = _bounded(
+        _batch_records, pickle.dumps(batch, protocol=2), "data_batch_1", LAYOUTS["cifar10"], get_base("cifar10")
+    )
+    assert isinstance(error, SourceError) and "labels must be 200 integers, one per image" in str(error), repr(error)
+    assert seconds < MAX_SECONDS and peak < MAX_BYTES
+
+
 # ---------------------------------------------------------------- fuzzing
 
 

@@ -174,6 +174,18 @@ def _text(value: object) -> str:
     raise TypeError(type(value).__name__)
 
 
+def _int_labels(value: object, count: int) -> np.ndarray | None:
+    """``value`` as an integer array if it is ``count`` integers, else None. A list is checked before numpy sees it:
+    it could be ragged (numpy raises) or repeat one long row by reference (numpy would build N x its length)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != count or not all(type(v) is int or isinstance(v, np.integer) for v in value):
+            return None
+    elif not isinstance(value, np.ndarray):
+        return None
+    labels = np.asarray(value)
+    return labels if labels.shape == (count,) and np.issubdtype(labels.dtype, np.integer) else None
+
+
 def _batch_records(blob: bytes, what: str, layout: _Layout, base: Base, pixels: bool = True) -> list[ClRecord]:
     """Check one batch pickle and turn it into records."""
     batch = safe_load(blob, what)
@@ -189,8 +201,8 @@ def _batch_records(blob: bytes, what: str, layout: _Layout, base: Base, pixels: 
         shape = getattr(data, "shape", None)
         raise SourceError(f"{what}: data is {type(data).__name__} {shape}, expected an N x 3072 uint8 array")
     count = len(data)
-    labels = np.asarray(batch[layout.label_key])
-    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+    labels = _int_labels(batch[layout.label_key], count)
+    if labels is None:
         raise SourceError(f"{what}: {layout.label_key} must be {count} integers, one per image")
     if count and (labels.min() < 0 or labels.max() >= base.num_classes):
         raise SourceError(f"{what}: {layout.label_key} outside 0..{base.num_classes - 1} for base {base.name}")
