@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -60,7 +61,8 @@ def run_generate(
     names = record_names(every)  # a lazy source's names come without decoding its images
     output_dir = Path(output_dir)
     state = PartialState(cpu=_cpu_only())
-    workers = default_workers(state.num_processes) if num_workers is None else num_workers
+    here = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))  # processes on this machine (torchrun)
+    workers = default_workers(here) if num_workers is None else num_workers
     if workers < 0:
         raise InputError(f"--num-workers must be 0 or more, got {workers}")
     job = LabelingJob(settings, base, records, template, backend, output_dir / PARTS, batch_size, state, workers)
@@ -107,23 +109,19 @@ def make_labeler(settings: GenerateSettings, job: LabelingJob, batch_size: int, 
 
 
 def default_workers(processes: int = 1) -> int:
-    """DataLoader workers per process: the cores left beside the processes' own, at most 4 (preparing a batch is a
-    small share of a forward pass; more workers only hold more batches in memory).
+    """DataLoader workers per process, ``processes`` sharing this machine: the cores left beside their own, at least
+    1 and at most 4 (preparing a batch is a small share of a forward pass; more workers only hold more batches).
 
     Example:
         >>> 0 <= default_workers() <= 4
         True
     """
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(4, cores // max(processes, 1) - 1))
 
 
 def _cpu_only() -> bool:
     """No GPU, or `accelerate launch --cpu`: processes then meet over gloo (torchrun / --multi_gpu launchers)."""
-    import os
-
     import torch
 
     return not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
