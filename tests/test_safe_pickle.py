@@ -111,6 +111,17 @@ def test_hostile_pickle_is_refused_fast_and_small(case):
     assert seconds < MAX_SECONDS and peak < MAX_BYTES, (seconds, peak)
 
 
+@pytest.mark.parametrize("case", ["BINBYTES8 longer than the file", "BYTEARRAY8 longer than the file"])
+def test_lengths_past_the_end_of_a_disk_file_are_refused_before_reading(tmp_path, case):
+    """A disk file's read(n) allocates n bytes before reading; a pickle may ask for no more than the file holds."""
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(HOSTILE[case])
+    with path.open("rb") as f:
+        error, seconds, peak = _bounded(safe_load, f, str(path))
+    assert isinstance(error, SourceError) and "asks for 1000000000 bytes, the file has 12" in str(error), repr(error)
+    assert peak < MAX_BYTES
+
+
 def test_the_budget_refusal_says_what_and_how_much():
     with pytest.raises(UnsafePickleError, match=r"refusing bytes\(1000000000\) of 1000000000 bytes: a \d+-byte data "
                        r"pickle builds at most \d+ \(4 x its size \+ 16 MiB\).*re-create it"):  # fmt: skip

@@ -119,9 +119,8 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
         super().__init__(file, encoding=encoding)
         self._what, self._size = what, size
         self._limit = self._left = BUDGET_FACTOR * size + BUDGET_ALLOWANCE
-        self._raw_read = self._file_read
         if not isinstance(file, io.BytesIO):  # BytesIO.read(n) returns what it has; file reads allocate n first
-            self._file_read = self._bounded_read
+            self._file_read = lambda n, read=self._file_read: read(self._check_length(n))
         self._fresh: dict[int, Any] = {}  # id -> array or dtype that may still get its one BUILD (kept alive)
         self._keys = KeyCheck(self._limit, self._refuse)
         self._guards: dict[Any, Callable[[tuple], Any]] = {
@@ -145,16 +144,14 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
             )
         self._left -= max(nbytes, 0)
 
-    def _too_long(self, n: int) -> SourceError:
-        return SourceError(
-            f"{self._what} is not a readable pickle (it asks for {n} bytes, the file has {self._size}); "
-            "re-download or re-create it"
-        )
-
-    def _bounded_read(self, n: int) -> bytes:
-        if n > self._size:  # file objects allocate what is asked before they read
-            raise self._too_long(n)
-        return self._raw_read(n)
+    def _check_length(self, n: int) -> int:
+        """``n``, a length the pickle gives, unless it is more bytes than the file has."""
+        if n > self._size:
+            raise SourceError(
+                f"{self._what} is not a readable pickle (it asks for {n} bytes, the file has {self._size}); "
+                "re-download or re-create it"
+            )
+        return n
 
     # ------------------------------------------------------------------ names and calls
 
@@ -172,17 +169,14 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"{self._what}: refusing a persistent id in the pickle; data pickles have none")
 
-    def _call(self, func: Any, args: Any) -> Any:
+    def load_reduce(self) -> None:
+        args, func = self.stack.pop(), self.stack[-1]
         guard = next((g for f, g in self._guards.items() if f is func), None)
         if guard is None:
             raise self._refuse(f"to call {getattr(func, '__name__', type(func).__name__)}")
         if type(args) is not tuple:
             raise TypeError("REDUCE arguments must be a tuple")
-        return guard(args)
-
-    def load_reduce(self) -> None:
-        args = self.stack.pop()
-        self.stack[-1] = self._call(self.stack[-1], args)
+        self.stack[-1] = guard(args)
 
     def load_instance(self) -> None:  # NEWOBJ, NEWOBJ_EX, OBJ, INST
         raise self._refuse("an object instance (NEWOBJ/OBJ/INST opcode)")
@@ -198,17 +192,12 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
             self._set_dtype_state(target, state)
 
     def load_bytearray8(self) -> None:
-        (n,) = struct.unpack("<Q", self.read(8))
-        if n > self._size:  # bytearray(n) would be allocated (and zeroed) before the read fails
-            raise self._too_long(n)
-        buffer = bytearray(n)
+        buffer = bytearray(self._check_length(struct.unpack("<Q", self.read(8))[0]))  # zeroed before the read
         self.readinto(buffer)
         self.append(buffer)
 
     def load_frame(self) -> None:
-        (n,) = struct.unpack("<Q", self.read(8))
-        if n > self._size:
-            raise self._too_long(n)
+        n = self._check_length(struct.unpack("<Q", self.read(8))[0])
         self._unframer.load_frame(n)
         if len(self._unframer.current_frame.getbuffer()) != n:  # BytesIO hands back a short frame without a word
             raise pickle.UnpicklingError(f"a frame of {n} bytes is cut short")
@@ -378,13 +367,8 @@ class _BoundedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its op
 
 for _opcode in (pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.OBJ, pickle.INST):
     _BoundedUnpickler.dispatch[_opcode[0]] = _BoundedUnpickler.load_instance
-for _opcode, _method in (
-    (pickle.REDUCE, "load_reduce"), (pickle.BUILD, "load_build"), (pickle.BYTEARRAY8, "load_bytearray8"),
-    (pickle.FRAME, "load_frame"),
-    (pickle.SETITEM, "load_setitem"), (pickle.SETITEMS, "load_setitems"), (pickle.DICT, "load_dict"),
-    (pickle.ADDITEMS, "load_additems"), (pickle.FROZENSET, "load_frozenset"),
-):  # fmt: skip
-    _BoundedUnpickler.dispatch[_opcode[0]] = getattr(_BoundedUnpickler, _method)
+for _name in ("REDUCE", "BUILD", "BYTEARRAY8", "FRAME", "SETITEM", "SETITEMS", "DICT", "ADDITEMS", "FROZENSET"):
+    _BoundedUnpickler.dispatch[getattr(pickle, _name)[0]] = getattr(_BoundedUnpickler, f"load_{_name.lower()}")
 
 
 def safe_load(
