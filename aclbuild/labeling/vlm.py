@@ -52,7 +52,7 @@ class ImagePass:
     encode it again if that cache has been dropped since. ``text`` is the first query's chat text, whose suffix
     is ``rows_ids[0, :suffix_len]``. Row r holds a query's suffix then one answer (right padded to ``row_lens``);
     ``reads[r, j]`` is the row position whose logits predict ``targets[r, j]``, the answer's token j (``targets``
-    is -1 past the answer's end, ``reads`` then 0; the batch's answers all have ``depth`` entries), and ``picks`` are
+    is -1 past the answer's end, ``reads`` then 0; as many columns as the batch's longest answer), and ``picks`` are
     the same positions in the pass's flattened [rows x width] logits. ``cells[r]`` is where the row's scores go in
     the batch's [queries, options] arrays. The first query's rows come first: ``first_rows`` of them.
     """
@@ -102,7 +102,7 @@ class VlmBackend:
         self.split_is_exact = None  # llava's notion; the vlm finds its shared prefix in token ids
         self.keep_prefixes = 0  # images whose prefix caches are kept between calls (set by the -R runner)
         self.prefix_passes = 0  # prefix passes run (for tests)
-        self._kept: OrderedDict[tuple, tuple] = OrderedDict()  # ImagePass.key -> (prefix cache, M-RoPE offset)
+        self._kept: OrderedDict[tuple, tuple] = OrderedDict()  # ImagePass.key -> _prefix_cache's triple
 
     @property
     def provenance(self) -> dict:
