@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import torch
 from aclbuild.bench.batches import BatchPlan
 from aclbuild.bench.benchmark import prepare_run_data
 from aclbuild.bench.models import build_model
-from aclbuild.bench.results import choose_lr, results_markdown
+from aclbuild.bench.results import RunRecord, cell_lr, read_results, results_markdown
 from aclbuild.bench.strategies import build_strategy
 from aclbuild.bench.train import TrainConfig, make_accelerator, train_run
 from aclbuild.bench.validation import cl_risk
@@ -188,8 +189,12 @@ def test_validation_risks_per_strategy_as_libcll():
 # ---------------------------------------------------------------- learning-rate choice
 
 
-def _run(lr, seed, valid, test, selection=False):
-    return {"lr": lr, "seed": seed, "valid_score": valid, "test_accuracy": test, "lr_selection": selection}
+def _run(lr, seed, valid, test, selection=False, valid_type="accuracy", lr_select="reference"):
+    return RunRecord(
+        dataset="out/d", dataset_name="D", strategy="FWD", model="mlp", seed=seed, lr=lr, num_cl=3, clean_noisy=0.0,
+        valid_type=valid_type, epochs=2, best_epoch=2, valid_score=valid, test_accuracy=test, curve=None,
+        lr_select=lr_select, lr_selection=selection,
+    )  # fmt: skip
 
 
 def test_reference_lr_select_chooses_by_test_accuracy_at_the_selection_seed():
@@ -199,11 +204,12 @@ def test_reference_lr_select_chooses_by_test_accuracy_at_the_selection_seed():
         *(_run(1e-3, s, valid=0.90, test=0.61) for s in (1207, 17)),
         *(_run(1e-4, s, valid=0.50, test=0.72) for s in (1207, 17)),
     ]
-    lr, chosen = choose_lr(runs, "accuracy", "reference")
-    assert lr == 1e-4 and {r["seed"] for r in chosen} == {1207, 17}  # the selection seed is not averaged in
-    lr, chosen = choose_lr(runs, "accuracy", "validation")
+    lr, chosen = cell_lr(runs)
+    assert lr == 1e-4 and [r.seed for r in chosen] == [17, 1207]  # the selection seed is not averaged in
+    by_validation = [replace(r, lr_select="validation") for r in runs]
+    lr, chosen = cell_lr(by_validation)
     assert lr == 1e-3 and len(chosen) == 2  # the sound rule never looks at the test set
-    assert choose_lr(runs, "ure", "validation")[0] == 1e-4  # risks: lower is better
+    assert cell_lr([replace(r, valid_type="ure") for r in by_validation])[0] == 1e-4  # risks: lower is better
 
 
 def test_reference_lr_select_runs_the_grid_at_one_seed_then_the_seeds(cli, digits_repo, tmp_path):
@@ -214,12 +220,12 @@ def test_reference_lr_select_runs_the_grid_at_one_seed_then_the_seeds(cli, digit
     runs = json.loads((out / "results.json").read_text())["runs"]
     selection = {r["lr"]: r["test_accuracy"] for r in runs if r["lr_selection"]}
     assert {r["seed"] for r in runs if r["lr_selection"]} == {1126} and set(selection) == {1e-2, 1e-6}
-    best = max(selection, key=selection.__getitem__)
+    best = max(sorted(selection), key=selection.__getitem__)  # ties: the smaller lr
     assert {(r["seed"], r["lr"]) for r in runs if not r["lr_selection"]} == {(17, best), (33, best)}
     assert all(r["lr_select"] == "reference" for r in runs)
     table = (out / "results.md").read_text()
     assert "TEST accuracy at seed 1126" in table and f"(lr {best:g})" in table
-    assert results_markdown(runs) == table
+    assert results_markdown(read_results(out)) == table
     report = cli("report", out / "results.json", "--output-dir", tmp_path / "report")  # selection runs left out
     assert report.exit_code == 0, report.stderr
 

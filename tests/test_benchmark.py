@@ -33,6 +33,7 @@ BASE_KEYS = {
 # How a run was made (issue 12): every record of today's benchmark carries these too.
 RUN_KEYS = BASE_KEYS | {
     "batch_by", "precision", "init", "hidden_dim", "valid_rule", "lr_select", "lr_selection", "steps_per_epoch",
+    "clip_model",
 }  # fmt: skip
 
 
@@ -188,7 +189,8 @@ def test_resnet_runs_through_both_input_paths(tmp_path):
             config = TrainConfig(model="resnet18", epochs=1, lr=1e-3, batch_size=32, seed=1, eval_every=1,
                                  loader=loader, batch_by=batch_by)  # fmt: skip
             result = train_run("FWD", data, config)
-            assert result.best_epoch == 1 and 0.0 <= result.test_accuracy <= 1.0
+            assert result.best_epoch == 1 and result.test_accuracy == result.curve[0]["test_accuracy"]
+            assert round(20 * result.test_accuracy, 9).is_integer()  # a share of the 20 test images
             assert result.steps_per_epoch == steps, (loader, batch_by)
 
 
@@ -205,9 +207,15 @@ def test_benchmark_command_every_strategy_one_epoch(cli, digits_repo, tmp_path):
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert {r["strategy"] for r in runs} == set(STRATEGIES) | {"CLIP-zero-shot"}
     for run in runs:
-        assert RUN_KEYS <= set(run) and 0.0 <= run["test_accuracy"] <= 1.0, run
-        assert (out / run["curve"]).is_file()
-    assert any(p.name.endswith(".npy") for p in (digits_repo.parent / ".aclbuild-clip").rglob("*"))
+        assert set(run) == RUN_KEYS, run
+        with (out / run["curve"]).open(newline="") as f:  # the record's accuracy is its best epoch's on the curve
+            at_best = next(row for row in csv.DictReader(f) if int(row["epoch"]) == run["best_epoch"])
+        assert run["test_accuracy"] == float(at_best["test_accuracy"]), run
+    # The zero-shot row, computed here from the cached CLIP scores and the repository's own test labels.
+    (scores,) = (digits_repo.parent / ".aclbuild-clip").rglob("test-*.npy")
+    truth = load_cl_dataset(digits_repo, "test", num_cl=1).ord_labels.numpy()
+    zero_shot = next(r for r in runs if r["strategy"] == "CLIP-zero-shot")
+    assert zero_shot["test_accuracy"] == pytest.approx(float((np.load(scores).argmax(1) == truth).mean()), abs=1e-12)
     table = (out / "results.md").read_text()
     assert "| CLIP-zero-shot |" in table and "| EM-PL |" in table and "Digits-Uniform" in table
 

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from aclbuild.bench.report_data import choose_cells, read_results
+from aclbuild.bench.results import RunRecord
 from aclbuild.builder import build_repository
 from aclbuild.labeling.synthetic import label_records, transition_matrix
 from aclbuild.loaders.digits import read_digits
@@ -161,9 +162,7 @@ def test_cells_choose_lr_by_validation_direction_never_by_test():
 
 
 def _as_runs(runs: list[dict]):
-    from aclbuild.bench.report_data import Run
-
-    return [Run(**{**r, "curve": None}) for r in runs]
+    return [RunRecord(**{**r, "curve": None}) for r in runs]
 
 
 def test_repositories_only_skip_result_figures_with_reasons(cli, inputs, tmp_path):
@@ -269,7 +268,7 @@ def test_bad_paths_exit_2_one_line(cli, inputs, tmp_path):
 def test_read_results_resolves_curves_against_the_file(inputs):
     runs = read_results(inputs["results"] / "results.json")
     with_curve = [r for r in runs if r.curve is not None]
-    assert with_curve and all(r.curve.is_file() for r in with_curve)
+    assert with_curve and all(Path(r.curve).is_file() for r in with_curve)
 
 
 def test_report_reads_the_benchmark_commands_own_output(cli, tmp_path):
@@ -295,16 +294,16 @@ def test_report_reads_the_benchmark_commands_own_output(cli, tmp_path):
 
 def test_curve_series_averages_seeds_over_the_epochs_each_evaluated(tmp_path):
     from aclbuild.bench.report_figures import curve_series
-    from aclbuild.bench.report_data import Cell, Run
+    from aclbuild.bench.report_data import Cell, setting_of
 
     header = "epoch,train_loss,valid_score,test_accuracy\n"
     (tmp_path / "a.csv").write_text(header + "1,2.0,,\n2,1.5,0.6,0.5\n4,1.0,0.8,0.7\n")
     (tmp_path / "b.csv").write_text(header + "2,1.4,0.7,0.6\n3,1.2,0.7,0.9\n")
     runs = tuple(
-        Run(**{**_run("D", "FWD", seed, 1e-3), "curve": path})
+        RunRecord(**{**_run("D", "FWD", seed, 1e-3), "curve": str(path)})
         for seed, path in ((1, tmp_path / "a.csv"), (2, tmp_path / "b.csv"), (3, tmp_path / "gone.csv"))
     )
-    series, notes = curve_series(Cell(runs[0].setting, "FWD", 1e-3, 1, runs), "FWD")
+    series, notes = curve_series(Cell(setting_of(runs[0]), "FWD", 1e-3, 1, runs), "FWD")
     assert series.x.tolist() == [2, 3, 4]  # epoch 1 was not evaluated in either run
     assert np.allclose(series.mean, [0.55, 0.9, 0.7])
     assert np.allclose(series.std, [np.std([0.5, 0.6], ddof=1), 0.0, 0.0])

@@ -20,15 +20,25 @@ Example:
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from aclbuild.bench.models import MLP_HIDDEN, MODELS
-from aclbuild.bench.results import RESULTS_JSON, RESULTS_MD, collect_runs, results_markdown, write_results
+from aclbuild.bench.results import (
+    RESULTS_JSON,
+    RESULTS_MD,
+    RUN_JSON,
+    RunRecord,
+    choose_lr,
+    collect_runs,
+    read_run,
+    results_markdown,
+    run_folder,
+    write_results,
+    write_run,
+)
 from aclbuild.bench.strategies import CL_STRATEGIES, STRATEGIES, VLPL_STRATEGIES, strategy_class
 from aclbuild.bench.train import RunData, TrainConfig, check_config, make_accelerator, precision_of, train_run
 from aclbuild.bench.validation import check_valid_rule
@@ -60,7 +70,6 @@ class BenchmarkSpec:
     num_cl: int = 3
     clean_noisy: float = 0.0
     clip_model: str | None = None
-    loader: str = "auto"
     types: list[str] = field(default_factory=list)  # libcll's --type, joined to each --strategy
     batch_by: str = "image"  # libcll: batch_size images with all their CLs; "pair": batch_size (image, CL) pairs
     precision: str = "fp32"  # "bf16": autocast on GPU (CPU runs are fp32 whatever this says)
@@ -74,7 +83,7 @@ class BenchmarkSpec:
         """The TrainConfig of one run of this benchmark."""
         return TrainConfig(
             model=self.model, epochs=self.epochs, lr=lr, batch_size=self.batch_size, seed=seed,
-            valid_type=self.valid_type, eval_every=self.eval_every, loader=self.loader, batch_by=self.batch_by,
+            valid_type=self.valid_type, eval_every=self.eval_every, batch_by=self.batch_by,
             hidden_dim=self.hidden_dim, init=self.init, valid_rule=self.valid_rule,
         )  # fmt: skip
 
@@ -128,20 +137,11 @@ def prepare_run_data(train_split: ClData, test_split: ClData, seed: int, clean_n
     return RunData(replace(train, transition_matrix=matrix), valid, replace(test_split, transition_matrix=matrix))
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_") or "dataset"
-
-
-def run_folder(
+def _spec_run_folder(
     output_dir: Path, dataset: str, strategy: str, spec: BenchmarkSpec, seed: int, lr: float, selection: bool = False
 ) -> Path:
-    """DIR/runs/<dataset>/<strategy>/<settings>: one folder per run, named by everything that sets it apart."""
-    model = f"{spec.model}{spec.hidden_dim}" if spec.model == "mlp" else spec.model
-    settings = (
-        f"{model}_e{spec.epochs}_ncl{spec.num_cl}_clean{spec.clean_noisy:g}_{spec.valid_type}-{spec.valid_rule}"
-        f"_by{spec.batch_by}_{spec.precision}_{spec.init}_{spec.lr_select}_seed{seed}_lr{lr:g}"
-    )
-    return output_dir / "runs" / slug(dataset) / strategy / (settings + ("_lrselection" if selection else ""))
+    """The folder of one run of ``spec`` (results.run_folder named by the spec's settings)."""
+    return run_folder(output_dir, dataset, strategy, spec.record(), seed, lr, selection)
 
 
 def _check_data(dataset: str, train: ClData, test: ClData, strategies: list[str], spec: BenchmarkSpec) -> None:
@@ -197,7 +197,7 @@ def check_spec(spec: BenchmarkSpec, strategies: list[str]) -> None:
         raise InputError(f"{', '.join(vlpl)} need CLIP pseudo-labels: pass --clip-model (a checkpoint id or folder)")
 
 
-def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, accelerator=None) -> list[dict]:
+def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, accelerator=None) -> list[RunRecord]:
     """Run every missing run of the grid, then (re)write results.json and results.md; returns all runs in DIR.
 
     With a ``console``, each run's result and then the results table are printed (by the main process only).
@@ -242,17 +242,16 @@ def _strategy_runs(spec, output_dir, dataset, splits, strategy, scores, accelera
             data = replace(data, train_states=pseudo_label_states(data.train, scores["train"][train_idx]))
         return data
 
-    def run(seed: int, lr: float, data: RunData, selection: bool = False) -> dict:
+    def run(seed: int, lr: float, data: RunData, selection: bool = False) -> RunRecord:
         _one_run(spec, output_dir, dataset, train_split.name, strategy, seed, lr, data, accelerator, console, selection)
         accelerator.wait_for_everyone()  # every process sees the same finished runs before the next
-        path = run_folder(output_dir, dataset, strategy, spec, seed, lr, selection) / "run.json"
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_run(_spec_run_folder(output_dir, dataset, strategy, spec, seed, lr, selection) / RUN_JSON)
 
     lrs = spec.lrs
     if spec.lr_select == "reference" and len(lrs) > 1:  # libcll: the grid at one seed, judged by TEST accuracy
         data = data_of(spec.lr_seed)
-        tried = {lr: run(spec.lr_seed, lr, data, selection=True)["test_accuracy"] for lr in lrs}
-        lrs = [max(sorted(tried), key=tried.__getitem__)]  # ties: the smaller lr
+        tried = {lr: [run(spec.lr_seed, lr, data, selection=True).test_accuracy] for lr in lrs}
+        lrs = [choose_lr(tried)]  # the rule results.md and report.md apply to these runs
     for seed in spec.seeds:
         data = data_of(seed)
         for lr in lrs:
@@ -262,23 +261,21 @@ def _strategy_runs(spec, output_dir, dataset, splits, strategy, scores, accelera
 def _one_run(
     spec, output_dir, dataset, dataset_name, strategy, seed, lr, data, accelerator, console, selection=False
 ) -> None:
-    folder = run_folder(output_dir, dataset, strategy, spec, seed, lr, selection)
-    if (folder / "run.json").is_file():
+    folder = _spec_run_folder(output_dir, dataset, strategy, spec, seed, lr, selection)
+    if (folder / RUN_JSON).is_file():
         if console and accelerator.is_main_process:
             console.print(f"  skip (done) {folder.relative_to(output_dir)}")
         return
     folder.mkdir(parents=True, exist_ok=True)
     result = train_run(strategy, data, spec.train_config(seed, lr), folder / "curve.csv", accelerator)
-    run = {
-        "dataset": dataset, "dataset_name": dataset_name, "strategy": strategy, "seed": seed, "lr": lr,
-        **spec.record(), "lr_selection": selection, "steps_per_epoch": result.steps_per_epoch,
-        "best_epoch": result.best_epoch, "valid_score": result.valid_score, "test_accuracy": result.test_accuracy,
-        "curve": (folder / "curve.csv").relative_to(output_dir).as_posix(),
-    }  # fmt: skip
+    record = RunRecord(
+        dataset=dataset, dataset_name=dataset_name, strategy=strategy, seed=seed, lr=lr, **spec.record(),
+        lr_selection=selection, steps_per_epoch=result.steps_per_epoch, best_epoch=result.best_epoch,
+        valid_score=result.valid_score, test_accuracy=result.test_accuracy,
+        curve=(folder / "curve.csv").relative_to(output_dir).as_posix(),
+    )  # fmt: skip
     if accelerator.is_main_process:
-        tmp = folder / "run.json.tmp"
-        tmp.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(folder / "run.json")  # written last and atomically: its presence means the run is complete
+        write_run(folder, record)  # written last: its presence means the run is complete
     if console and accelerator.is_main_process:
         role = " (lr selection)" if selection else ""
         console.print(
@@ -286,7 +283,7 @@ def _one_run(
         )
 
 
-def quick_benchmark(repo: str | Path, output_dir: str | Path, console=None) -> list[dict]:
+def quick_benchmark(repo: str | Path, output_dir: str | Path, console=None) -> list[RunRecord]:
     """The quickstart's short run: FWD and SCL-NL, an MLP, 10 epochs on one seed; prints the results table.
 
     Starts afresh (``output_dir`` is replaced), as the quickstart rebuilds its repository every time. Runs on one

@@ -128,7 +128,9 @@ def _results_section(report: Report, cells: Sequence[Cell], num_runs: int) -> No
         return
     report.lines += [
         f"Test accuracy (%) of the best-validation checkpoint, mean +- std (ddof=1) over seeds, at the learning rate "
-        f"with the best mean validation score; the best of each column in bold. {num_runs} runs.\n",
+        f"with the best mean validation score (a NaN never wins, ties go to the smaller lr; by TEST accuracy at the "
+        f"selection seed where a column says 'lr by TEST accuracy'); the best of each column in bold. "
+        f"{num_runs} runs.\n",
         results_table(cells),
         "",
         "<details><summary>learning rate and seeds of each cell</summary>\n",
@@ -177,7 +179,7 @@ def write_report(
                      + ", ".join(f"`{p}`" for p in paths) + ".\n"]  # fmt: skip
     with staged_output(output_dir, overwrite) as staged, progress_bar("drawing figures", 8) as advance:
         report.figures_dir = staged / FIGURES
-        _results_section(report, cells, len(runs))
+        _results_section(report, cells, sum(not r.lr_selection for r in runs))
         accuracy_bars_section(report, cells)
         advance()
         _dataset_section(report, repositories, advance)

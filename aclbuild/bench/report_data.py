@@ -1,13 +1,14 @@
 """The inputs of `aclbuild report`, read and checked, and benchmark runs grouped into table cells.
 
-``results.json`` (written by `aclbuild benchmark`) is ``{"runs": [{dataset, dataset_name, strategy, model, seed, lr,
-num_cl, clean_noisy, valid_type, epochs, best_epoch, valid_score, test_accuracy, curve}, ...]}``; ``curve`` names
-the run's CSV (``epoch,train_loss,valid_score,test_accuracy``, empty where not evaluated) relative to the file.
+``results.json`` (written by `aclbuild benchmark`) is ``{"runs": [run record, ...]}``, its format and reading owned
+by :mod:`aclbuild.bench.results` (:class:`~aclbuild.bench.results.RunRecord`); ``curve`` names the run's CSV
+(``epoch,train_loss,valid_score,test_accuracy``, empty where not evaluated) relative to the file.
 A *setting* is what makes two runs the same experiment apart from strategy, seed and learning rate:
 (dataset_name, model, valid_type, epochs, num_cl, clean_noisy, protocol), ``protocol`` summing up how the run was
 trained (batching, precision, init, MLP width, validation rule, lr rule; empty for runs recorded before those were).
-A *cell* is one (setting, strategy) at its lr. Runs of libcll's lr grid at its selection seed (``lr_selection``)
-only chose the lr of the runs beside them, so they are left out.
+A *cell* is one (setting, strategy) at the lr :func:`aclbuild.bench.results.cell_lr` chooses, the rule results.md
+applies too. Runs of libcll's lr grid at its selection seed (``lr_selection``) only chose the lr of the runs beside
+them, so no cell averages them in.
 
 Example:
     >>> runs, repositories = load_inputs(["runs/results.json", "out/aclmin10"])   # doctest: +SKIP
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -28,19 +28,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from aclbuild.bench.results import HIGHER_IS_BETTER, RunRecord, cell_lr
+from aclbuild.bench.results import read_results as read_records
 from aclbuild.errors import InputError
 from aclbuild.progress import progress_bar
 from aclbuild.repository import split_shards
 
+__all__ = ["HIGHER_IS_BETTER", "Cell", "RepositorySummary", "Setting", "choose_cells", "load_inputs", "read_results"]
 RESULTS_FILE = "results.json"
 CURVE_COLUMNS = ("epoch", "train_loss", "valid_score", "test_accuracy")
-# Every run of results.json carries these keys (the benchmark's fixed format); float fields accept JSON integers.
-RUN_FIELDS: dict[str, type] = {
-    "dataset": str, "dataset_name": str, "strategy": str, "model": str, "seed": int, "lr": float, "num_cl": int,
-    "clean_noisy": float, "valid_type": str, "epochs": int, "best_epoch": int, "valid_score": float,
-    "test_accuracy": float, "curve": str,
-}  # fmt: skip
-HIGHER_IS_BETTER = {"accuracy"}  # the CL-only criteria (ure, scel) are risks: lower is better
 
 
 class Setting(NamedTuple):
@@ -58,31 +54,10 @@ class Setting(NamedTuple):
 SETTING_DIMS = Setting._fields[1:]
 
 
-@dataclass(frozen=True)
-class Run:
-    """One benchmark run of results.json; ``curve`` is resolved against the results folder (None when absent)."""
-
-    dataset: str
-    dataset_name: str
-    strategy: str
-    model: str
-    seed: int
-    lr: float
-    num_cl: int
-    clean_noisy: float
-    valid_type: str
-    epochs: int
-    best_epoch: int
-    valid_score: float
-    test_accuracy: float
-    curve: Path | None
-    protocol: str = ""
-
-    @property
-    def setting(self) -> Setting:
-        return Setting(
-            self.dataset_name, self.model, self.valid_type, self.epochs, self.num_cl, self.clean_noisy, self.protocol
-        )
+def setting_of(run: RunRecord) -> Setting:
+    """The setting (table column) a run belongs to."""
+    return Setting(run.dataset_name, run.model, run.valid_type, run.epochs, run.num_cl, run.clean_noisy,
+                   protocol_of(run))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -99,13 +74,13 @@ class RepositorySummary:
 
 @dataclass(frozen=True)
 class Cell:
-    """The runs of one (setting, strategy) at the learning rate chosen by mean validation score."""
+    """The seed runs of one (setting, strategy) at the learning rate its runs' rule chose (results.cell_lr)."""
 
     setting: Setting
     strategy: str
     lr: float
     lrs_tried: int
-    runs: tuple[Run, ...]
+    runs: tuple[RunRecord, ...]
 
     @property
     def accuracies(self) -> np.ndarray:
@@ -124,59 +99,30 @@ class Cell:
 # ---------------------------------------------------------------- reading inputs
 
 
-def _check_field(run: dict, key: str, kind: type, where: str):
-    if key not in run:
-        raise InputError(f"{where} lacks '{key}'")
-    value = run[key]
-    if key == "curve" and value is None:
-        return None
-    numeric = kind is float and isinstance(value, (int, float))
-    if isinstance(value, bool) or not (numeric or isinstance(value, kind)):
-        raise InputError(f"{where}: '{key}' must be {kind.__name__}, got {value!r}")
-    return float(value) if kind is float else value
-
-
-def protocol_of(run: dict) -> str:
+def protocol_of(run: RunRecord) -> str:
     """``by image, fp32, kaiming init``: how a run was trained, from its record ("" when it predates the keys)."""
-    if "batch_by" not in run:
+    if run.batch_by is None:
         return ""
-    parts = [f"by {run['batch_by']}", str(run.get("precision"))]
-    if run.get("model") not in ("mlp", "linear"):
-        parts.append(f"{run.get('init')} init")
-    if run.get("hidden_dim"):
-        parts.append(f"hidden {run['hidden_dim']}")
-    if run.get("valid_rule") == "strategy" and run.get("valid_type") != "accuracy":
+    parts = [f"by {run.batch_by}", str(run.precision)]
+    if run.model not in ("mlp", "linear"):
+        parts.append(f"{run.init} init")
+    if run.hidden_dim:
+        parts.append(f"hidden {run.hidden_dim}")
+    if run.valid_rule == "strategy" and run.valid_type != "accuracy":
         parts.append("T per strategy")
-    if run.get("lr_select") == "reference":
+    if run.lr_select == "reference":
         parts.append("lr by TEST accuracy")
     return ", ".join(parts)
 
 
-def read_results(path: Path) -> list[Run]:
-    """The runs of a results.json (or of the folder holding it); raises InputError on any malformed run."""
+def read_results(path: Path) -> list[RunRecord]:
+    """The runs of a results.json (or of the folder holding it), each ``curve`` resolved against the file's folder.
+
+    Raises InputError on any malformed run (results.RunRecord.from_dict says which and why).
+    """
     path = Path(path)
-    file = path / RESULTS_FILE if path.is_dir() else path
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read {file} as JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
-        raise InputError(f'{file} is not a benchmark results file: expected {{"runs": [...]}}')
-    runs = []
-    for index, raw in enumerate(data["runs"]):
-        where = f"{file}: run {index}"
-        if not isinstance(raw, dict):
-            raise InputError(f"{where} is not a JSON object")
-        if raw.get("lr_selection"):  # a run of libcll's lr grid at its selection seed: it chose the lr, no result
-            continue
-        values = {key: _check_field(raw, key, kind, where) for key, kind in RUN_FIELDS.items()}
-        if not 0.0 <= values["test_accuracy"] <= 1.0:
-            raise InputError(f"{where}: test_accuracy {values['test_accuracy']} is not a fraction in [0, 1]")
-        if not 0.0 <= values["clean_noisy"] <= 1.0 or values["num_cl"] < 0:
-            raise InputError(f"{where}: clean_noisy must lie in [0, 1] and num_cl be at least 0 (0: random)")
-        values["curve"] = file.parent / values["curve"] if values["curve"] else None
-        runs.append(Run(**values, protocol=protocol_of(raw)))
-    return runs
+    folder = path if path.is_dir() else path.parent
+    return [replace(r, curve=str(folder / r.curve) if r.curve else None) for r in read_records(path)]
 
 
 def read_curve(path: Path) -> dict[str, dict[int, float]]:
@@ -233,9 +179,9 @@ def _base_of(folder: Path, class_names: tuple[str, ...]) -> tuple[str, str]:
     return variant.base.name, variant.kind
 
 
-def load_inputs(paths: Sequence[Path | str]) -> tuple[list[Run], list[RepositorySummary]]:
+def load_inputs(paths: Sequence[Path | str]) -> tuple[list[RunRecord], list[RepositorySummary]]:
     """Sort each path into benchmark results or repository and read it; raises InputError on anything else."""
-    runs: list[Run] = []
+    runs: list[RunRecord] = []
     repositories: list[RepositorySummary] = []
     seen: set[Path] = set()  # a file or folder named twice (runs/ and runs/results.json) counts once
     with progress_bar("reading inputs", len(paths)) as advance:
@@ -269,36 +215,26 @@ def load_inputs(paths: Sequence[Path | str]) -> tuple[list[Run], list[Repository
 # ---------------------------------------------------------------- aggregating runs
 
 
-def choose_cells(runs: Iterable[Run]) -> list[Cell]:
-    """One cell per (setting, strategy): the learning rate with the best mean validation score, all its seeds.
+def choose_cells(runs: Iterable[RunRecord]) -> list[Cell]:
+    """One cell per (setting, strategy): its seed runs at the lr its rule chooses (results.cell_lr, as results.md).
 
-    Ties and all-NaN validation scores fall to the smaller learning rate; test accuracy never chooses. Cells come
-    ordered by dataset and strategy as they first appear in the runs, settings of a dataset in ascending order.
+    By validation (the default): the best mean validation score over seeds; a NaN never wins; ties go to the
+    smaller lr. Cells come ordered by dataset and strategy as they first appear in the runs, settings of a dataset
+    in ascending order. A cell with selection runs only (its seeds not run yet) is left out.
     """
-    groups: dict[tuple, list[Run]] = defaultdict(list)
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for run in runs:
-        groups[(run.setting, run.strategy)].append(run)
+        groups[(setting_of(run), run.strategy)].append(run)
     dataset_order = {name: i for i, name in enumerate(dict.fromkeys(s.dataset_name for s, _ in groups))}
     strategy_order = {name: i for i, name in enumerate(dict.fromkeys(k for _, k in groups))}
     groups = dict(sorted(groups.items(), key=lambda item: (dataset_order[item[0][0].dataset_name], item[0][0][1:],
                                                            strategy_order[item[0][1]])))  # fmt: skip
     cells = []
     for (setting, strategy), members in groups.items():
-        by_lr: dict[float, list[Run]] = defaultdict(list)
-        for run in members:
-            by_lr[run.lr].append(run)
-        scores = {lr: _validation_score(lr_runs) for lr, lr_runs in by_lr.items()}
-        best = max(sorted(by_lr), key=scores.__getitem__)
-        chosen = tuple(sorted(by_lr[best], key=lambda r: r.seed))
-        cells.append(Cell(setting, strategy, best, len(by_lr), chosen))
+        lr, chosen = cell_lr(members)
+        if chosen:
+            cells.append(Cell(setting, strategy, lr, len({r.lr for r in members}), tuple(chosen)))
     return cells
-
-
-def _validation_score(runs: Sequence[Run]) -> float:
-    """Mean validation score of the runs, signed so that larger is better; -inf when none is finite."""
-    values = [r.valid_score for r in runs if math.isfinite(r.valid_score)]
-    sign = 1.0 if runs[0].valid_type in HIGHER_IS_BETTER else -1.0
-    return sign * float(np.mean(values)) if values else -math.inf
 
 
 def varying_dims(settings: Iterable[Setting]) -> set[str]:

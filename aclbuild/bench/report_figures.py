@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -136,11 +137,12 @@ def curve_series(cell: Cell, label: str, column: str = "test_accuracy") -> tuple
     """Mean and std over seeds of one column of a cell's curve CSVs; notes for curves that are missing."""
     curves, notes = [], []
     for run in cell.runs:
-        if run.curve is None or not run.curve.is_file():
+        path = None if run.curve is None else Path(run.curve)  # resolved by report_data.read_results
+        if path is None or not path.is_file():
             notes.append(f"{run.dataset_name} {run.strategy} seed {run.seed}: curve "
-                         f"{'not recorded' if run.curve is None else run.curve.name + ' missing'}")  # fmt: skip
+                         f"{'not recorded' if path is None else path.name + ' missing'}")  # fmt: skip
             continue
-        curve = read_curve(run.curve)[column]
+        curve = read_curve(path)[column]
         if curve:
             curves.append(curve)
     if not curves:

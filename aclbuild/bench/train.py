@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from aclbuild.atomic import atomic_file
 from aclbuild.bench.batches import Augment, AugmentedUnits, BatchPlan, check_batch_by
 from aclbuild.bench.models import INITS, MLP_HIDDEN, build_model
 from aclbuild.bench.strategies import Strategy, build_strategy
@@ -133,12 +134,11 @@ def precision_of(accelerator) -> str:
 
 
 def _write_curve(path: Path, curve: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    """The run's curve CSV, written atomically (report reads it beside run.json)."""
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, ["epoch", "train_loss", "valid_score", "test_accuracy"])
         writer.writeheader()
         writer.writerows(curve)
-    tmp.replace(path)
 
 
 def _tensorboard(path: Path):

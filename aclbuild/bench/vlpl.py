@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
+import io
 import os
 from pathlib import Path
 
@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aclbuild.bench.benchmark import run_folder, slug
+from aclbuild.atomic import atomic_write_bytes, atomic_write_text
+from aclbuild.bench.results import RUN_JSON, RunRecord, run_folder, slug, write_run
 from aclbuild.cl_data import ClData
 from aclbuild.errors import SourceError
 from aclbuild.progress import progress_bar
@@ -104,9 +105,9 @@ def clip_scores(dataset: str, clip_model: str, train: ClData, test: ClData) -> d
         clip = clip or _load_clip(clip_model)
         result[split] = compute_scores(data.images, data.class_names, clip)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # per process: several may compute at once
-        np.save(tmp, result[split])
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        np.save(buffer, result[split])
+        atomic_write_bytes(path, buffer.getvalue())  # a temporary per process: several may compute at once
     return result
 
 
@@ -126,20 +127,18 @@ def record_zero_shot(output_dir: Path, dataset: str, scores: dict, train: ClData
 
     Its valid_score is the zero-shot accuracy on the whole train split, its test_accuracy that on the test split.
     """
-    folder = run_folder(Path(output_dir), dataset, ZERO_SHOT, spec, 0, 0.0) / slug(spec.clip_model)
-    if (folder / "run.json").is_file():
+    folder = run_folder(Path(output_dir), dataset, ZERO_SHOT, spec.record(), 0, 0.0) / slug(spec.clip_model)
+    if (folder / RUN_JSON).is_file():
         return
     folder.mkdir(parents=True, exist_ok=True)
     accuracy = float((scores["test"].argmax(1) == test.ord_labels.numpy()).mean())
     train_accuracy = float((scores["train"].argmax(1) == train.ord_labels.numpy()).mean())
     curve = f"epoch,train_loss,valid_score,test_accuracy\n0,,{train_accuracy},{accuracy}\n"
-    (folder / "curve.csv").write_text(curve, encoding="utf-8")
-    run = {
-        "dataset": dataset, "dataset_name": train.name, "strategy": ZERO_SHOT, "seed": 0, "lr": 0.0,
-        **spec.record(), "lr_selection": False, "steps_per_epoch": 0,  # the settings of the table it joins
-        "best_epoch": 0, "valid_score": train_accuracy, "test_accuracy": accuracy,
-        "curve": (folder / "curve.csv").relative_to(output_dir).as_posix(), "clip_model": spec.clip_model,
-    }  # fmt: skip
-    tmp = folder / "run.json.tmp"
-    tmp.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(folder / "run.json")
+    atomic_write_text(folder / "curve.csv", curve)
+    record = RunRecord(
+        dataset=dataset, dataset_name=train.name, strategy=ZERO_SHOT, seed=0, lr=0.0,
+        **spec.record(), steps_per_epoch=0,  # the settings of the table it joins
+        best_epoch=0, valid_score=train_accuracy, test_accuracy=accuracy,
+        curve=(folder / "curve.csv").relative_to(output_dir).as_posix(), clip_model=spec.clip_model,
+    )  # fmt: skip
+    write_run(folder, record)
