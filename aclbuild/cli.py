@@ -165,11 +165,11 @@ def stats_command(
     Example: `aclbuild stats out/aclcifar10 --json`
     """
     from aclbuild.repository import read_features
-    from aclbuild.stats import repository_stats
+    from aclbuild.stats import checked_repository_stats
     from aclbuild.stats_tables import stats_renderables
 
     with user_errors():
-        stats = repository_stats(folder)
+        stats = checked_repository_stats(folder)
         class_names = read_features(folder)["ord_labels"].names
     if as_json:
         print(json.dumps(stats, indent=2))

@@ -54,6 +54,18 @@ def label_stats(ord_labels: np.ndarray, cl_labels: np.ndarray | None, num_classe
     }
 
 
+def checked_repository_stats(folder: str | Path) -> dict[str, dict]:
+    """:func:`repository_stats` of a folder whose manifest matches its shards, what `aclbuild stats` prints; a
+    folder missing a split, a shard or rows is refused (its statistics would look complete)."""
+    from aclbuild.errors import InvalidRepositoryError
+    from aclbuild.validate import manifest_problems
+
+    problems = manifest_problems(folder)
+    if problems:
+        raise InvalidRepositoryError(str(folder), problems)
+    return repository_stats(folder)
+
+
 def repository_stats(folder: str | Path) -> dict[str, dict]:
     """Statistics of every split of a repository folder, read from the label columns only (no image decoding)."""
     num_classes = read_features(folder)["ord_labels"].num_classes

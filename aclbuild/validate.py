@@ -50,6 +50,7 @@ def validate_repository(folder: str | Path) -> list[str]:
         problems.append(f"split '{split}' is " + ("not in the card's configs" if split in shards else "declared but has no shards"))
     card_features = _card_features(data, problems)
     manifest, unique_train_names = _read_manifest(folder, problems)
+    problems += _manifest_mismatches(manifest, shards)
     for split, paths in shards.items():
         unique_names = split == "train" and unique_train_names
         problems += _check_split(
@@ -58,6 +59,49 @@ def validate_repository(folder: str | Path) -> list[str]:
     for image in ("figures/transition_matrix.png",):
         if f"]({image})" in card.text and not (folder / image).is_file():
             problems.append(f"the card shows {image} but the file is missing")
+    return problems
+
+
+def manifest_problems(folder: str | Path) -> list[str]:
+    """What the build's manifest (aclbuild.json) lists that the folder no longer holds: a split, a shard, rows (an
+    empty list when all is there). Reads the shards' Parquet footers only, not their rows, so `aclbuild stats` can
+    afford it; the content hash is checked by :func:`validate_repository` alone (it reads every image).
+
+    Example:
+        >>> manifest_problems("out/aclcifar10")[0]   # its train shard deleted   # doctest: +SKIP
+        "split 'train': aclbuild.json records 50000 rows in 1 shard(s), data/ holds none; restore them or rebuild ..."
+    """
+    problems: list[str] = []
+    manifest, _ = _read_manifest(Path(folder), problems)
+    return problems + _manifest_mismatches(manifest, split_shards(folder))
+
+
+def _manifest_mismatches(manifest: dict, shards: dict[str, list[Path]]) -> list[str]:
+    """Splits, shard counts and row counts (from the Parquet footers) that differ from the manifest's ``splits``.
+
+    Example:
+        >>> _manifest_mismatches({"train": {"num_shards": 1, "num_examples": 4}}, {})
+        ["split 'train': aclbuild.json records 4 rows in 1 shard(s), data/ holds none; restore them or rebuild the folder"]
+    """
+    problems = []
+    for split, entry in manifest.items():
+        paths = shards.get(split, [])
+        listed = f"{MANIFEST} records {entry.get('num_examples')} rows in {entry.get('num_shards')} shard(s)"
+        if not paths:
+            problems.append(f"split '{split}': {listed}, data/ holds none; restore them or rebuild the folder")
+            continue
+        if len(paths) != entry.get("num_shards"):
+            problems.append(f"split '{split}': {listed}, data/ holds {len(paths)}; restore them or rebuild the folder")
+            continue
+        try:
+            rows = sum(pq.read_metadata(path).num_rows for path in paths)
+        except (pa.ArrowException, OSError) as exc:
+            problems.append(f"split '{split}': a shard cannot be read ({exc})")
+            continue
+        if rows != entry.get("num_examples"):
+            problems.append(f"split '{split}': {listed}, its shards hold {rows} rows; rebuild the folder")
+    problems += [f"split '{split}': data/ holds its shards but {MANIFEST} does not list it" for split in shards
+                 if manifest and split not in manifest]  # fmt: skip
     return problems
 
 
@@ -88,7 +132,9 @@ def _read_manifest(folder: Path, problems: list[str]) -> tuple[dict, bool]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         splits = manifest["splits"]
-    except (OSError, ValueError, KeyError, TypeError):
+        if not all(isinstance(entry, dict) for entry in splits.values()):
+            raise TypeError("a split entry is not an object")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         problems.append(f"{MANIFEST} does not parse")
         return {}, False
     try:

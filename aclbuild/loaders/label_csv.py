@@ -39,7 +39,8 @@ def read_label_csv(path: str | Path, base: Base) -> list[tuple[str, tuple[int, .
     index = {}  # name -> class index, cached: 50,000 rows repeat the same few names
     rows: list[tuple[str, tuple[int, ...]]] = []
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        # utf-8-sig: Excel and Windows tools start a CSV with a byte-order mark, which would stick to the first name
+        with path.open(newline="", encoding="utf-8-sig") as f:
             for line_no, row in enumerate(csv.reader(f), start=1):
                 if not row or not any(cell.strip() for cell in row):
                     continue
