@@ -89,9 +89,13 @@ def split_shards(folder: Path | str) -> dict[str, list[Path]]:
 
 def record_hash_update(digest, name: str, image_bytes: bytes, ord_label: int, cl_labels) -> None:
     """Feed one row into a split's content hash (names, image bytes, labels; order matters)."""
-    digest.update(name.encode() + b"\0")
-    digest.update(len(image_bytes).to_bytes(8, "little") + image_bytes)
-    digest.update(f"{ord_label}|{'' if cl_labels is None else ','.join(map(str, cl_labels))}\n".encode())
+    digest.update(b"".join(_hash_parts(name, image_bytes, ord_label, cl_labels)))
+
+
+def _hash_parts(name: str, image_bytes: bytes, ord_label: int, cl_labels) -> tuple[bytes, ...]:
+    """The bytes one row feeds into the content hash, in order (a chunk's rows are hashed as one joined string)."""
+    labels = f"{ord_label}|{'' if cl_labels is None else ','.join(map(str, cl_labels))}\n"
+    return name.encode() + b"\0", len(image_bytes).to_bytes(8, "little"), image_bytes, labels.encode()
 
 
 def row_values(table: pa.Table) -> list[tuple]:
@@ -189,12 +193,16 @@ def parquet_writer_options(schema: pa.Schema) -> dict:
     }
 
 
+Chunk = tuple[list[ClRecord], list[bytes], np.ndarray, bytes]  # rows without pixels, PNGs, sizes, hash input
+
+
 def _encode_chunk(
-    records: Sequence[ClRecord], positions: range, split: str, image_shape: tuple[int, ...] | None
-) -> tuple[list, list]:
-    """(the rows at ``positions`` without their pixels, their PNG bytes): each record is read once, by index (a lazy
-    source's slice may be a new object with a cache of its own), so a lazy source decodes its image here, on an
-    encoder thread, and the pixels are dropped as soon as they are encoded."""
+    records: Sequence[ClRecord], positions: range, split: str, image_shape: tuple[int, ...] | None, label_bytes: int
+) -> Chunk:
+    """The rows at ``positions`` without their pixels, their PNG bytes, sizes (PNG + name + labels) and hash input.
+
+    Each record is read once, by index (a lazy source's slice may be a new object with a cache of its own): a lazy
+    source decodes its image here, on an encoder thread, and the pixels are dropped once encoded."""
     rows = [records[i] for i in positions]
     images = [r.image for r in rows]
     if image_shape is not None:
@@ -203,10 +211,12 @@ def _encode_chunk(
                 found = f"{getattr(image, 'dtype', None)} {getattr(image, 'shape', None)}"
                 raise SourceError(f"{split}: image {r.name!r} is {found}, expected uint8 {image_shape}")
     pngs = encode_png_batch(np.stack(images))
-    return [ClRecord(r.name, None, r.ord_label, r.cl_labels) for r in rows], pngs
+    sizes = np.array([len(png) + len(r.name) + label_bytes for r, png in zip(rows, pngs)], dtype=np.int64)
+    hashed = b"".join(b for r, png in zip(rows, pngs) for b in _hash_parts(r.name, png, r.ord_label, r.cl_labels))
+    return [ClRecord(r.name, None, r.ord_label, r.cl_labels) for r in rows], pngs, sizes, hashed
 
 
-def _encoded_chunks(records: Sequence[ClRecord], encode, threads: int) -> Iterator[tuple[list, list]]:
+def _encoded_chunks(records: Sequence[ClRecord], encode, threads: int) -> Iterator[Chunk]:
     """``encode(records, positions)`` of each ``ENCODE_CHUNK`` rows, in order, run on ``threads`` threads (numpy and
     deflate release the GIL) with at most ``2 * threads`` chunks in flight: memory stays bounded for any split."""
     with ThreadPoolExecutor(threads) as pool:
@@ -235,32 +245,38 @@ class _ShardStream:
     def __init__(self, data: Path, split: str, schema: pa.Schema, max_shard_size: int) -> None:
         self.data, self.split, self.schema, self.max_shard_size = data, split, schema, max_shard_size
         self.options = parquet_writer_options(schema)  # datasets 5.x's writer options (see there)
-        self.paths: list[Path] = []
-        self.writer: pq.ParquetWriter | None = None
-        self.shard_bytes = 0
-        self.rows: list[ClRecord] = []
-        self.pngs: list[bytes] = []
+        self.paths: list[Path] = []  # the shards so far, under temporary names
+        self.writer: pq.ParquetWriter | None = None  # the open shard's
+        self.shard_bytes, self.rows, self.pngs = 0, [], []  # the open shard's size; the pending row group
 
-    def add(self, row: ClRecord, png: bytes, size: int) -> None:
-        if self.shard_bytes and self.shard_bytes + size > self.max_shard_size:
-            self._close_shard()
-        self.rows.append(row)
-        self.pngs.append(png)
-        self.shard_bytes += size
-        if len(self.rows) == ROWS_PER_ROW_GROUP:
-            self._flush()
+    def add(self, rows: list[ClRecord], pngs: list[bytes], sizes: np.ndarray) -> None:
+        """Append rows in order, closing the shard before any row that would take it past ``max_shard_size``."""
+        start = 0
+        while start < len(rows):
+            room = self.max_shard_size - self.shard_bytes
+            fits = int(np.searchsorted(np.cumsum(sizes[start:]), room, side="right"))  # leading rows that fit
+            if fits == 0 and self.shard_bytes:
+                self._close_shard()
+                continue
+            end = start + min(max(fits, 1), ROWS_PER_ROW_GROUP - len(self.rows))
+            self.rows += rows[start:end]
+            self.pngs += pngs[start:end]
+            self.shard_bytes += int(sizes[start:end].sum())
+            start = end
+            if len(self.rows) == ROWS_PER_ROW_GROUP:
+                self._flush()
 
     def _flush(self) -> None:
-        if not self.rows:
-            return
         if self.writer is None:
             self.paths.append(self.data / f".{self.split}-{len(self.paths):05d}.parquet.partial")
             self.writer = pq.ParquetWriter(self.paths[-1], self.schema, **self.options)
-        self.writer.write_batch(_record_batch(self.rows, self.pngs, self.schema), row_group_size=ROWS_PER_ROW_GROUP)
+        if self.rows:
+            batch = _record_batch(self.rows, self.pngs, self.schema)
+            self.writer.write_batch(batch, row_group_size=ROWS_PER_ROW_GROUP)
         self.rows, self.pngs = [], []
 
     def _close_shard(self) -> None:
-        self._flush()
+        self._flush()  # an empty split still gets its one (empty) shard
         cdc = json.dumps(self.options["use_content_defined_chunking"])  # the key-value metadata datasets adds
         self.writer.add_key_value_metadata({"content_defined_chunking": cdc})
         self.writer.close()
@@ -304,16 +320,14 @@ def write_split(
     digest, total = hashlib.sha256(), 0
     shards = _ShardStream(data, split, schema, max_shard_size)
     try:
-        encode = partial(_encode_chunk, split=split, image_shape=image_shape)
+        encode = partial(_encode_chunk, split=split, image_shape=image_shape, label_bytes=label_bytes)
         with progress_bar(f"encoding {split} images", len(records)) as advance, contextlib.closing(
             _encoded_chunks(records, encode, ENCODE_THREADS)
         ) as chunks:  # closing: a failure stops the encoders at once
-            for rows, pngs in chunks:
-                for r, png in zip(rows, pngs):
-                    size = len(png) + len(r.name) + label_bytes
-                    shards.add(r, png, size)
-                    record_hash_update(digest, r.name, png, r.ord_label, r.cl_labels)
-                    total += size
+            for rows, pngs, sizes, hashed in chunks:
+                shards.add(rows, pngs, sizes)
+                digest.update(hashed)  # hashlib lets go of the GIL for long input
+                total += int(sizes.sum())
                 advance(len(rows))
         count = shards.finish()
     except BaseException:
