@@ -90,12 +90,15 @@ def test_op_and_scarce_match_formula():
     assert loss_of("SCARCE") == pytest.approx(scarce_expected(), rel=1e-5)
 
 
-def test_ure_uniform_core_is_sum_minus_k_minus_one_times_cl_loss():
-    # cll-benchmark.md: with uniform T, sum_k Tinv[j, k] l_k = sum_k l_k - (K - 1) l_j.
+@pytest.mark.parametrize("name", ["URE-NN", "URE-GA"])
+def test_ure_uniform_core_is_sum_minus_k_minus_one_times_cl_loss(name):
+    # cll-benchmark.md: with uniform T, sum_k Tinv[j, k] l_k = sum_k l_k - (K - 1) l_j, whatever T the data has.
     ell = -np.log(P)
-    direct = ell.sum(1) - (K - 1) * ell[ROWS, CL]
-    via_inverse = (np.linalg.inv(UNIFORM)[CL] * ell).sum(1)
-    np.testing.assert_allclose(direct, via_inverse, rtol=1e-10)
+    direct = ell.sum(1) - (K - 1) * ell[ROWS, CL]  # no inverse taken
+    expected = [COUNTS[j] * direct[CL == j].mean() for j in range(K)]  # every class is some row's CL here
+    strategy = build_strategy(name, torch.tensor(T), torch.tensor(COUNTS)).double()
+    risks = strategy.class_risks(torch.tensor(F), torch.tensor(CL))
+    np.testing.assert_allclose(risks.detach().numpy(), expected, rtol=1e-10)
 
 
 # Logits that push each row's CL far down and spread the rest evenly (overfitting the CLs): the unbiased risk
@@ -110,9 +113,11 @@ def test_ure_ga_ascends_on_negative_risks(name, matrix):
     assert loss_of(name, logits=OFF_CL) == pytest.approx(-risks[risks < 0].sum(), rel=1e-5)
     nn_name = name.replace("GA", "NN")
     assert loss_of(nn_name, logits=OFF_CL) == pytest.approx(risks.clip(min=0).sum(), rel=1e-5)
-    positive = ure_risks(matrix)
-    if (positive >= 0).all():  # no negative risk: GA is the plain sum
-        assert loss_of(name) == pytest.approx(positive.sum(), rel=1e-5)
+    # Even logits: every l_k is log K and the rows of Tinv sum to 1, so each class risk is pi_j log K >= 0 and GA is
+    # the plain sum, the same as NN.
+    even = np.zeros((3, K))
+    assert loss_of(name, logits=even) == pytest.approx(COUNTS.sum() * np.log(K), rel=1e-5)
+    assert loss_of(nn_name, logits=even) == pytest.approx(COUNTS.sum() * np.log(K), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", ["URE-GA", "URE-TGA"])
