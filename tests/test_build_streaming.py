@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from datasets import ClassLabel, Dataset, Features, Image, load_dataset
 from PIL import Image as PILImage
@@ -165,3 +166,31 @@ def test_custom_source_streams_into_several_shards(cli, tmp_path, monkeypatch, p
     assert len(train) == 300 and train["ord_labels"] == [i % 3 for i in range(300)]
     assert all((np.asarray(train[i]["images"]) == pixels(i, 8)).all() for i in (0, 137, 299))
     assert len(load_dataset(str(sharded), split="test")) == 40
+
+
+def test_shards_are_cut_where_the_next_row_would_pass_the_limit(tmp_path):
+    """Greedy, in order: a shard takes rows while its size (PNG + name + labels) stays within the limit, a row
+    larger than the limit gets a shard of its own, and the rows and content hash are those of one shard."""
+    from aclbuild.schema import arrow_schema
+
+    schema = arrow_schema(tuple("abcdefghij"), 2)
+    def image(i: int, kind: str) -> np.ndarray:  # noise PNGs are large (n: about 1.8 kB, h: half that), flat small
+        noisy = pixels(i, 24)
+        noisy[{"n": 24, "h": 12, "z": 0}[kind]:] = 0
+        return noisy
+
+    kinds = "zznzzzhhzzhnnzz"
+    records = [ClRecord(f"r{i}", image(i, kind), i % 10, (0, 1)) for i, kind in enumerate(kinds)]
+    limit = 1500
+    info = repository.write_split(tmp_path / "cut", "train", records, schema, max_shard_size=limit)
+    one = repository.write_split(tmp_path / "one", "train", records, schema)
+    assert (info.num_examples, info.num_bytes, info.sha256) == (one.num_examples, one.num_bytes, one.sha256)
+    shards = repository.split_shards(tmp_path / "cut")["train"]
+    assert len(shards) == info.num_shards > 2 and not list((tmp_path / "cut" / "data").glob(".*"))
+    sizes = [[len(png) + len(name) + 8 * 3 for name, png, *_ in repository.row_values(pq.read_table(p))]
+             for p in shards]  # fmt: skip
+    assert sum(sizes, []) == [len(encode_png_batch(r.image[None])[0]) + len(r.name) + 24 for r in records]
+    for shard, following in zip(sizes, sizes[1:] + [None]):
+        assert sum(shard) <= limit or len(shard) == 1
+        assert following is None or sum(shard) + following[0] > limit  # nothing that fitted was left out
+    assert max(map(sum, sizes)) > limit  # a noisy row passes the limit alone: it stands alone
