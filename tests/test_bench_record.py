@@ -146,3 +146,19 @@ def test_bench_modules_import_alone_without_the_benchmark(module):
     code = f"import sys, {module}; print('aclbuild.bench.benchmark' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
+def test_a_rerun_removes_what_a_killed_benchmark_left_half_written(cli, digits_repo, tmp_path):
+    out = tmp_path / "bench"
+    args = ("benchmark", digits_repo, "-s", "FWD", "--model", "mlp", "--epochs", "1", "--seed", "17", "-o", out)
+    assert cli(*args).exit_code == 0
+    (run_json,) = out.rglob(RUN_JSON)
+    run_json.unlink()  # killed before its record was written: the run is not finished
+    dead = ".999999999" + ".aclbuild.tmp"  # a pid no process has
+    leftovers = [run_json.parent / f".curve.csv{dead}", out / f".results.md{dead}"]
+    foreign = out / ".notes.tmp"  # a name aclbuild never writes: not ours to remove
+    for path in [*leftovers, foreign]:
+        path.write_text("half")
+    result = cli(*args)
+    assert result.exit_code == 0 and "skip (done)" not in result.stdout, result.stderr
+    assert run_json.is_file() and not any(p.exists() for p in leftovers) and foreign.is_file()

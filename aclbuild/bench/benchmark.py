@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aclbuild.atomic import remove_leftovers
 from aclbuild.bench.models import MLP_HIDDEN, MODELS
 from aclbuild.bench.results import (
     RESULTS_JSON,
@@ -267,6 +268,8 @@ def _one_run(
             console.print(f"  skip (done) {folder.relative_to(output_dir)}")
         return
     folder.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:
+        remove_leftovers(folder)  # what a killed earlier try of this run left half-written
     result = train_run(strategy, data, spec.train_config(seed, lr), folder / "curve.csv", accelerator)
     record = RunRecord(
         dataset=dataset, dataset_name=dataset_name, strategy=strategy, seed=seed, lr=lr, **spec.record(),

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aclbuild.atomic import atomic_write_text
+from aclbuild.atomic import atomic_write_text, remove_leftovers
 from aclbuild.errors import InputError
 
 RUN_JSON, RESULTS_JSON, RESULTS_MD = "run.json", "results.json", "results.md"
@@ -225,6 +225,7 @@ def write_results(output_dir: str | Path) -> list[RunRecord]:
     output_dir = Path(output_dir)
     runs = collect_runs(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(output_dir)  # results files a killed earlier benchmark left half-written
     atomic_write_text(output_dir / RESULTS_JSON, json.dumps({"runs": [r.to_dict() for r in runs]}, indent=2) + "\n")
     atomic_write_text(output_dir / RESULTS_MD, results_markdown(runs))
     return runs

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aclbuild.atomic import atomic_write_bytes, atomic_write_text
+from aclbuild.atomic import atomic_write_bytes, atomic_write_text, remove_leftovers
 from aclbuild.bench.results import RUN_JSON, RunRecord, run_folder, slug, write_run
 from aclbuild.cl_data import ClData
 from aclbuild.errors import SourceError
@@ -105,6 +105,7 @@ def clip_scores(dataset: str, clip_model: str, train: ClData, test: ClData) -> d
         clip = clip or _load_clip(clip_model)
         result[split] = compute_scores(data.images, data.class_names, clip)
         folder.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(folder)  # scores a killed process left half-written (never a live one's)
         buffer = io.BytesIO()
         np.save(buffer, result[split])
         atomic_write_bytes(path, buffer.getvalue())  # a temporary per process: several may compute at once
