@@ -273,18 +273,15 @@ def cell_lr(cell_runs: Sequence[RunRecord]) -> tuple[float, list[RunRecord]]:
     selection = [r for r in cell_runs if r.lr_selection]
     if selection and cell_runs[0].lr_select == "reference":
         lr = choose_lr(_by_lr(selection, "test_accuracy"))
-    elif seed_runs:
-        lr = choose_lr(_by_lr(seed_runs, "valid_score"), seed_runs[0].higher_is_better)
     else:
-        lr = choose_lr(_by_lr(cell_runs, "valid_score"), cell_runs[0].higher_is_better)
+        judged = seed_runs or cell_runs
+        lr = choose_lr(_by_lr(judged, "valid_score"), judged[0].higher_is_better)
     return lr, sorted((r for r in seed_runs if r.lr == lr), key=lambda r: r.seed)
 
 
 def _by_lr(runs: Sequence[RunRecord], score: str) -> dict[float, list[float]]:
-    by_lr: dict[float, list[float]] = defaultdict(list)
-    for run in runs:
-        by_lr[run.lr].append(getattr(run, score))
-    return by_lr
+    """Per lr, the ``score`` of each of its runs."""
+    return {lr: [getattr(r, score) for r in runs if r.lr == lr] for lr in {r.lr for r in runs}}
 
 
 # ---------------------------------------------------------------- results.md
