@@ -172,8 +172,11 @@ def run_folder(
         >>> settings = {"model": "mlp", "hidden_dim": 500, "epochs": 20, "num_cl": 3, "clean_noisy": 0.0,
         ...             "valid_type": "accuracy", "valid_rule": "empirical", "batch_by": "image",
         ...             "precision": "fp32", "init": "kaiming", "lr_select": "validation"}
-        >>> run_folder(Path("b"), "out/digits", "FWD", settings, 1207, 1e-3).as_posix()
-        'b/runs/out_digits/FWD/mlp500_e20_ncl3_clean0_accuracy-empirical_byimage_fp32_kaiming_validation_seed1207_lr0.001'
+        >>> folder = run_folder(Path("b"), "out/digits", "FWD", settings, 1207, 1e-3)
+        >>> folder.parent.as_posix()
+        'b/runs/out_digits/FWD'
+        >>> print(*folder.name.split("_"))
+        mlp500 e20 ncl3 clean0 accuracy-empirical byimage fp32 kaiming validation seed1207 lr0.001
     """
     s = settings
     model = f"{s['model']}{s['hidden_dim']}" if s["model"] == "mlp" else s["model"]
