@@ -107,7 +107,8 @@ def bench_cpu(args) -> None:
         best: dict[str, dict] = {}
         for run in range(args.repeat):
             for scoring in ("likelihood", "generate"):
-                backend = LlavaBackend(str(model), scoring=scoring, batch_size=args.batch_size, max_new_tokens=4)
+                backend = LlavaBackend.from_pretrained(str(model), scoring=scoring, batch_size=args.batch_size,
+                                                       max_new_tokens=4)  # fmt: skip
                 timer = ForwardTimer(backend.model)
                 settings = GenerateSettings(base="cifar10", model=str(model), scoring=scoring, limit=args.images,
                                             max_retries=0, max_new_tokens=4)  # fmt: skip
@@ -283,13 +284,12 @@ def bench_gpu(args) -> None:
         (f"aclbuild best (bf16, likelihood, batch {args.batch_size})", "likelihood", "bf16", args.batch_size),
     ):
         if args.smoke:  # the same code path on CPU, so that this script is checked without a GPU
-            dtype, loaded = "fp32", tiny_vlm_loaded() if vlm else tiny_llava_loaded()
+            loaded = tiny_vlm_loaded() if vlm else tiny_llava_loaded()  # in fp32
         else:
             torch_dtype = getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[dtype])
             loaded = idefics3_8b(torch_dtype) if vlm else mistral_7b_llava(torch_dtype)
         backend = (VlmBackend if vlm else LlavaBackend)(
-            f"{model} (random)", dtype=dtype, scoring=scoring, batch_size=batch, max_new_tokens=args.answer_tokens,
-            loaded=loaded,
+            *loaded, scoring=scoring, batch_size=batch, max_new_tokens=args.answer_tokens, model_id=f"{model} (random)"
         )  # fmt: skip
         ask(backend, by_round[0][: min(8, args.images)])  # warm-up: kernels, allocator
         sync()

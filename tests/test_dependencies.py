@@ -181,7 +181,7 @@ def test_a_verb_that_needs_an_extra_names_it_in_one_line(tmp_path, args, extra):
 def test_the_vlm_labeler_without_transformers_names_the_label_extra(tmp_path):
     code = "import sys\nsys.modules['transformers'] = None\n" + (
         "from aclbuild.errors import AclbuildError\nfrom aclbuild.labeling.llava import LlavaBackend\n"
-        "try:\n    LlavaBackend('some/model')\nexcept AclbuildError as exc:\n"
+        "try:\n    LlavaBackend.from_pretrained('some/model')\nexcept AclbuildError as exc:\n"
         "    print(type(exc).__name__, isinstance(exc, ImportError), exc)\n"
     )
     done = run_python(code, cwd=tmp_path)
@@ -214,7 +214,7 @@ def test_likelihood_scoring_passes_the_cache_without_a_deprecation_warning(tmp_p
     from aclbuild.labeling.backend import Query, ask
     from aclbuild.labeling.llava import LlavaBackend
     from aclbuild.labeling.prompts import load_template
-    from tests.tiny_llava import build_tiny_llava
+    from tests.tiny_llava import PrefixPasses, build_tiny_llava
 
     logged = []
     monkeypatch.setattr(generic.logger, "warning_once", lambda *args, **kwargs: logged.append(args))
@@ -223,13 +223,15 @@ def test_likelihood_scoring_passes_the_cache_without_a_deprecation_warning(tmp_p
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     pairs = [(i, r) for i in (0, 1) for r in (0, 1)]
     queries = [Query(i, r, 0, image, names, names, template.prompt(names), prefix, suffix) for i, r in pairs]
-    backend = LlavaBackend(str(build_tiny_llava(tmp_path / "model")), scoring="likelihood", batch_size=2)
+    model = build_tiny_llava(tmp_path / "model")
+    backend = LlavaBackend.from_pretrained(str(model), scoring="likelihood", batch_size=2)
+    prefix_passes = PrefixPasses(backend.model)
     backend.keep_prefixes = 2  # -R: the kept cache is copied and reused by the second call
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         first = [r.choice for r in ask(backend, queries[::2])]
         second = [r.choice for r in ask(backend, queries[1::2])]
     assert logged == []
-    assert backend.prefix_passes == 2 and len(first) == len(second) == 2
+    assert prefix_passes.count == 2 and len(first) == len(second) == 2
     new_name = tuple(int(part) for part in transformers.__version__.split(".")[:2]) >= (5, 24)
     assert backend.cache_keyword == ("cache" if new_name else "past_key_values")

@@ -97,15 +97,23 @@ def test_bias_reduction_and_build_validate(cli, tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize("reduced", [False, True])
-def test_each_image_goes_through_the_image_tower_once(tiny_model, tmp_path, reduced):
+def test_each_image_goes_through_the_image_tower_once(tiny_model, tmp_path, reduced, monkeypatch):
     from aclbuild.labeling.clip import ClipBackend
     from aclbuild.labeling.runner import GenerateSettings, run_generate
 
     settings = GenerateSettings(base="digits", labeler="clip", model=str(tiny_model), limit=12,
                                 bias_reduction=reduced, r_block=5)  # fmt: skip
-    backend = ClipBackend(str(tiny_model), DIGITS, "cl")
+    backend = ClipBackend.from_pretrained(str(tiny_model), DIGITS, "cl")
+    embedded = []  # the number of images of each call of the image tower
+    image_features = backend.model.get_image_features
+
+    def counted(pixel_values, **kwargs):
+        embedded.append(len(pixel_values))
+        return image_features(pixel_values=pixel_values, **kwargs)
+
+    monkeypatch.setattr(backend.model, "get_image_features", counted)
     run_generate(settings, None, tmp_path / "out", batch_size=4, backend=backend)
-    assert backend.image_passes == 12
+    assert sum(embedded) == 12
     again = generate_api(tiny_model, tmp_path / "again", reduced, batch_size=7)
     assert [r["label"] for r in rows(tmp_path / "out")] == [r["label"] for r in again]  # any batch size
 

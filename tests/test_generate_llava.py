@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from tiny_llava import build_tiny_llava
+from tiny_llava import PrefixPasses, build_tiny_llava
 
 from aclbuild.labeling.outputs import PART_SUFFIX
 
@@ -82,15 +82,16 @@ def test_likelihood_picks_what_greedy_generation_answers(tiny_model):
             names = [base.long_names[c] for c in uniform_candidates(1126, i, r, 10)]
             prefix, suffix = template.split_prompt(names)
             queries.append(Query(i, r, 0, image, names, names, template.prompt(names), prefix, suffix))
-    greedy = LlavaBackend(str(tiny_model), scoring="generate", max_new_tokens=3, batch_size=8)
-    scored = LlavaBackend(str(tiny_model), scoring="likelihood", batch_size=4)
+    greedy = LlavaBackend.from_pretrained(str(tiny_model), scoring="generate", max_new_tokens=3, batch_size=8)
+    scored = LlavaBackend.from_pretrained(str(tiny_model), scoring="likelihood", batch_size=4)
+    prefix_passes = PrefixPasses(scored.model)
     tokenizer = greedy.tokenizer
     words = sorted({t for n in base.long_names for t in tokenizer(n, add_special_tokens=False)["input_ids"]})
     for backend in (greedy, scored):  # favour min10's words, so that greedy answers often start with an option
         with torch.no_grad():
             backend.model.get_output_embeddings().weight[words] *= 3.0
     picks = ask(scored, queries)
-    assert scored.prefix_passes == 24  # each image once for its 3 rounds
+    assert prefix_passes.count == 24  # each image once for its 3 rounds
     # the same picks for any grouping, and when a pass must hold fewer images (GPU memory)
     half = len(queries) // 2 + 1  # not on an image boundary
     assert [r.choice for r in ask(scored, queries[half:])] == [r.choice for r in picks[half:]]
@@ -166,11 +167,13 @@ def test_bias_reduction_encodes_each_image_once(tiny_model, tmp_path):
     settings = GenerateSettings(
         base="digits", model=str(tiny_model), scoring="likelihood", limit=24, bias_reduction=True
     )
-    kept = LlavaBackend(str(tiny_model), scoring="likelihood", batch_size=5)
+    kept = LlavaBackend.from_pretrained(str(tiny_model), scoring="likelihood", batch_size=5)
+    kept_passes = PrefixPasses(kept.model)
     run_generate(settings, None, tmp_path / "kept", batch_size=5, backend=kept)
-    forgot = ForgetPrefixes(str(tiny_model), scoring="likelihood", batch_size=5)
+    forgot = ForgetPrefixes.from_pretrained(str(tiny_model), scoring="likelihood", batch_size=5)
+    forgot_passes = PrefixPasses(forgot.model)
     run_generate(settings, None, tmp_path / "forgot", batch_size=5, backend=forgot)
-    assert kept.prefix_passes == 24 and forgot.prefix_passes == 72  # 24 images x 3 rounds
+    assert kept_passes.count == 24 and forgot_passes.count == 72  # 24 images x 3 rounds
     assert rows(tmp_path / "kept") == rows(tmp_path / "forgot")
 
 
@@ -181,7 +184,7 @@ def test_images_per_pass_fit_half_the_free_gpu_memory(tiny_model, monkeypatch):
     from aclbuild.labeling.backend import Query
     from aclbuild.labeling.llava import LlavaBackend
 
-    backend = LlavaBackend(str(tiny_model), scoring="likelihood", batch_size=32)
+    backend = LlavaBackend.from_pretrained(str(tiny_model), scoring="likelihood", batch_size=32)
     image = np.zeros((32, 32, 3), np.uint8)
     prefix = "[INST] <image>\nWhich of these"
     queries = [Query(0, r, 0, image, ["cat"] * 4, ["cat"] * 4, prefix + " [cat] [/INST]", prefix, "[cat] [/INST]")

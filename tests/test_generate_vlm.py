@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from tiny_llava import PrefixPasses
 from tiny_vlms import FAMILIES, NEEDS_TORCHVISION, build_tiny_vlm
 
 from aclbuild.labeling.backend import ask
@@ -90,11 +91,12 @@ def teacher_forced_choice(processor, model, text: str, image: np.ndarray, answer
 def test_likelihood_agrees_with_plain_teacher_forcing(tiny_vlm, mode):
     from aclbuild.labeling.vlm import VlmBackend
 
-    backend = VlmBackend(str(tiny_vlm), scoring="likelihood", device="cpu")
+    backend = VlmBackend.from_pretrained(str(tiny_vlm), scoring="likelihood", device="cpu")
+    prefix_passes = PrefixPasses(backend.model)
     queries = make_queries(QUERIES, mode)
     replies = ask(backend, queries)
     assert backend.prefix_shared is True  # the tiny models' caches continue exactly
-    assert backend.prefix_passes == QUERIES // 2  # one prefix pass per image for both rounds
+    assert prefix_passes.count == QUERIES // 2  # one prefix pass per image for both rounds
     expected = [teacher_forced_choice(backend.processor, backend.model, backend.chat_text(q), q.image, q.answers)
                 for q in queries]  # fmt: skip
     assert [r.choice for r in replies] == expected
@@ -110,18 +112,19 @@ def test_kept_prefixes_serve_later_rounds(tiny_vlm):
     from aclbuild.labeling.vlm import VlmBackend
 
     queries = make_queries(12)
-    whole = VlmBackend(str(tiny_vlm), scoring="likelihood", device="cpu")
+    whole = VlmBackend.from_pretrained(str(tiny_vlm), scoring="likelihood", device="cpu")
     expected = [r.choice for r in ask(whole, queries)]
-    backend = VlmBackend(str(tiny_vlm), scoring="likelihood", device="cpu")
+    backend = VlmBackend(whole.processor, whole.model, scoring="likelihood")  # the same model, a fresh labeler
+    prefix_passes = PrefixPasses(backend.model)
     backend.keep_prefixes = 6
     choices = [r.choice for r in ask(backend, queries[0::2])]
     later = backend.prepare(queries[1::2])
-    assert all(p.inputs is None for p in later.passes) and backend.prefix_passes == 6  # no pixels: caches kept
-    assert [r.choice for r in ask(backend, queries[1::2])] == expected[1::2] and backend.prefix_passes == 6
+    assert all(p.inputs is None for p in later.passes) and prefix_passes.count == 6  # no pixels: caches kept
+    assert [r.choice for r in ask(backend, queries[1::2])] == expected[1::2] and prefix_passes.count == 6
     assert choices == expected[0::2]
     backend._kept.clear()  # the worker's snapshot still promised them
     raw = backend.run(later)
-    assert backend.prefix_passes == 12
+    assert prefix_passes.count == 12
     assert [r.choice for r in backend.replies(queries[1::2], later, raw)] == expected[1::2]
 
 
@@ -132,7 +135,7 @@ def test_prepare_needs_no_model(tiny_vlm):
     from aclbuild.labeling.vlm import VlmBackend
 
     for scoring in ("generate", "likelihood"):
-        backend = VlmBackend(str(tiny_vlm), scoring=scoring, device="cpu", batch_size=3)
+        backend = VlmBackend.from_pretrained(str(tiny_vlm), scoring=scoring, device="cpu", batch_size=3)
         backend.model = None
         prepared = pickle.loads(pickle.dumps(backend.prepare(make_queries(8))))
         tensors = [v for c in prepared.chunks for v in c.values()]
@@ -147,7 +150,8 @@ def test_generate_stages(tiny_vlm):
 
     from aclbuild.labeling.vlm import VlmBackend
 
-    backend = VlmBackend(str(tiny_vlm), scoring="generate", device="cpu", max_new_tokens=3, batch_size=2)
+    backend = VlmBackend.from_pretrained(str(tiny_vlm), scoring="generate", device="cpu", max_new_tokens=3,
+                                         batch_size=2)  # fmt: skip
     queries = make_queries(4)
     replies = ask(backend, queries)
     for q, reply in zip(queries, replies):
@@ -165,7 +169,9 @@ def test_qwen2vl_images_of_several_sizes(tmp_path):
     from its own, also from a kept cache after other images' prefix passes."""
     from aclbuild.labeling.vlm import VlmBackend
 
-    backend = VlmBackend(str(build_tiny_vlm("qwen2vl", tmp_path / "q")), scoring="likelihood", device="cpu")
+    backend = VlmBackend.from_pretrained(str(build_tiny_vlm("qwen2vl", tmp_path / "q")), scoring="likelihood",
+                                         device="cpu")  # fmt: skip
+    prefix_passes = PrefixPasses(backend.model)
     backend.processor.image_processor.size = {"shortest_edge": 56 * 56, "longest_edge": 84 * 84}  # 4x4 to 6x6 patches
     rng = np.random.default_rng(1)
     shapes = [(40, 40, 3), (40, 80, 3), (80, 40, 3)]
@@ -179,7 +185,7 @@ def test_qwen2vl_images_of_several_sizes(tmp_path):
     first = ask(backend, queries[0::2])
     later = backend.prepare(queries[1::2])
     cached = backend.run(later)
-    assert backend.prefix_passes == QUERIES // 2
+    assert prefix_passes.count == QUERIES // 2
     backend.prefix_shared = False  # the same rows, each scored by a full pass
     assert np.allclose(cached[1], backend.run(later)[1], atol=1e-4)  # one position off: ~3e-3 apart
     choices = [r.choice for r in first + backend.replies(queries[1::2], later, cached)]
@@ -213,7 +219,7 @@ def test_chat_text_has_one_bos(tmp_path):
     """Gemma 3: the template writes <bos> and the tokenizer would add another; templated text is encoded without."""
     from aclbuild.labeling.vlm import VlmBackend
 
-    backend = VlmBackend(str(build_tiny_vlm("gemma3", tmp_path / "g")), device="cpu")
+    backend = VlmBackend.from_pretrained(str(build_tiny_vlm("gemma3", tmp_path / "g")), device="cpu")
     ids = backend.encode(make_queries(2))["input_ids"][0].tolist()
     assert ids.count(backend.tokenizer.bos_token_id) == 1
 

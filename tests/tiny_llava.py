@@ -112,3 +112,23 @@ def _class_words() -> list[str]:
 
     names = [n for base in BASES.values() for n in base.short_names]
     return sorted({w for n in names for w in re.findall(r"\w+", n.lower())} | {str(n) for n in range(1, 21)})
+
+
+class PrefixPasses:
+    """The images a likelihood labeler has sent through ``model`` with their prompt prefix, counted from outside by
+    a forward pre-hook: calls that carry ``pixel_values`` and keep a key/value cache (``use_cache=True``), one image
+    per row of ``input_ids``. The passes that continue a cache carry no pixels; a full pass (the chat-VLM labeler's
+    check and fallback) keeps no cache.
+    """
+
+    def __init__(self, model) -> None:
+        self.count = 0
+        self._hook = model.register_forward_pre_hook(self._seen, with_kwargs=True)
+
+    def _seen(self, module, args, kwargs) -> None:
+        if kwargs.get("pixel_values") is not None and kwargs.get("use_cache"):
+            self.count += kwargs["input_ids"].shape[0]
+
+    def remove(self) -> None:
+        """Stop counting."""
+        self._hook.remove()

@@ -15,8 +15,8 @@ Like every labeler (:mod:`aclbuild.labeling.backend`) a batch goes through three
 Example:
     >>> format_prompt("a photo of a {name}", "cat")
     'a photo of a cat'
-    >>> backend = ClipBackend("openai/clip-vit-base-patch32", ["cat", "dog"], mode="cl")   # doctest: +SKIP
-    >>> ask(backend, queries)[0].choice                                                    # doctest: +SKIP
+    >>> backend = ClipBackend.from_pretrained("openai/clip-vit-base-patch32", ["cat", "dog"])   # doctest: +SKIP
+    >>> ask(backend, queries)[0].choice                                                         # doctest: +SKIP
     1
 """
 
@@ -160,40 +160,47 @@ class ClipBatch:
 
 
 class ClipBackend:
-    """A dual encoder (Hub id or local folder) behind the :class:`aclbuild.labeling.backend.Backend` contract.
+    """A dual encoder behind the :class:`aclbuild.labeling.backend.Backend` contract.
 
     ``class_names`` are the names the queries show (their text embeddings are computed here, once); ``mode`` is cl
-    (the least likely shown candidate) or ord (the most likely). ``loaded`` = (model, tokenizer, image processor)
-    already in memory.
+    (the least likely shown candidate) or ord (the most likely).
     """
 
     def __init__(
-        self, model: str, class_names: list[str], mode: str = "cl", template: str = CLIP_TEMPLATE,
-        dtype: str | None = None, device=None, loaded: tuple | None = None,
+        self, model, tokenizer, image_processor, class_names: list[str], mode: str = "cl",
+        template: str = CLIP_TEMPLATE, model_id: str | None = None,
     ) -> None:  # fmt: skip
-        with needs_extra("label"):
-            import torch
-
-        from aclbuild.labeling.llava import DTYPES
+        """``model`` (in eval mode, on the device it runs on), ``tokenizer`` and ``image_processor`` of a dual
+        encoder; ``model_id`` names it in the log (default: where it was loaded from). :meth:`from_pretrained` loads
+        them."""
+        from aclbuild.labeling.llava import dtype_name
 
         check_template(template)
-        if dtype is not None and dtype not in DTYPES:
-            raise InputError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype_name = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
-        torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.dtype_name]
-        self.model_id, self.mode, self.template = str(model), mode, template
-        self.model, self.tokenizer, self.image_processor = loaded or load_dual_encoder(
-            self.model_id, torch_dtype, self.device
-        )
+        self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
+        self.device, self.dtype_name = model.device, dtype_name(model.dtype)
+        self.model_id, self.mode, self.template = str(model_id or model.name_or_path), mode, template
         self.revision = model_revision(self.model, self.model_id)
         texts = [format_prompt(template, name) for name in dict.fromkeys(class_names)]
         embedded = embed_texts(self.model, self.tokenizer, texts)
         self.text = embedded.T.contiguous()  # [dim, names]: an image's cosines are one product
         self.column = {name: k for k, name in enumerate(dict.fromkeys(class_names))}
         self.keep_prefixes = 0  # images whose embeddings are kept between calls (set by the -R runner)
-        self.image_passes = 0  # images sent through the image tower (for tests and benchmarks)
         self._kept: OrderedDict[int, object] = OrderedDict()  # image index -> its embedding
+
+    @classmethod
+    def from_pretrained(
+        cls, model_id: str, class_names: list[str], mode: str = "cl", template: str = CLIP_TEMPLATE,
+        dtype: str | None = None, device=None,
+    ) -> ClipBackend:  # fmt: skip
+        """The labeler of dual encoder ``model_id`` (Hub id or local folder) loaded in ``dtype`` (default bf16 on a
+        GPU, fp32 on the CPU) on ``device`` (default the GPU if there is one); one InputError when it cannot be
+        loaded."""
+        from aclbuild.labeling.llava import model_placement
+
+        check_template(template)  # before loading
+        torch_device, torch_dtype = model_placement(dtype, device)
+        model, tokenizer, image_processor = load_dual_encoder(str(model_id), torch_dtype, torch_device)
+        return cls(model, tokenizer, image_processor, class_names, mode, template, model_id=str(model_id))
 
     @property
     def provenance(self) -> dict:
@@ -224,7 +231,6 @@ class ClipBackend:
         embedded: list = [None] * len(batch.indices)
         if batch.todo:
             fresh = embed_images(self.model, batch.pixel_values)
-            self.image_passes += len(batch.todo)
             for row, k in enumerate(batch.todo):
                 embedded[k] = fresh[row]
         for k, i in enumerate(batch.indices):

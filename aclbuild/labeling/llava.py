@@ -16,8 +16,9 @@ in a DataLoader worker), :meth:`LlavaBackend.run` (the forward passes alone) and
 (decoding or choosing), as every labeler does (:mod:`aclbuild.labeling.backend`).
 
 Example:
-    >>> backend = LlavaBackend("llava-hf/llava-v1.6-mistral-7b-hf", scoring="likelihood")   # doctest: +SKIP
-    >>> ask(backend, queries)[0].choice                                                      # doctest: +SKIP
+    >>> model_id = "llava-hf/llava-v1.6-mistral-7b-hf"
+    >>> backend = LlavaBackend.from_pretrained(model_id, scoring="likelihood")   # doctest: +SKIP
+    >>> ask(backend, queries)[0].choice                                          # doctest: +SKIP
     2
 """
 
@@ -77,17 +78,20 @@ class Prepared:
 
 
 class LlavaBackend:
-    """Any LLaVA-NeXT checkpoint (Hub id or local folder) behind the :class:`aclbuild.labeling.backend.Backend` contract."""
+    """A LLaVA-NeXT model behind the :class:`aclbuild.labeling.backend.Backend` contract."""
 
     def __init__(
-        self, model: str, dtype: str | None = None, scoring: str = "generate", max_new_tokens: int = 30,
-        batch_size: int = 8, device=None, loaded: tuple | None = None,
+        self, processor, model, *, scoring: str = "generate", max_new_tokens: int = 30, batch_size: int = 8,
+        model_id: str | None = None,
     ) -> None:  # fmt: skip
-        """``loaded`` = (processor, model) already in memory (the benchmark's randomly initialised 7B model)."""
-        self.device, self.dtype_name, self.torch_dtype = model_placement(scoring, dtype, device)
+        """``processor`` and ``model`` of a LLaVA-NeXT checkpoint, the model in eval mode on the device it runs on
+        (its device and dtype are the labeler's); ``model_id`` names it in the log (default: where it was loaded
+        from). :meth:`from_pretrained` loads them."""
+        check_scoring(scoring)
+        self.processor, self.model = processor, model
+        self.device, self.torch_dtype, self.dtype_name = model.device, model.dtype, dtype_name(model.dtype)
         self.scoring, self.max_new_tokens, self.batch_size = scoring, max_new_tokens, batch_size
-        self.model_id = str(model)
-        self.processor, self.model = loaded or _load(self.model_id, self.torch_dtype, self.device)
+        self.model_id = str(model_id or model.name_or_path)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.inputs = BatchInputs(self.processor)
@@ -97,8 +101,20 @@ class LlavaBackend:
         self.split_is_exact: bool | None = None  # do prefix and suffix tokenise as the whole prompt does?
         self._tokens: dict[str, list[int]] = {}
         self.keep_prefixes = 0  # images whose prefix caches are kept between calls (set by the -R runner)
-        self.prefix_passes = 0  # images sent through the model with their prefix (for tests and benchmarks)
         self._kept: OrderedDict[tuple, object] = OrderedDict()  # (image indices..., prefix) -> prefix cache
+
+    @classmethod
+    def from_pretrained(
+        cls, model_id: str, dtype: str | None = None, scoring: str = "generate", max_new_tokens: int = 30,
+        batch_size: int = 8, device=None,
+    ) -> LlavaBackend:  # fmt: skip
+        """The labeler of checkpoint ``model_id`` (Hub id or local folder) loaded in ``dtype`` (default bf16 on a GPU,
+        fp32 on the CPU) on ``device`` (default the GPU if there is one); one InputError when it cannot be loaded."""
+        check_scoring(scoring)
+        torch_device, torch_dtype = model_placement(dtype, device)
+        processor, model = _load(str(model_id), torch_dtype, torch_device)
+        return cls(processor, model, scoring=scoring, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                   model_id=str(model_id))  # fmt: skip
 
     # The three stages (:mod:`aclbuild.labeling.backend`): prepare runs in a DataLoader worker, the others here.
     def prepare(self, queries: list[Query]) -> Prepared:
@@ -211,7 +227,8 @@ class LlavaBackend:
         self._tokenise([q.suffix for q in group_queries] + [a for q in group_queries for a in q.answers])
         return pack_suffixes(
             [row_of[q.index] for q in group_queries], [self._tokens[q.suffix] for q in group_queries],
-            [[self._tokens[a] for a in q.answers] for q in group_queries], len(firsts), self.tokenizer.pad_token_id or 0,
+            [[self._tokens[a] for a in q.answers] for q in group_queries], len(firsts),
+            self.tokenizer.pad_token_id or 0,
         )  # fmt: skip
 
     def _prefix_cache(self, p: PrefixPass, start: int, stop: int):
@@ -234,7 +251,6 @@ class LlavaBackend:
         inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
         with torch.inference_mode():
             cache = output_cache(self.model(**inputs, use_cache=True))
-        self.prefix_passes += stop - start
         if self.keep_prefixes >= stop - start:
             self._kept[key] = cache
             while sum(len(k) - 1 for k in self._kept) > self.keep_prefixes:
@@ -278,25 +294,41 @@ def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
 
 
+def check_scoring(scoring: str) -> None:
+    """Refuse an unknown --scoring (one line, exit 2)."""
+    if scoring not in SCORINGS:
+        raise InputError(f"unknown --scoring {scoring!r}; choose generate or likelihood")
 
-def model_placement(scoring: str, dtype: str | None, device=None) -> tuple:
-    """Check --scoring and --dtype; the torch device and dtype of a model labeler (default bf16 on a GPU, fp32 on the
-    CPU): ``(device, dtype name, torch dtype)``.
+
+def model_placement(dtype: str | None, device=None) -> tuple:
+    """Check --dtype; the torch device and dtype a model labeler loads its model with (default bf16 on a GPU, fp32
+    on the CPU): ``(device, torch dtype)``.
 
     Example:
-        >>> model_placement("likelihood", None, "cpu")
-        (device(type='cpu'), 'fp32', torch.float32)
+        >>> model_placement(None, "cpu")
+        (device(type='cpu'), torch.float32)
     """
     with needs_extra("label"):
         import torch
 
-    if scoring not in SCORINGS:
-        raise InputError(f"unknown --scoring {scoring!r}; choose generate or likelihood")
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     name = dtype or ("bf16" if device.type == "cuda" else "fp32")
-    return device, name, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+    return device, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def dtype_name(torch_dtype) -> str:
+    """The --dtype name of a model's torch dtype, as the log records it (another dtype: torch's own name).
+
+    Example:
+        >>> import torch
+        >>> dtype_name(torch.bfloat16), dtype_name(torch.float64)
+        ('bf16', 'float64')
+    """
+    names = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+    return names.get(str(torch_dtype).removeprefix("torch."), str(torch_dtype).removeprefix("torch."))
+
 
 def cache_keyword(model) -> str:
     """The forward argument that takes a key/value cache: ``cache`` since transformers 5.24 (``past_key_values``,

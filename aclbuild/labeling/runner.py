@@ -100,12 +100,12 @@ def make_labeler(settings: GenerateSettings, job: LabelingJob, batch_size: int, 
     if s.labeler == "clip":
         from aclbuild.labeling.clip import ClipBackend
 
-        return ClipBackend(s.model, job.names, s.mode, s.clip_template, s.dtype, device=device)
+        return ClipBackend.from_pretrained(s.model, job.names, s.mode, s.clip_template, s.dtype, device=device)
     if s.labeler == "vlm":
         from aclbuild.labeling.vlm import VlmBackend as ModelBackend
     else:
         from aclbuild.labeling.llava import LlavaBackend as ModelBackend
-    return ModelBackend(s.model, s.dtype, s.scoring, s.max_new_tokens, batch_size, device=device)
+    return ModelBackend.from_pretrained(s.model, s.dtype, s.scoring, s.max_new_tokens, batch_size, device=device)
 
 
 def default_workers(processes: int = 1) -> int:

@@ -16,17 +16,20 @@ continued so), ``prefix_shared`` is False, the log says so, and every option is 
 A batch goes through three stages, as with :class:`aclbuild.labeling.llava.LlavaBackend`: :meth:`VlmBackend.prepare`
 (chat texts, the processor's pixels and ids, answer tokens, the prefix cut: no model), :meth:`VlmBackend.run` (the
 forward passes alone) and :meth:`VlmBackend.replies` (decoding, or choosing from the scores: no model, no images).
+The likelihood scoring's parts that need no model (an image's rows, the scores read from their logits, the copy of a
+kept cache) are in :mod:`aclbuild.labeling.vlm_scoring`. :meth:`VlmBackend.from_pretrained` loads a checkpoint; the
+constructor takes a processor and a model already in memory.
 
 Example:
     >>> from aclbuild.labeling.backend import ask
-    >>> backend = VlmBackend("HuggingFaceTB/SmolVLM-256M-Instruct", scoring="likelihood")   # doctest: +SKIP
-    >>> ask(backend, queries)[0].choice                                                     # doctest: +SKIP
+    >>> model_id = "HuggingFaceTB/SmolVLM-256M-Instruct"
+    >>> backend = VlmBackend.from_pretrained(model_id, scoring="likelihood")   # doctest: +SKIP
+    >>> ask(backend, queries)[0].choice                                        # doctest: +SKIP
     2
 """
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,38 +40,10 @@ from aclbuild.errors import InputError
 from aclbuild.extras import needs_extra
 from aclbuild.labeling.backend import Query, Reply, first_line, model_revision
 from aclbuild.labeling.inputs import to_pil
-from aclbuild.labeling.llava import cache_keyword, model_placement, output_cache
+from aclbuild.labeling.llava import cache_keyword, check_scoring, dtype_name, model_placement, output_cache
 from aclbuild.labeling.packing import pick_options
 from aclbuild.labeling.prompts import unwrapped_question
-
-
-@dataclass(frozen=True)
-class ImagePass:
-    """One image's likelihood work as :meth:`VlmBackend.prepare` leaves it: its prefix and a row per (query, option).
-
-    ``key`` (image index, the chat text's shared head, its token count) names the prefix cache. ``inputs`` are the
-    prefix's processor inputs (torch, CPU; per-token ones cut where the options start), or None when a cache kept
-    from an earlier call (-R) made them look unneeded; ``image`` is then kept so that :meth:`VlmBackend.run` can
-    encode it again if that cache has been dropped since. ``text`` is the first query's chat text, whose suffix
-    is ``rows_ids[0, :suffix_len]``. Row r holds a query's suffix then one answer (right padded to ``row_lens``);
-    ``reads[r, j]`` is the row position whose logits predict ``targets[r, j]``, the answer's token j (``targets``
-    is -1 past the answer's end, ``reads`` then 0; as many columns as the batch's longest answer), and ``picks`` are
-    the same positions in the pass's flattened [rows x width] logits. ``cells[r]`` is where the row's scores go in
-    the batch's [queries, options] arrays. The first query's rows come first: ``first_rows`` of them.
-    """
-
-    key: tuple[int, str, int]
-    inputs: dict | None
-    image: object | None
-    text: str
-    suffix_len: int
-    rows_ids: object
-    row_lens: np.ndarray
-    reads: np.ndarray
-    picks: object
-    targets: object
-    cells: np.ndarray
-    first_rows: int
+from aclbuild.labeling.vlm_scoring import ImagePass, answer_rows, answer_scores, shallow_copy, token_types
 
 
 @dataclass(frozen=True)
@@ -85,15 +60,18 @@ class VlmBackend:
     """A chat VLM (Hub id or local folder) behind the staged backend contract of :mod:`aclbuild.labeling.backend`."""
 
     def __init__(
-        self, model: str, dtype: str | None = None, scoring: str = "generate", max_new_tokens: int = 30,
-        batch_size: int = 8, device=None, loaded: tuple | None = None,
+        self, processor, model, *, scoring: str = "generate", max_new_tokens: int = 30, batch_size: int = 8,
+        model_id: str | None = None,
     ) -> None:  # fmt: skip
-        """``loaded`` = (processor, model) already in memory."""
-        self.device, self.dtype_name, self.torch_dtype = model_placement(scoring, dtype, device)
+        """``processor`` (with a chat template and an image processor) and ``model`` of a chat VLM, the model in eval
+        mode on the device it runs on (its device and dtype are the labeler's); ``model_id`` names it in the log
+        (default: where it was loaded from). :meth:`from_pretrained` loads them."""
+        check_scoring(scoring)
+        self.model_id = str(model_id or model.name_or_path)
+        check_processor(processor, self.model_id)
+        self.processor, self.model = processor, model
+        self.device, self.torch_dtype, self.dtype_name = model.device, model.dtype, dtype_name(model.dtype)
         self.scoring, self.max_new_tokens, self.batch_size = scoring, max_new_tokens, batch_size
-        self.model_id = str(model)
-        self.processor, self.model = loaded or load_vlm(self.model_id, self.torch_dtype, self.device)
-        check_processor(self.processor, self.model_id)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.revision = model_revision(self.model, self.model_id)
@@ -101,8 +79,20 @@ class VlmBackend:
         self.prefix_shared: bool | None = None  # does a continued prefix cache score as a full pass? (logged)
         self.split_is_exact = None  # llava's notion; the vlm finds its shared prefix in token ids
         self.keep_prefixes = 0  # images whose prefix caches are kept between calls (set by the -R runner)
-        self.prefix_passes = 0  # prefix passes run (for tests)
         self._kept: OrderedDict[tuple, tuple] = OrderedDict()  # ImagePass.key -> _prefix_cache's triple
+
+    @classmethod
+    def from_pretrained(
+        cls, model_id: str, dtype: str | None = None, scoring: str = "generate", max_new_tokens: int = 30,
+        batch_size: int = 8, device=None,
+    ) -> VlmBackend:  # fmt: skip
+        """The labeler of chat VLM ``model_id`` (Hub id or local folder) loaded in ``dtype`` (default bf16 on a GPU,
+        fp32 on the CPU) on ``device`` (default the GPU if there is one); one InputError when it cannot be loaded."""
+        check_scoring(scoring)
+        torch_device, torch_dtype = model_placement(dtype, device)
+        processor, model = load_vlm(str(model_id), torch_dtype, torch_device)
+        return cls(processor, model, scoring=scoring, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                   model_id=str(model_id))  # fmt: skip
 
     @property
     def provenance(self) -> dict:
@@ -160,7 +150,7 @@ class VlmBackend:
 
         picked = torch.cat([self._image_logits(p) for p in batch.passes])  # the few logits read, of every image
         targets = torch.cat([p.targets for p in batch.passes]).to(self.device)
-        scores = [t.cpu().numpy() for t in _answer_scores(picked, targets)]  # one wait for the device
+        scores = [t.cpu().numpy() for t in answer_scores(picked, targets)]  # one wait for the device
         greedy, logprobs = np.zeros(batch.lengths.shape, bool), np.zeros(batch.lengths.shape, np.float64)
         cells = np.concatenate([p.cells for p in batch.passes])
         greedy.flat[cells], logprobs.flat[cells] = scores
@@ -225,21 +215,14 @@ class VlmBackend:
                 rows.append((suffix, answer))
                 cells.append(position * lengths.shape[1] + option)
                 lengths[position, option] = len(answer)
-        width = max(len(s) + len(a) for s, a in rows)
-        ids = np.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
-        reads, targets = np.zeros((len(rows), depth), np.int64), np.full((len(rows), depth), -1, np.int64)
-        for r, (suffix, answer) in enumerate(rows):
-            ids[r, : len(suffix) + len(answer)] = suffix + answer
-            reads[r, : len(answer)] = len(suffix) - 1 + np.arange(len(answer))
-            targets[r, : len(answer)] = answer
+        packed = answer_rows(rows, depth, self.tokenizer.pad_token_id or 0)
         suffix = tokens[positions[0]][2]
         hint = self.prefix_shared and key in self._kept  # a kept cache (-R) makes the pixels unneeded, if still kept
         inputs = None if hint else self._prefix_inputs(text, query.image, suffix)
         kept_image = torch.from_numpy(np.ascontiguousarray(query.image)) if hint else None
-        row_lens = np.array([len(s) + len(a) for s, a in rows], dtype=np.int64)
-        picks = torch.from_numpy((reads + width * np.arange(len(rows))[:, None]).reshape(-1))
-        return ImagePass(key, inputs, kept_image, text, len(suffix), torch.from_numpy(ids), row_lens, reads, picks,
-                         torch.from_numpy(targets), np.array(cells, dtype=np.int64), len(query.answers))  # fmt: skip
+        return ImagePass(key, inputs, kept_image, text, len(suffix), torch.from_numpy(packed.ids), packed.row_lens,
+                         packed.reads, torch.from_numpy(packed.picks), torch.from_numpy(packed.targets),
+                         np.array(cells, dtype=np.int64), len(query.answers))  # fmt: skip
 
     def _prefix_inputs(self, text: str, image, suffix: list[int]) -> dict:
         """The processor inputs of ``text`` with ``image``, the per-token ones cut before ``suffix`` (the image's
@@ -275,7 +258,7 @@ class VlmBackend:
         targets = p.targets[: p.first_rows].to(self.device)
         full = self._full_logits(p, range(p.first_rows))
         (greedy, logprobs), (greedy_full, logprobs_full) = (
-            _answer_scores(logits, targets) for logits in (cached[: len(full)], full)
+            answer_scores(logits, targets) for logits in (cached[: len(full)], full)
         )  # fmt: skip
         tolerance = 1e-3 if self.dtype_name == "fp32" else 0.25  # 16-bit passes of other shapes round apart
         return bool(  # a cache continued at wrong positions misses by far more
@@ -292,7 +275,7 @@ class VlmBackend:
         if hasattr(inner, "rope_deltas"):  # Qwen2-VL's M-RoPE: this image's text positions continue from its own
             inner.rope_deltas = rope_deltas
         rows = p.rows_ids.to(self.device)
-        continued = _shallow_copy(cache) if self.keep_prefixes else cache  # a kept cache must stay the prefix alone
+        continued = shallow_copy(cache) if self.keep_prefixes else cache  # a kept cache must stay the prefix alone
         continued.batch_repeat_interleave(rows.shape[0])
         extra = {k: torch.zeros_like(rows) for k in token_types}  # all text
         with torch.inference_mode():
@@ -315,7 +298,7 @@ class VlmBackend:
             full = dict(prefix)
             full["input_ids"] = torch.cat([prefix["input_ids"], tail], dim=1)
             full["attention_mask"] = torch.cat([prefix["attention_mask"], torch.ones_like(tail)], dim=1)
-            for k in _token_types(prefix):
+            for k in token_types(prefix):
                 full[k] = torch.cat([prefix[k], torch.zeros_like(tail)], dim=1)
             with torch.inference_mode():
                 logits = self.model(**full).logits
@@ -341,54 +324,12 @@ class VlmBackend:
         with torch.inference_mode():
             inputs = self._on_device(self._inputs(p))
             cache = output_cache(self.model(**inputs, use_cache=True))
-        self.prefix_passes += 1
-        entry = cache, getattr(getattr(self.model, "model", None), "rope_deltas", None), tuple(_token_types(inputs))
+        entry = cache, getattr(getattr(self.model, "model", None), "rope_deltas", None), tuple(token_types(inputs))
         if self.keep_prefixes and self.prefix_shared is not False:
             self._kept[p.key] = entry
             while len(self._kept) > self.keep_prefixes:
                 self._kept.popitem(last=False)
         return entry
-
-
-def _token_types(inputs: dict) -> list[str]:
-    """The per-token inputs besides ids and mask (Gemma 3's ``token_type_ids``, ``mm_token_type_ids``): 0 = text."""
-    shape = inputs["input_ids"].shape
-    return [k for k, v in inputs.items() if k not in ("input_ids", "attention_mask") and v.shape == shape]
-
-
-def _answer_scores(picked, targets):
-    """Per (query, option) row: are all of its answer's tokens the arg-max, and their summed log-probability
-    (tensors on the logits' device). ``picked`` [rows x depth, vocab] holds the logits that predict ``targets``
-    [rows, depth] (-1 past the answer's end).
-
-    Example:
-        >>> import torch
-        >>> picked = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25]]))
-        >>> greedy, logprob = _answer_scores(picked, torch.tensor([[0, 2]]))
-        >>> greedy.tolist(), round(float(logprob[0].exp()), 3)
-        ([False], 0.125)
-    """
-    import torch
-
-    present, target = targets >= 0, targets.clamp(min=0)
-    picked = picked.float().view(*targets.shape, picked.shape[-1])
-    logprob = picked.log_softmax(dim=-1).gather(2, target[:, :, None])[:, :, 0]
-    greedy = ((picked.argmax(dim=-1) == target) | ~present).all(dim=1)
-    return greedy, torch.where(present, logprob, 0.0).sum(dim=1)
-
-
-def _shallow_copy(cache):
-    """A cache holding the same tensors as ``cache``; growing or repeating it leaves ``cache`` as it was. Dynamic
-    layers replace their tensors, never write into them: copies of the layers suffice (a deep copy, which takes
-    ~1 ms, only for other kinds)."""
-    from transformers.cache_utils import DynamicLayer
-
-    if not all(isinstance(layer, DynamicLayer) for layer in cache.layers):
-        memo = {id(t): t for layer in cache.layers for t in (layer.keys, layer.values) if t is not None}
-        return copy.deepcopy(cache, memo)
-    copied = copy.copy(cache)
-    copied.layers = [copy.copy(layer) for layer in cache.layers]
-    return copied
 
 
 def check_processor(processor, model_id: str) -> None:
