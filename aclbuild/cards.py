@@ -211,6 +211,35 @@ def card_pretty_name(folder: str | Path) -> str:
         return folder.name
 
 
+def card_parse_problem(exc: Exception, text: str, name: str = "README.md") -> str:
+    """One line for a card that does not parse: the file, the line of the YAML problem (counted in the file, not in
+    its front matter) and what YAML expected there.
+
+    Example:
+        >>> text = "---\\nlicense: [mit\\npretty_name: X\\n---\\n"
+        >>> try:
+        ...     DatasetCard(text)
+        ... except Exception as exc:
+        ...     print(card_parse_problem(exc, text))   # doctest: +ELLIPSIS
+        README.md line 3: the card's YAML does not parse: expected ',' or ']', but got ':' (in a flow sequence ...)...
+    """
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
+    block = REGEX_YAML_BLOCK.search(text)
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if block is None or mark is None or not problem:  # not a YAML syntax error: e.g. a block that is not a mapping
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"{name} does not parse as a dataset card: {first}"
+    offset = len(block.group(1).splitlines())  # lines up to the opening ---: YAML counts from the line after
+    where = f"{name} line {mark.line + 1 + offset}"
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    opened = ""
+    if context and context_mark is not None:
+        context = context.replace("while parsing ", "in ").replace("while scanning ", "in ")
+        opened = f" ({context} opened at line {context_mark.line + 1 + offset})"
+    return f"{where}: the card's YAML does not parse: {problem}{opened}; fix the YAML between the two --- lines"
+
+
 def card_yaml_problems(card: DatasetCard) -> list[str]:
     """Required YAML keys or the complementary-label-learning tag that a card lacks (empty when none)."""
     data = card.data.to_dict()
@@ -230,5 +259,6 @@ def card_problems(card: DatasetCard) -> list[str]:
         try:
             DatasetInfo._from_yaml_dict(dict(data["dataset_info"]))
         except Exception as exc:  # noqa: BLE001 - any parse failure is a card problem
-            problems.append(f"card dataset_info does not parse: {exc}")
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # a problem is one line
+            problems.append(f"card dataset_info does not parse: {first}")
     return problems

@@ -26,7 +26,9 @@ from pathlib import Path
 
 from aclbuild.errors import AuthError, HubError, InputError, InvalidRepositoryError
 from aclbuild.hub_card import PushedCard, pushed_card
-from aclbuild.hub_errors import answer_lost, hub_errors, is_transient, quiet_hub_logs, with_retries
+from aclbuild.hub_errors import (
+    answer_lost, head_after_failure, hub_errors, is_transient, quiet_hub_logs, with_retries,
+)  # fmt: skip
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MANAGED_PREFIXES = ("data/", "figures/")  # remote files here that the folder lacks are stale and get deleted
@@ -95,10 +97,30 @@ def target_repo_ids(folders: Sequence[Path], repo_id: str | None, org: str | Non
             except (OSError, ValueError, KeyError, TypeError):
                 raise InputError(f"{folder}/{MANIFEST} names no dataset; pass --repo-id ORG/NAME instead") from None
             ids.append(f"{org}/{name}")
-    for rid in ids:
-        if not REPO_ID.match(rid):
-            raise InputError(f"{rid!r} is not a repository id; write it as ORG/NAME (letters, digits, - _ .)")
-    return ids
+    return [check_repo_id(rid) for rid in ids]
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` when it is a Hub repo id ORG/NAME (huggingface_hub's rules); raises InputError otherwise.
+
+    Example:
+        >>> check_repo_id("my-org/aclcifar10")
+        'my-org/aclcifar10'
+        >>> check_repo_id("bad id!!/x y")   # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        aclbuild.errors.InputError: 'bad id!!/x y' is not a Hub repo id: ORG/NAME, letters, digits, - _ . (e.g. ...)
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)  # lengths, '--' and '..', a leading or trailing '-' or '.'
+        valid = bool(REPO_ID.match(repo_id))  # and the namespace that validate_repo_id leaves optional
+    except HFValidationError:
+        valid = False
+    if not valid:
+        raise InputError(f"{repo_id!r} is not a Hub repo id: ORG/NAME, letters, digits, - _ . (e.g. my-org/aclcifar10)")
+    return repo_id
 
 
 def local_files(folder: Path) -> dict[str, Path]:
@@ -222,7 +244,7 @@ def push_folder(
     disable_progress_bars()  # our own bar counts bytes over the whole push
     api = HfApi(endpoint=endpoint, token=token or False, library_name="aclbuild")
     started = time.perf_counter()
-    with hub_errors(endpoint, repo_id, token):
+    with hub_errors(endpoint, repo_id, token, reading=dry_run):
         if dry_run:
             plan = with_retries(lambda: plan_push(api, repo_id, folder, revision))
             return PushResult(repo_id, revision, plan, None, plan.head, None, 0, 0, time.perf_counter() - started)
@@ -232,7 +254,10 @@ def push_folder(
         plan = with_retries(lambda: plan_push(api, repo_id, folder, revision))
     if plan.is_empty:
         return PushResult(repo_id, revision, plan, None, plan.head, None, 0, 0, time.perf_counter() - started)
-    with hub_errors(endpoint, repo_id, token, unchanged_at=plan.head):
+    def read_head() -> str:
+        return api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
+
+    with hub_errors(endpoint, repo_id, token, planned_head=plan.head, read_head=read_head):
         info = _commit(
             api, folder, repo_id, revision, plan, create_pr, message or f"Upload {folder.name} with aclbuild"
         )
@@ -307,8 +332,9 @@ def _commit(api, folder: Path, repo_id: str, revision: str, plan: PushPlan, crea
         if create_pr or not (is_transient(exc) and landed()):
             raise
         # The head moved: our commit landed and only its answer was lost, or someone else pushed meanwhile.
-        if not plan_push(api, repo_id, folder, revision).is_empty:
-            raise HubError(f"{repo_id} changed on the Hub while pushing; run the push again") from None
         head = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
+        if not plan_push(api, repo_id, folder, revision).is_empty:
+            moved = head_after_failure(plan.head, lambda: head)
+            raise HubError(f"{repo_id} changed on the Hub while pushing; {moved}") from None
         url = f"{api.endpoint}/datasets/{repo_id}/commit/{head}"
         return CommitInfo(commit_url=url, commit_message=message, commit_description="", oid=head)

@@ -116,21 +116,53 @@ def is_transient(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def hub_errors(endpoint: str, repo_id: str, token: str | None, unchanged_at: str | None = None) -> Iterator[None]:
-    """Turn huggingface_hub and transport exceptions into one-line project errors, token scrubbed."""
+def hub_errors(
+    endpoint: str,
+    repo_id: str,
+    token: str | None,
+    planned_head: str | None = None,
+    read_head: Callable[[], str] | None = None,
+    reading: bool = False,
+) -> Iterator[None]:
+    """Turn huggingface_hub and transport exceptions into one-line project errors, token scrubbed. ``token`` is
+    the one the requests carry (None: none was sent); ``reading``: the requests only read (verify, a dry run).
+    Around a commit, ``planned_head`` (the head it was planned on) and ``read_head`` let the line say where the
+    remote is after the failure."""
     try:
         yield
     except (HubError, InputError):
         raise
     except Exception as exc:  # noqa: BLE001 - every failure talking to the Hub becomes one line
-        error = describe_hub_error(exc, endpoint, repo_id, has_token=bool(token))
-        if unchanged_at:
-            error = type(error)(f"{error}; the push failed and the remote is unchanged at commit {unchanged_at[:7]}")
+        error = describe_hub_error(exc, endpoint, repo_id, has_token=bool(token), reading=reading)
+        if planned_head:
+            error = type(error)(f"{error}; {head_after_failure(planned_head, read_head)}")
         raise type(error)(scrub(str(error), token)) from None
 
 
-def describe_hub_error(exc: BaseException, endpoint: str, repo_id: str, has_token: bool = True) -> HubError:
-    """One clear line for a failure talking to the Hub."""
+def head_after_failure(planned_head: str, read_head: Callable[[], str] | None) -> str:
+    """Where a failed commit left the remote, read after the failure: another push may have moved the head since the
+    plan was made.
+
+    Example:
+        >>> head_after_failure("1234567aaa", lambda: "1234567aaa")
+        'the push failed and the remote is unchanged at commit 1234567'
+        >>> head_after_failure("1234567aaa", lambda: "89abcdefff")   # doctest: +ELLIPSIS
+        'the push failed; the remote is now at commit 89abcde (it was at 1234567 when this push began: ...); run ...'
+    """
+    try:
+        head = read_head() if read_head is not None else planned_head
+    except Exception:  # noqa: BLE001 - the Hub may be unreachable now: say what is known
+        return f"the push failed; the remote was at commit {planned_head[:7]} when it began (its head is unreadable)"
+    if head == planned_head:
+        return f"the push failed and the remote is unchanged at commit {planned_head[:7]}"
+    return (f"the push failed; the remote is now at commit {head[:7]} (it was at {planned_head[:7]} when this push "
+            "began: another push landed meanwhile); run the push again")  # fmt: skip
+
+
+def describe_hub_error(
+    exc: BaseException, endpoint: str, repo_id: str, has_token: bool = True, reading: bool = False
+) -> HubError:
+    """One clear line for a failure talking to the Hub (``reading``: a 403 refused a read, not a write)."""
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -145,14 +177,18 @@ def describe_hub_error(exc: BaseException, endpoint: str, repo_id: str, has_toke
     if status == 401 and not has_token:
         return AuthError(f"{repo_id} is not readable without a token at {endpoint} (401): it is private or missing")
     if status == 401:
-        return AuthError(f"the Hub at {endpoint} refused the token (401 Unauthorized); check --token or HF_TOKEN")
+        return AuthError(f"the Hub at {endpoint} refused the token (401 Unauthorized); check --token or HF_TOKEN, "
+                         "or log in again with `hf auth login`")  # fmt: skip
+    if status == 403 and reading:
+        return AuthError(f"the Hub at {endpoint} refused the token for {repo_id} (403 Forbidden): it may not read "
+                         "this repo; check --token or HF_TOKEN, or log in with an account that may")  # fmt: skip
     if status == 403:
         return AuthError(f"you may not write to {repo_id} (403 Forbidden): the namespace belongs to someone else "
                          "or the token lacks write access")  # fmt: skip
     if isinstance(cause, RepositoryNotFoundError):
         return HubError(f"dataset repository {repo_id} not found at {endpoint} (or it is private to another account)")
     if status == 412:
-        return HubError(f"{repo_id} changed on the Hub while pushing; run the push again")
+        return HubError(f"{repo_id} changed on the Hub while pushing")  # the commit's caller says where it is now
     if status is not None:
         return HubError(f"the Hub answered {status} for {repo_id}: {_server_message(cause)}")
     return HubError(f"talking to the Hub at {endpoint} failed: {type(cause).__name__}: {_first_line(cause)}")

@@ -16,7 +16,7 @@ from datasets import DatasetInfo, Features
 from huggingface_hub import DatasetCard
 
 from aclbuild.builder import MANIFEST
-from aclbuild.cards import card_problems
+from aclbuild.cards import card_parse_problem, card_problems
 from aclbuild.errors import UnknownNameError
 from aclbuild.registry import get_variant
 from aclbuild.repository import SHARD_PATTERN, hash_rows, label_arrays, missing_cl_rows, row_values, split_shards
@@ -35,9 +35,12 @@ def validate_repository(folder: str | Path) -> list[str]:
     if not readme.is_file():
         return problems + ["README.md (the dataset card) is missing"]
     try:
-        card = DatasetCard.load(readme)
+        text = readme.read_text(encoding="utf-8")
+        card = DatasetCard(text)
+    except UnicodeDecodeError:
+        return problems + ["README.md (the dataset card) is not UTF-8 text"]
     except Exception as exc:  # noqa: BLE001 - any parse failure is a problem to report
-        return problems + [f"README.md does not parse as a dataset card: {exc}"]
+        return problems + [card_parse_problem(exc, text)]
     problems += card_problems(card)
     data = card.data.to_dict()
     problems += [f"data/{p.name}: not named {{split}}-XXXXX-of-XXXXX.parquet" for p in _stray_files(folder)]
@@ -80,8 +83,8 @@ def _manifest_mismatches(manifest: dict, shards: dict[str, list[Path]]) -> list[
     """Splits, shard counts and row counts (from the Parquet footers) that differ from the manifest's ``splits``.
 
     Example:
-        >>> _manifest_mismatches({"train": {"num_shards": 1, "num_examples": 4}}, {})
-        ["split 'train': aclbuild.json records 4 rows in 1 shard(s), data/ holds none; restore them or rebuild the folder"]
+        >>> _manifest_mismatches({"train": {"num_shards": 1, "num_examples": 4}}, {})   # doctest: +ELLIPSIS
+        ["split 'train': aclbuild.json records 4 rows in 1 shard(s), data/ holds none; restore them or rebuild ..."]
     """
     problems = []
     for split, entry in manifest.items():

@@ -77,10 +77,16 @@ def verify_remote(
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from aclbuild.builder import MANIFEST
-    from aclbuild.cards import card_problems
+    from aclbuild.cards import card_parse_problem, card_problems
     from aclbuild.repository import read_features
     from aclbuild.validate import validate_repository
 
+    from huggingface_hub import get_token
+
+    from aclbuild.hub import check_repo_id
+
+    check_repo_id(repo_id)
+    token = token or get_token() or None  # what huggingface_hub sends: a refused one is named, not taken for none
     endpoint = _sync_endpoint()
     quiet_hub_logs()
     datasets.disable_progress_bars()  # the verdict is the output; "Generating split" bars are noise here
@@ -91,10 +97,14 @@ def verify_remote(
             raise InvalidRepositoryError(str(against), local_problems)
     report = VerifyReport()
     with tempfile.TemporaryDirectory(prefix="aclbuild-verify-") as cache, _fresh_hub_cache(cache):
-        with hub_errors(endpoint, repo_id, token):
+        with hub_errors(endpoint, repo_id, token, reading=True):
             card_text = _download(repo_id, "README.md", revision, token, cache)
             manifest = _download(repo_id, MANIFEST, revision, token, cache, missing_ok=True)
-        full = DatasetCard(card_text).data.to_dict()
+        try:
+            full = DatasetCard(card_text).data.to_dict()
+        except Exception as exc:  # noqa: BLE001 - a card that does not parse is the finding; nothing else can load
+            report.problems.append(f"card: {card_parse_problem(exc, card_text, 'README.md on the Hub')}")
+            return report
         report.other_configs = other_config_names(full)
         data = default_view(full)  # the default config's entries, as build writes them for a repo of its own
         card = DatasetCard(f"---\n{DatasetCardData(**data).to_yaml()}\n---\n")

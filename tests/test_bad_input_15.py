@@ -7,6 +7,7 @@ Hub cases run the real CLI in a subprocess against tests/hub_server.py (the loop
 from __future__ import annotations
 
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,173 @@ def test_stats_of_an_intact_folder_still_prints(cli, digits_repo):
     result = cli("stats", digits_repo, "--json")
     assert result.exit_code == 0, result.output
     assert '"num_examples": 1400' in result.stdout
+
+
+# ---------------------------------------------------------------- verify and push: our words, the right exit code
+
+
+def test_verify_and_push_refuse_a_malformed_repo_id_before_any_request(hub, run, builds):
+    for args in (("verify", "bad id!!/x y"), ("verify", "no-namespace"), ("verify", "org/x..y"),
+                 ("push", builds["single"], "--repo-id", "bad id!!/x y")):  # fmt: skip
+        proc = run(*args)
+        assert proc.returncode == 2, proc.stderr
+        one_error_line(proc.stderr, "is not a Hub repo id: ORG/NAME, letters, digits, - _ .")
+    assert not [r for r in hub.requests if not r[1].startswith("/api/agent")]
+
+
+def test_verify_with_a_refused_token_says_refused(hub, run, builds):
+    assert run("push", builds["single"], "--repo-id", REPO).returncode == 0
+    wrong = "hf_refusedTOKENvalue0000000000000"
+    for proc in (run("verify", REPO, token=wrong), run("verify", REPO, "--token", wrong, token=None)):
+        assert proc.returncode == 1
+        line = one_error_line(proc.stderr, "refused the token (401 Unauthorized)")
+        assert "without a token" not in line and wrong not in proc.stderr + proc.stdout
+    proc = run("verify", REPO, token=None)  # a public repo needs none
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_read_refused_with_403_is_not_called_a_write():
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from aclbuild.errors import AuthError
+    from aclbuild.hub_errors import describe_hub_error
+
+    url = "http://127.0.0.1:1/api/datasets/aclorg/x"
+    exc = HfHubHTTPError("403 Forbidden", response=httpx2.Response(403, request=httpx2.Request("GET", url)))
+    read = describe_hub_error(exc, "http://127.0.0.1:1", "aclorg/x", has_token=True, reading=True)
+    assert isinstance(read, AuthError) and "refused the token for aclorg/x (403 Forbidden)" in str(read)
+    assert "write" not in str(read)
+    assert "you may not write to aclorg/x (403" in str(describe_hub_error(exc, "http://127.0.0.1:1", "aclorg/x"))
+
+
+RACE = textwrap.dedent(
+    """
+    import sys
+    import aclbuild.hub as hub_module
+    from aclbuild.cli import main
+
+    planned = hub_module.plan_push
+
+    def plan_then_someone_pushes(api, repo_id, folder, revision):
+        plan = planned(api, repo_id, folder, revision)
+        api.upload_file(path_or_fileobj=b"pushed meanwhile", path_in_repo="notes.txt", repo_id=repo_id,
+                        repo_type="dataset", revision=revision)
+        return plan
+
+    hub_module.plan_push = plan_then_someone_pushes
+    sys.argv = ["aclbuild", "push", FOLDER, "--repo-id", REPO]
+    main()
+    """
+)
+
+
+def test_the_loser_of_a_push_race_names_the_head_it_lost_to(hub, run, builds):
+    assert run("push", builds["single"], "--repo-id", REPO).returncode == 0
+    before = hub.head(REPO)
+    proc = run(script=RACE.replace("FOLDER", repr(str(builds["other"]))).replace("REPO]", f"{REPO!r}]"))
+    assert proc.returncode == 1, proc.stderr
+    now = hub.head(REPO)
+    assert now != before and "notes.txt" in hub.files(REPO)  # the other push landed, ours did not
+    assert hub.files(REPO)["aclbuild.json"] == (builds["single"] / "aclbuild.json").read_bytes()
+    line = one_error_line(proc.stderr, f"the remote is now at commit {now[:7]} (it was at {before[:7]} when")
+    assert "unchanged" not in line
+
+
+# ---------------------------------------------------------------- broken card YAML: one line with file and line
+
+
+def break_license_line(folder: Path) -> int:
+    """Open a flow sequence on the card's license line that is never closed; returns that line's number."""
+    readme = folder / "README.md"
+    lines = readme.read_text(encoding="utf-8").split("\n")
+    number = next(i for i, line in enumerate(lines, start=1) if line.startswith("license:"))
+    lines[number - 1] = "license: [cc-by-4.0"
+    readme.write_text("\n".join(lines), encoding="utf-8")
+    return number
+
+
+def test_broken_card_yaml_is_one_line_with_file_and_line(cli, repo_copy):
+    number = break_license_line(repo_copy)
+    expect = f"README.md line {number + 1}: the card's YAML does not parse: expected ',' or ']', but got ':'"
+    result = cli("validate", repo_copy)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expect), result.stderr
+    assert f"opened at line {number})" in lines[0]
+    result = cli("push", repo_copy, "--repo-id", REPO, "--dry-run")  # refused before any request
+    assert result.exit_code == 2
+    one_error_line(result.stderr, expect)
+
+
+def test_verify_names_the_line_of_a_broken_card_on_the_hub(hub, run, builds):
+    assert run("push", builds["single"], "--repo-id", REPO).returncode == 0
+    card = hub.files(REPO)["README.md"].decode()
+    number = next(i for i, line in enumerate(card.split("\n"), start=1) if line.startswith("license:"))
+    hub.tamper(REPO, "README.md", card.replace("\nlicense: ", "\nlicense: [", 1).encode())
+    proc = run("verify", REPO)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [lines[0]] and lines[0].startswith(f"card: README.md on the Hub line {number + 1}: the card's YAML")
+
+
+# ---------------------------------------------------------------- generate: a refusal writes nothing
+
+
+REFUSALS = {
+    "noise out of range": (["--matrix", "noisy", "--noise", "1.5"], "--noise must lie in [0, 1]"),
+    "negative workers": (["--num-workers", "-1"], "--num-workers must be 0 or more"),
+    "answers not UTF-8": (["--labeler", "replay", "--answers", "BINARY"], "is not a UTF-8 text CSV"),
+    "answers of other images": (["--labeler", "replay", "--answers", "FEW"], "few.csv holds 2 images"),
+    "answers a folder": (["--labeler", "replay", "--answers", "FOLDER"], "does not exist or is not a file"),
+    "missing prompt file": pytest.param(
+        ["--prompt-file", "MISSING"], "nothing.jinja",
+        marks=pytest.mark.xfail(strict=True, reason="labeling/settings.py check_settings accepts --prompt-file with "
+                                "--labeler synthetic and never opens it (the lead's area; reported)"),
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("made_beforehand", [False, True], ids=["new folder", "empty folder"])
+@pytest.mark.parametrize("args, message", list(REFUSALS.values()), ids=list(REFUSALS))
+def test_a_refused_generate_leaves_nothing_then_the_corrected_one_runs(cli, tmp_path, args, message, made_beforehand):
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00\x81 not text")
+    (tmp_path / "few.csv").write_text("a.png,0,1,2\nb.png,3,4,5\n", encoding="utf-8")
+    (tmp_path / "folder").mkdir()
+    given = {"BINARY": tmp_path / "bin.csv", "FEW": tmp_path / "few.csv", "FOLDER": tmp_path / "folder",
+             "MISSING": tmp_path / "nothing.jinja"}  # fmt: skip
+    out = tmp_path / "labels"
+    if made_beforehand:
+        out.mkdir()
+    command = ["generate", "digits", "--labeler", "synthetic", "--limit", "30", "-o", out]
+    result = cli(*command, *[given.get(a, a) for a in args])
+    assert result.exit_code == 2, result.output
+    one_error_line(result.stderr, message)
+    assert (list(out.iterdir()) == []) if made_beforehand else not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    result = cli(*command)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "labels.parquet", "run.json"]
+
+
+# ---------------------------------------------------------------- verify of a repo holding other configs
+
+
+ADD_SMALL_CONFIG = textwrap.dedent(
+    f"""
+    from datasets import Dataset
+    Dataset.from_dict({{"x": [1, 2, 3]}}).push_to_hub({REPO!r}, config_name="small")
+    """
+)
+
+
+def test_verify_of_a_repo_with_other_configs_names_them_in_both_modes(hub, run, builds):
+    """Issue 13 fixed the traceback; kept here: the default config is checked, loaded and streamed, the other named."""
+    assert run("push", builds["single"], "--repo-id", REPO).returncode == 0
+    proc = run(script=ADD_SMALL_CONFIG)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run("verify", REPO, "--against", builds["single"], "--streaming")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("other configs, not checked: small)"), proc.stdout
+    hub.tamper(REPO, "small/train-00000-of-00001.parquet", b"not parquet")  # theirs, not checked: still passes
+    assert run("verify", REPO).returncode == 0
