@@ -57,9 +57,11 @@ def label_stats(ord_labels: np.ndarray, cl_labels: np.ndarray | None, num_classe
 def checked_repository_stats(folder: str | Path) -> dict[str, dict]:
     """:func:`repository_stats` of a folder whose manifest matches its shards, what `aclbuild stats` prints; a
     folder missing a split, a shard or rows is refused (its statistics would look complete)."""
-    from aclbuild.errors import InvalidRepositoryError
+    from aclbuild.errors import InvalidRepositoryError, SourceError
     from aclbuild.validate import manifest_problems
 
+    if not Path(folder).is_dir():
+        raise SourceError(f"{folder} is not a folder; give a repository folder that `aclbuild build` wrote")
     problems = manifest_problems(folder)
     if problems:
         raise InvalidRepositoryError(str(folder), problems)

@@ -88,7 +88,9 @@ def test_stats_refuses_a_shard_with_rows_cut(cli, repo_copy):
     result = cli("stats", repo_copy)
     assert result.exit_code == 2
     one_error_line(result.stderr, "aclbuild.json records 1400 rows in 1 shard(s), its shards hold 100 rows")
-    assert cli("stats", repo_copy.parent.parent / "missing").exit_code == 2
+    result = cli("stats", repo_copy.parent / "missing")
+    assert result.exit_code == 2
+    one_error_line(result.stderr, "missing is not a folder; give a repository folder that `aclbuild build` wrote")
 
 
 def test_stats_of_an_intact_folder_still_prints(cli, digits_repo):

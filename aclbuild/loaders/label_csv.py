@@ -1,6 +1,7 @@
 """The original labeling tool's label CSV: file name, then one class name per labeling round (no header).
 
-Class names are the prompt's long names (sources.md); published and unambiguous short names are accepted too.
+Class names are the prompt's long names (sources.md); published and unambiguous short names are accepted too. The
+file is UTF-8 text, with or without a byte-order mark (Excel writes one), with LF or CRLF line ends.
 A CSV's rows meet the image source by position when its names are the source's names in the source's order (so
 CIFAR-100's repeated file names, such as ``baby_s_000333.png``, stay apart), otherwise by name; joining by name
 refuses a name that would be ambiguous (repeated in the CSV or in the source) and a name with no image.
