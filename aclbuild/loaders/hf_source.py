@@ -13,11 +13,12 @@ Example:
 
 from __future__ import annotations
 
+
 import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path, PurePath
 
 import numpy as np
@@ -27,6 +28,7 @@ from aclbuild.registry import BASES, SYNTHETIC_MATRICES, Base, CustomBase, Varia
 from aclbuild.schema import ClRecord
 
 DECODE_CACHE = 256  # recently decoded images kept, so a batch that reads a record several times decodes it once
+DECODE_CACHE_BYTES = 64 << 20  # ... and at most this many bytes of them (large images: fewer)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,10 @@ def decode_image(cell: dict, side: int) -> np.ndarray:
         return np.asarray(rgb, dtype=np.uint8)
 
 
+def _decode(table, image_column: str, side: int, position: int) -> np.ndarray:
+    return decode_image(table[position][image_column], side)
+
+
 class LazyRecord(ClRecord):
     """A record whose image is decoded when ``image`` is first read: name and label cost nothing.
 
@@ -157,14 +163,16 @@ class LazyRecord(ClRecord):
 
 
 class LazyRecords(Sequence):
-    """Records of a split that decode image ``i`` only when record ``i`` is read; slicing copies nothing."""
+    """Records of a split that decode image ``i`` only when record ``i`` is read; slicing copies nothing (a slice
+    shares its parent's cache of recent decodes)."""
 
     def __init__(self, table, image_column: str, labels: np.ndarray, side: int, prefix: str,
-                 positions: range | None = None, pixels: bool = True) -> None:  # fmt: skip
+                 positions: range | None = None, pixels: bool = True, decoded=None) -> None:  # fmt: skip
         self.table, self.image_column, self.labels, self.side = table, image_column, labels, side
         self.prefix, self.pixels = prefix, pixels
         self.positions = positions if positions is not None else range(len(labels))
-        self._image = lru_cache(DECODE_CACHE)(self._decode)
+        entries = max(1, min(DECODE_CACHE, DECODE_CACHE_BYTES // (3 * side * side)))
+        self._image = decoded or lru_cache(entries)(partial(_decode, table, image_column, side))
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -172,13 +180,10 @@ class LazyRecords(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return LazyRecords(self.table, self.image_column, self.labels, self.side, self.prefix,
-                               self.positions[i], self.pixels)  # fmt: skip
+                               self.positions[i], self.pixels, self._image)  # fmt: skip
         position = self.positions[i]
         load = (lambda: self._image(position)) if self.pixels else None
         return LazyRecord(self.name_of(position), None, int(self.labels[position]), load=load)
-
-    def _decode(self, position: int) -> np.ndarray:
-        return decode_image(self.table[position][self.image_column], self.side)
 
     def name_of(self, position: int) -> str:
         return f"{self.prefix}{position:07d}"
