@@ -216,11 +216,8 @@ REFUSALS = {
     "answers not UTF-8": (["--labeler", "replay", "--answers", "BINARY"], "is not a UTF-8 text CSV"),
     "answers of other images": (["--labeler", "replay", "--answers", "FEW"], "few.csv holds 2 images"),
     "answers a folder": (["--labeler", "replay", "--answers", "FOLDER"], "does not exist or is not a file"),
-    "missing prompt file": pytest.param(
-        ["--prompt-file", "MISSING"], "nothing.jinja",
-        marks=pytest.mark.xfail(strict=True, reason="labeling/settings.py check_settings accepts --prompt-file with "
-                                "--labeler synthetic and never opens it (the lead's area; reported)"),
-    ),  # fmt: skip
+    "prompt file without a model": (["--prompt-file", "MISSING"], "--prompt-file is a VLM's question"),
+    "noise without the noisy matrix": (["--noise", "0.3"], "--noise applies to --matrix noisy only"),
 }
 
 

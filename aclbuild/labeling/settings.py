@@ -116,8 +116,12 @@ def check_settings(s: GenerateSettings, base: Base) -> None:
     if s.labeler != "synthetic" and s.mode == "cl" and base.num_classes < NUM_CANDIDATES:
         raise InputError(f"base {base.name} has {base.num_classes} classes; a query shows {NUM_CANDIDATES} "
                          f"candidates, so it needs at least {NUM_CANDIDATES} (or use --labeler synthetic)")  # fmt: skip
-    if (s.max_retries is not None and s.max_retries < 0) or (s.limit is not None and s.limit < 1):
-        raise InputError("--max-retries must be >= 0 (or unlimited) and --limit >= 1")
+    if s.max_retries is not None and s.max_retries < 0:
+        raise InputError(f"--max-retries must be a count >= 0 or 'unlimited', got {s.max_retries}")
+    if s.limit is not None and s.limit < 1:
+        raise InputError(f"--limit must be at least 1 (the images to label), got {s.limit}")
+    if not s.uses_model and s.prompt_file is not None:
+        raise InputError(f"--prompt-file is a VLM's question; --labeler {s.labeler} asks none (drop the option)")
     if s.prompt not in NAMED_PROMPTS:
         raise InputError(f"unknown --prompt {s.prompt!r}; choose one of: {', '.join(NAMED_PROMPTS)}")
     if s.candidates not in CANDIDATE_STREAMS:
@@ -145,6 +149,9 @@ def check_settings(s: GenerateSettings, base: Base) -> None:
             raise InputError(f"unknown --matrix {s.matrix!r}; choose one of: {', '.join(SYNTHETIC_MATRICES)}")
         if s.mode != "cl" or s.bias_reduction:
             raise InputError("--labeler synthetic gives complementary labels only (no --mode ord, no -R)")
+        if s.matrix != "noisy" and s.noise != GenerateSettings.noise:
+            raise InputError(f"--noise applies to --matrix noisy only (got --matrix {s.matrix}); drop --noise or "
+                             "pass --matrix noisy")  # fmt: skip
         if s.num_rounds > base.num_classes - 1:
             raise InputError(f"--labeler synthetic draws distinct CLs: --num-rounds must be <= {base.num_classes - 1}")
 
