@@ -156,11 +156,11 @@ def read_repository(folder: Path) -> RepositorySummary:
     """Name (card YAML pretty_name, else the folder name), class names and train statistics of a repository."""
     from aclbuild.cards import card_pretty_name
     from aclbuild.repository import read_features
-    from aclbuild.stats import repository_stats
+    from aclbuild.stats import checked_repository_stats
 
     pretty_name = card_pretty_name(folder)
     class_names = tuple(read_features(folder)["ord_labels"].names)
-    train = repository_stats(folder).get("train")
+    train = checked_repository_stats(folder).get("train")
     if not train or not train.get("cls_per_image"):
         raise InputError(f"{folder} has no train split with complementary labels to report on")
     return RepositorySummary(folder, pretty_name, class_names, train, *_base_of(folder, class_names))
