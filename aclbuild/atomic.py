@@ -1,8 +1,9 @@
-"""Files written whole or not at all: a temporary name in the same folder, then one ``os.replace``.
+"""Files and folders written whole or not at all: a temporary name in the same folder, then a rename.
 
 A reader (or a resumed run) sees the old file or the complete new one, never a half-written one: a kill between
-the write and the rename leaves only the hidden temporary ``.<name>.<pid>.aclbuild.tmp``, a name that nothing else
-writes, so a later run removes it (:func:`remove_leftovers`, once the process that wrote it is gone).
+the write and the rename leaves only the hidden temporary ``.<name>.<pid>.aclbuild.tmp`` (a file, or the folder
+:func:`atomic_folder` stages in), a name that nothing else writes, so a later run removes it
+(:func:`remove_leftovers`, once the process that wrote it is gone). Folders are made with the user's umask.
 
 Example:
     >>> import tempfile
@@ -18,16 +19,31 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 TMP_SUFFIX = ".aclbuild.tmp"
-LEFTOVER = re.compile(r"\..+\.(\d+)" + re.escape(TMP_SUFFIX))
+OLD = "old"  # marks the replaced folder, set aside until the new one is in place: .<name>.old.<pid>.aclbuild.tmp
+LEFTOVER = re.compile(r"\..+\.(?P<pid>\d+)" + re.escape(TMP_SUFFIX))
 
 
-def temporary_name(path: Path) -> Path:
-    """The hidden temporary that ``path`` is written under before it is renamed into place (one per process)."""
-    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+def leftover_pattern(name: str | None = None) -> re.Pattern:
+    """The temporaries of ``name`` (a file or folder name; any when None), the writer's pid as group ``pid``."""
+    if name is None:
+        return LEFTOVER
+    return re.compile(r"\." + re.escape(name) + r"(?:\." + OLD + r")?\.(?P<pid>\d+)" + re.escape(TMP_SUFFIX))
+
+
+def temporary_name(path: Path, role: str = "") -> Path:
+    """The hidden temporary that ``path`` is written under before it is renamed into place (one per process);
+    ``role`` ``old`` names where a replaced folder waits to be removed.
+
+    Example:
+        >>> temporary_name(Path("out/repo")).name == f".repo.{os.getpid()}.aclbuild.tmp"
+        True
+    """
+    return path.with_name(f".{path.name}{'.' + role if role else ''}.{os.getpid()}{TMP_SUFFIX}")
 
 
 @contextlib.contextmanager
@@ -75,8 +91,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_leftovers(folder: str | Path) -> list[Path]:
-    """Remove the temporaries that killed aclbuild processes left in ``folder`` (not below); returns them.
+def remove_leftovers(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temporaries (files and staging folders) that killed aclbuild processes left in ``folder`` (not
+    below), only those of ``name`` when given; returns them.
 
     Only names this module writes are touched, and only those of processes no longer running (a live one may be
     about to rename its temporary into place).
@@ -89,10 +106,48 @@ def remove_leftovers(folder: str | Path) -> list[Path]:
         >>> [p.name for p in remove_leftovers(folder)], sorted(p.name for p in folder.iterdir())
         (['.run.json.999999999.aclbuild.tmp'], ['notes.tmp'])
     """
-    removed = []
-    for path in Path(folder).glob(f".*{TMP_SUFFIX}"):
-        match = LEFTOVER.fullmatch(path.name)
-        if match and path.is_file() and not _alive(int(match.group(1))):
+    removed, pattern = [], leftover_pattern(name)
+    for path in Path(folder).glob(f".*{TMP_SUFFIX}") if Path(folder).is_dir() else []:
+        match = pattern.fullmatch(path.name)
+        if not match or _alive(int(match["pid"])):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
             path.unlink(missing_ok=True)
-            removed.append(path)
+        removed.append(path)
     return removed
+
+
+@contextlib.contextmanager
+def atomic_folder(dest: str | Path) -> Iterator[Path]:
+    """Yield an empty hidden folder beside ``dest`` to fill; on success it takes ``dest``'s place (an existing
+    ``dest`` is removed once the new one is there), on failure it is removed. What killed earlier runs left for
+    ``dest`` is removed first. The folder gets the user's umask (``tempfile.mkdtemp`` would make it 0700).
+
+    Example:
+        >>> import tempfile
+        >>> dest = Path(tempfile.mkdtemp()) / "repo"
+        >>> with atomic_folder(dest) as staged:
+        ...     _ = (staged / "README.md").write_text("card")
+        ...     dest.exists()
+        False
+        >>> sorted(p.name for p in dest.parent.iterdir()), (dest / "README.md").read_text()
+        (['repo'], 'card')
+    """
+    dest = Path(dest)
+    remove_leftovers(dest.parent, dest.name)
+    staged, old = temporary_name(dest), temporary_name(dest, OLD)
+    for mine in (staged, old):  # this process's own, from an earlier call that could not clean up
+        shutil.rmtree(mine, ignore_errors=True)
+    staged.mkdir()
+    try:
+        yield staged
+        if dest.exists():  # two renames: between them, the old folder waits under a name a rerun removes
+            dest.rename(old)
+            staged.rename(dest)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        else:
+            staged.rename(dest)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # after a failure; after success the name is already gone

@@ -20,8 +20,9 @@ from aclbuild.card_facts import check_label_kind
 from aclbuild.bench.heatmaps import save_transition_heatmap
 from aclbuild.cards import HEATMAP_PATH, render_card
 from aclbuild.errors import InputError, OutputExistsError, SourceError
+from aclbuild.paths import check_output, staged_output
 from aclbuild.registry import Base, Variant, get_variant
-from aclbuild.repository import staged_output, write_split
+from aclbuild.repository import write_split
 from aclbuild.schema import ClRecord, arrow_schema
 from aclbuild.stats import label_stats
 
@@ -127,6 +128,7 @@ def build_repository(
     base = variant.base
     check_label_kind(variant, provenance, allow_kind_mismatch)
     check_repo_id(repo_id)
+    check_max_shard_size(max_shard_size)
     ord_labels, cl_labels = check_records(train, base, "train", need_cls=True)
     if test:
         check_records(test, base, "test", need_cls=False)
@@ -136,7 +138,8 @@ def build_repository(
     schema = arrow_schema(base.class_names, num_cl)
     train_stats = label_stats(ord_labels, cl_labels, base.num_classes)
     shape = (base.image_size, base.image_size, 3)  # write_split checks every image as it encodes it
-    with staged_output(output, overwrite) as staged, ThreadPoolExecutor(1) as background:
+    needed = (len(train) + len(test or ())) * int(np.prod(shape))  # the pixels; PNG rarely takes more
+    with staged_output(output, overwrite, needed=needed) as staged, ThreadPoolExecutor(1) as background:
         # The figure is drawn while the shards are written: matplotlib holds the GIL, the encoder's deflate does not.
         heatmap = background.submit(
             save_transition_heatmap, np.array(train_stats["transition_matrix"]), base.class_names,
@@ -273,7 +276,10 @@ def build_from_source(
     base = variant.base
     check_label_kind(variant, provenance, allow_kind_mismatch)  # before the images are read
     output_dir = Path(output_dir)
-    if output_dir.exists() and output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+    check_output(output_dir, {"LABELS": labels, "--source": source, "--test-source": test_source,
+                              "--labels-log": labels_log})  # fmt: skip
+    check_max_shard_size(max_shard_size)
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:  # refused before any image is read
         raise OutputExistsError(f"{output_dir} already exists and is not empty; pass --overwrite to replace it")
     train_images = source if _labels_kind(labels) != "pickle" else None  # a pickle carries its own images
     train = load_source(labels, base, num_cl, train_images, drop_failed)
@@ -336,3 +342,15 @@ def check_repo_id(repo_id: str | None) -> None:
         raise InputError(
             f"--repo-id {repo_id!r} is not ORG/NAME; give the Hub repository the set goes to, e.g. aclorg/aclcifar10"
         )
+
+
+def check_max_shard_size(max_shard_size: int) -> None:
+    """Refuse a shard size below one byte (each shard holds at least one row, so any positive size works).
+
+    Example:
+        >>> check_max_shard_size(0)
+        Traceback (most recent call last):
+        aclbuild.errors.InputError: --max-shard-size must be more than 0 bytes, got 0; give a size like 500MB
+    """
+    if max_shard_size < 1:
+        raise InputError(f"--max-shard-size must be more than 0 bytes, got {max_shard_size}; give a size like 500MB")

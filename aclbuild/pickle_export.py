@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from aclbuild.errors import InputError, OutputExistsError
+from aclbuild.paths import check_output
 from aclbuild.loaders.legacy_pickle import write_legacy_pickle
 from aclbuild.progress import progress_bar
 from aclbuild.repository import iter_records, read_table
@@ -41,15 +42,17 @@ def variant_name(folder: str | Path) -> str:
 def export_split(folder: str | Path, output_dir: str | Path, split: str = "train", overwrite: bool = False) -> Path:
     """Write ``split`` of the repository ``folder`` as ``output_dir/<libcll's name>`` (:func:`pickle_name`).
 
-    Raises InputError for an unknown split or an ``output_dir`` inside ``folder`` (the output must not change the
-    input), OutputExistsError when the file exists and ``overwrite`` is false.
+    ``output_dir`` is always a folder (made when missing; an existing one, empty or not, keeps what it holds).
+    Raises InputError for an unknown split, a pickle inside ``folder`` (the output must not change the input), an
+    ``output_dir`` that is a file or lies where the user cannot write (:func:`aclbuild.paths.check_output`), and
+    OutputExistsError when the pickle exists and ``overwrite`` is false.
     """
     folder, output_dir = Path(folder), Path(output_dir)
     if split not in SPLITS:
         raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if output_dir.resolve().is_relative_to(folder.resolve()):
-        raise InputError(f"output folder {output_dir} lies inside the repository {folder}; choose a folder outside it")
+    check_output(output_dir)  # a folder (or none yet) that the user can write in
     output = output_dir / pickle_name(variant_name(folder), split)
+    check_output(output, {"the repository": folder}, kind="file")  # may lie beside, not in it
     if output.exists() and not overwrite:
         raise OutputExistsError(f"{output} already exists; pass --overwrite to replace it")
     return export_pickle(folder, output, split, overwrite)

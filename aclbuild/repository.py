@@ -16,8 +16,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aclbuild.errors import OutputExistsError, SourceError
+from aclbuild.errors import SourceError
+from aclbuild import paths
 from aclbuild.png import decode_image, encode_png_batch
 from aclbuild.progress import progress_bar
 from aclbuild.schema import NO_LABEL, ClRecord, no_cl_labels
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
     from datasets import Features
 
 SPLITS = ("train", "test")
+staged_output = paths.staged_output  # atomic output lives in aclbuild.paths; loaders.legacy_pickle imports it from here
 SHARD_PATTERN = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 ROWS_PER_ROW_GROUP = 1000
 ENCODE_CHUNK = 500  # images per encoder task: small temporaries are reused rather than page-faulted in anew
@@ -410,30 +410,3 @@ def iter_records(folder: Path | str, split: str) -> Iterator[ClRecord]:
     for i, name in enumerate(names):
         cls = None if cl_labels is None else tuple(int(c) for c in cl_labels[i])
         yield ClRecord(name, decode_image(images[i]), int(ord_labels[i]), cls)
-
-
-@contextlib.contextmanager
-def staged_output(dest: Path | str, overwrite: bool, is_dir: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; on success it replaces ``dest``, on failure it is removed.
-
-    Nothing half-written is ever left at ``dest``: readers see the old content or the complete new one.
-    """
-    dest = Path(dest)
-    exists = dest.exists() and (not dest.is_dir() or any(dest.iterdir()))
-    if exists and not overwrite:
-        raise OutputExistsError(f"{dest} already exists and is not empty; pass --overwrite to replace it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    staged = tmp if is_dir else tmp / dest.name
-    try:
-        yield staged
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            dest.rename(old)
-            staged.rename(dest)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            staged.rename(dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -45,6 +45,7 @@ from aclbuild.bench.train import RunData, TrainConfig, check_config, make_accele
 from aclbuild.bench.validation import check_valid_rule
 from aclbuild.cl_data import ClData, estimate_transition, load_cl_dataset, with_random_cls
 from aclbuild.errors import InputError, UnknownNameError
+from aclbuild.paths import check_output
 from aclbuild.progress import quiet_library_bars
 
 __all__ = ["RESULTS_JSON", "RESULTS_MD", "BenchmarkSpec", "collect_runs", "results_markdown", "run_benchmark",
@@ -206,6 +207,7 @@ def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, acc
     output_dir = Path(output_dir)
     strategies = expand_strategies(spec.strategies, spec.clip_model, spec.types)
     check_spec(spec, strategies)
+    check_output(output_dir, [("the dataset", dataset) for dataset in spec.datasets])  # a Hub id is no path: skipped
     quiet_library_bars()  # in a log, only our plain progress lines (datasets' tqdm bars garble it)
     accelerator = accelerator or make_accelerator(precision=spec.precision)
     spec = replace(spec, precision=precision_of(accelerator))  # what the runs train in (fp32 on CPU)

@@ -34,8 +34,8 @@ from aclbuild.bench.report_figures import (
     sweep_section,
 )
 from aclbuild.errors import InputError
+from aclbuild.paths import check_output, staged_output
 from aclbuild.progress import progress_bar
-from aclbuild.repository import staged_output
 
 REPORT_FILE = "report.md"
 SUMMARY_FILE = "summary.json"
@@ -169,9 +169,7 @@ def write_report(
     check_figure_options(fmt, dpi)
     if not paths:
         raise InputError("give at least one benchmark output or dataset repository folder")
-    for path in map(Path, paths):
-        if path.exists() and output_dir.resolve() in (path.resolve(), *path.resolve().parents):
-            raise InputError(f"--output-dir {output_dir} would replace the input {path}; choose another folder")
+    check_output(output_dir, [("the input", path) for path in paths])  # not onto, holding or inside an input
     runs, repositories = load_inputs(paths)
     cells = choose_cells(runs)
     report = Report(output_dir / REPORT_FILE, fmt, dpi)

@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -33,7 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aclbuild.repository import staged_output
+from aclbuild.atomic import atomic_write_bytes
+from aclbuild.paths import staged_output, write_errors
 from aclbuild.stats import normalise_rows, transition_counts
 
 TABLE = "labels.parquet"
@@ -53,15 +53,16 @@ ROW_NAMES = tuple(ROW_SCHEMA.names)  # (pyarrow builds the list anew on every ac
 
 
 def write_part(rows: list[dict], parts: Path) -> Path | None:
-    """Write finished rows as one part file, atomically (temporary name, then rename)."""
+    """Write finished rows as one part file, atomically (:mod:`aclbuild.atomic`: a killed run leaves a temporary
+    that the next run's :func:`aclbuild.atomic.remove_leftovers` removes; a full disk is one line)."""
     if not rows:
         return None
-    parts.mkdir(parents=True, exist_ok=True)
     first = min(r["index"] for r in rows)
     final = parts / f"part-{first:08d}-{uuid.uuid4().hex[:12]}{PART_SUFFIX}"
-    tmp = parts / f".{final.name}.tmp"
-    tmp.write_text(json.dumps([{name: r[name] for name in ROW_NAMES} for r in rows]), encoding="utf-8")
-    os.replace(tmp, final)
+    data = json.dumps([{name: r[name] for name in ROW_NAMES} for r in rows]).encode("utf-8")
+    with write_errors(parts, needed=len(data)):
+        parts.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(final, data)
     return final
 
 
@@ -161,7 +162,8 @@ def write_outputs(output_dir: Path, rows: list[dict], log: dict) -> None:
     metadata = encode_metadata({"base": log["base"], "images": log["images"], "provenance": log["provenance"]})
     schema = ROW_SCHEMA.with_metadata(metadata)
     table = pa.Table.from_pydict({name: [r[name] for r in rows] for name in ROW_SCHEMA.names}, schema=schema)
-    with staged_output(output_dir / TABLE, overwrite=True, is_dir=False) as staged:
+    with staged_output(output_dir / TABLE, overwrite=True, is_dir=False, needed=table.nbytes) as staged:
         pq.write_table(table, staged)
-    with staged_output(output_dir / LOG, overwrite=True, is_dir=False) as staged:
-        staged.write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(log, indent=2) + "\n"
+    with staged_output(output_dir / LOG, overwrite=True, is_dir=False, needed=len(text.encode())) as staged:
+        staged.write_text(text, encoding="utf-8")

@@ -25,12 +25,14 @@ from pathlib import Path
 
 
 from aclbuild import __version__
+from aclbuild.atomic import atomic_write_text, remove_leftovers
 from aclbuild.errors import InputError, OutputExistsError
 from aclbuild.labeling.backend import Backend
 from aclbuild.labeling.job import LabelingJob
 from aclbuild.labeling.outputs import LOG, PARTS, containment, summarise, write_outputs
 from aclbuild.labeling.prompts import load_template
 from aclbuild.labeling.settings import GenerateSettings, check_settings
+from aclbuild.paths import check_output, write_errors
 
 __all__ = ["GenerateSettings", "read_log", "run_generate"]
 
@@ -68,7 +70,7 @@ def run_generate(
     job = LabelingJob(settings, base, records, template, backend, output_dir / PARTS, batch_size, state, workers)
     job.load_streams(names)  # a bad answers or candidates file is refused before the output folder is made
     if state.is_main_process:
-        _check_output(output_dir, settings, resume)
+        _check_output(output_dir, settings, resume, source)
     if backend is None:  # a model that cannot load leaves no output folder behind
         job.backend = make_labeler(settings, job, batch_size, state.device)
     if state.is_main_process:
@@ -127,8 +129,16 @@ def _cpu_only() -> bool:
     return not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
 
 
-def _check_output(output_dir: Path, settings: GenerateSettings, resume: bool) -> None:
-    """Refuse a non-empty ``output_dir`` unless resuming a run with the same settings (before any model loads)."""
+def _check_output(output_dir: Path, settings: GenerateSettings, resume: bool, source: str | Path | None = None) -> None:
+    """Refuse an ``output_dir`` that is, holds or lies inside an input, is a file or cannot be written
+    (:func:`aclbuild.paths.check_output`), or is not empty unless resuming a run with the same settings (before any
+    model loads). What killed earlier runs left half-written there is removed."""
+    s = settings
+    inputs = {"--source": source, "--answers": s.answers, "--candidates-from": s.candidates_from,
+              "--prompt-file": s.prompt_file, "--class-names": s.class_names}  # fmt: skip
+    check_output(output_dir, inputs)
+    remove_leftovers(output_dir)  # no other process writes there yet: every rank waits for this one
+    remove_leftovers(output_dir / PARTS)
     run_file = output_dir / RUN_FILE
     if resume and run_file.is_file():
         stored = json.loads(run_file.read_text(encoding="utf-8"))
@@ -145,11 +155,10 @@ def _check_output(output_dir: Path, settings: GenerateSettings, resume: bool) ->
 
 def _write_run_file(output_dir: Path, settings: GenerateSettings) -> None:
     """The run's settings, which ``--resume`` compares (written once everything is checked and loaded)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    run_file = output_dir / RUN_FILE
-    tmp = run_file.with_name(f".{RUN_FILE}.tmp")
-    tmp.write_text(json.dumps(json.loads(json.dumps(asdict(settings))), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(run_file)
+    text = json.dumps(json.loads(json.dumps(asdict(settings))), indent=2) + "\n"
+    with write_errors(output_dir, needed=len(text)):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output_dir / RUN_FILE, text)
 
 
 def _finish(job: LabelingJob, output_dir: Path, seconds: float, command: list[str] | None) -> None:

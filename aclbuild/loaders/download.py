@@ -25,12 +25,13 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from aclbuild.atomic import atomic_file, remove_leftovers
 from aclbuild.errors import DownloadError, InputError, SourceError
+from aclbuild.paths import write_errors
 from aclbuild.progress import progress_bar
 from aclbuild.registry import Archive, Base, FileSet
 
@@ -113,19 +114,16 @@ def _download_file(source: str, expected: str, dest: Path) -> Path:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"cannot create cache folder {cache}: {exc.strerror or exc}") from None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=cache)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    remove_leftovers(cache, dest.name)  # what a killed download left
+    # atomic: readers see no file or the whole verified one; a full disk or a read-only cache is one line
+    with write_errors(cache, option="--cache-dir"), atomic_file(dest) as tmp:
+        with open(tmp, "wb") as out:
             got = _fetch(source, out, dest.name)
         if got != expected:
             raise DownloadError(
                 f"{dest.name} from {source}: checksum mismatch: expected {expected}, got {got}; the download is "
                 f"corrupt or the mirror is wrong; delete {dest} if it exists and retry"
             )
-        os.replace(tmp, dest)  # atomic on one filesystem: readers see no file or the whole verified one
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -140,7 +138,8 @@ def _fetch(url: str, out, label: str) -> str:
             with progress_bar(f"downloading {label}", total) as advance:
                 while chunk := response.read(CHUNK):
                     digest.update(chunk)
-                    out.write(chunk)
+                    with write_errors(Path(out.name).parent, needed=total, option="--cache-dir"):
+                        out.write(chunk)  # a full disk is not a failed download
                     advance(len(chunk))
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; check the URL or mirror") from None
