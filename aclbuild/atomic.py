@@ -146,7 +146,7 @@ def atomic_folder(dest: str | Path) -> Iterator[Path]:
         if dest.exists():  # two renames: between them, the old folder waits under a name a rerun removes
             dest.rename(old)
             staged.rename(dest)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()  # a link, not its target
         else:
             staged.rename(dest)
     finally:

@@ -39,8 +39,7 @@ def check_output(
 ) -> None:
     """Refuse ``output`` (a ``folder`` or a ``file``, given as ``option``) before anything is written: onto, holding
     or inside an input (``inputs``: label -> path, a mapping or pairs; paths that do not exist and None, e.g. a Hub
-    id, are skipped), onto a file
-    where a folder goes or the reverse, under a file, or where the user cannot write.
+    id, are skipped), a file where a folder goes or the reverse, under a file, or where the user cannot write.
 
     Example:
         >>> check_output("/proc/version", kind="folder")
@@ -174,7 +173,7 @@ def staged_output(dest: Path | str, overwrite: bool, is_dir: bool = True, needed
                     written = folder_size(staged)  # before the staging is removed: the least the output needs
                 raise
     except OSError as exc:
-        error = write_error(exc, dest, needed or written)
+        error = write_error(exc, dest.parent, needed or written)  # the staging lies beside dest
         if error is exc:
             raise
         raise error from None

@@ -299,13 +299,18 @@ def _no_space(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_build_on_a_full_disk_says_how_much_is_needed_exit_1(cli, tmp_path, labels_pkl, monkeypatch):
-    monkeypatch.setattr(pq.ParquetWriter, "write_batch", _no_space)
+@pytest.mark.parametrize("earlier", [False, True], ids=["new output", "--overwrite of an earlier build"])
+def test_build_on_a_full_disk_says_how_much_is_needed_exit_1(cli, tmp_path, labels_pkl, monkeypatch, earlier):
     out = tmp_path / "out" / "repo"
-    result = cli("build", labels_pkl, "-d", "aclcifar10", "-o", out)
+    out.parent.mkdir()
+    if earlier:
+        assert cli("build", labels_pkl, "-d", "aclcifar10", "-o", out).exit_code == 0
+    before = tree(out.parent)
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", _no_space)
+    result = cli("build", labels_pkl, "-d", "aclcifar10", "-o", out, *(["--overwrite"] if earlier else []))
     line = one_error_line(result, f"no space left on {out.parent}: ", code=1)
     assert "0.1 MB needed" in line and "MB free" in line  # 40 images of 32 x 32 x 3 bytes
-    assert list(out.parent.iterdir()) == []
+    assert tree(out.parent) == before  # the earlier repository whole, no temporary beside it
 
 
 def test_generate_on_a_full_disk_is_one_line_exit_1_and_leaves_no_part(cli, tmp_path, monkeypatch):
