@@ -207,7 +207,8 @@ def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, acc
     output_dir = Path(output_dir)
     strategies = expand_strategies(spec.strategies, spec.clip_model, spec.types)
     check_spec(spec, strategies)
-    check_output(output_dir, [("the dataset", dataset) for dataset in spec.datasets])  # a Hub id is no path: skipped
+    inputs = [*(("the dataset", dataset) for dataset in spec.datasets), ("--clip-model", spec.clip_model)]
+    check_output(output_dir, inputs)  # a Hub id is no path: skipped
     quiet_library_bars()  # in a log, only our plain progress lines (datasets' tqdm bars garble it)
     accelerator = accelerator or make_accelerator(precision=spec.precision)
     spec = replace(spec, precision=precision_of(accelerator))  # what the runs train in (fp32 on CPU)
