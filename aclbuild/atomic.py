@@ -29,7 +29,12 @@ LEFTOVER = re.compile(r"\..+\.(?P<pid>\d+)" + re.escape(TMP_SUFFIX))
 
 
 def leftover_pattern(name: str | None = None) -> re.Pattern:
-    """The temporaries of ``name`` (a file or folder name; any when None), the writer's pid as group ``pid``."""
+    """The temporaries of ``name`` (a file or folder name; any when None), the writer's pid as group ``pid``.
+
+    Example:
+        >>> [bool(leftover_pattern("repo").fullmatch(n)) for n in (".repo.old.42.aclbuild.tmp", ".repo2.42.aclbuild.tmp")]
+        [True, False]
+    """
     if name is None:
         return LEFTOVER
     return re.compile(r"\." + re.escape(name) + r"(?:\." + OLD + r")?\.(?P<pid>\d+)" + re.escape(TMP_SUFFIX))
