@@ -32,7 +32,8 @@ def leftover_pattern(name: str | None = None) -> re.Pattern:
     """The temporaries of ``name`` (a file or folder name; any when None), the writer's pid as group ``pid``.
 
     Example:
-        >>> [bool(leftover_pattern("repo").fullmatch(n)) for n in (".repo.old.42.aclbuild.tmp", ".repo2.42.aclbuild.tmp")]
+        >>> names = (".repo.old.42.aclbuild.tmp", ".repo2.42.aclbuild.tmp")
+        >>> [bool(leftover_pattern("repo").fullmatch(name)) for name in names]
         [True, False]
     """
     if name is None:
