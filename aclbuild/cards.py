@@ -1,9 +1,15 @@
 """The dataset card: YAML metadata validated by huggingface_hub, a body rendered from ``dataset_cards/``, figures.
 
 Example:
-    >>> card = render_card(variant, splits, stats, repo_id="org/aclcifar10")   # doctest: +SKIP
-    >>> card.data.pretty_name                                                   # doctest: +SKIP
-    'ACLCIFAR10'
+    >>> import numpy as np
+    >>> from aclbuild.registry import get_variant
+    >>> from aclbuild.repository import SplitInfo
+    >>> from aclbuild.stats import label_stats
+    >>> stats = label_stats(np.array([0, 1, 2, 3]), np.array([[1], [2], [3], [0]]), num_classes=10)
+    >>> train = SplitInfo("train", num_examples=4, num_bytes=4096, num_shards=1, sha256="0" * 64)
+    >>> card = render_card(get_variant("aclcifar10"), 1, [train], stats, repo_id="org/aclcifar10")
+    >>> card.data.pretty_name, card.data.task_categories
+    ('ACLCIFAR10', ['image-classification'])
 """
 
 from __future__ import annotations
