@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from collections.abc import Iterator
 
@@ -23,3 +24,10 @@ def user_errors() -> Iterator[None]:
         message = " ".join(str(exc).split())
         sys.stderr.write(f"error: {message}\n")
         raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a full disk where no verb expected one (a benchmark's curves, a cache): still one line, failed work
+        where = f" writing {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"error: no space left on the device{where}; free some space and run the command again\n")
+        raise typer.Exit(1) from None

@@ -29,7 +29,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aclbuild.errors import SourceError
-from aclbuild import paths
 from aclbuild.png import decode_image, encode_png_batch
 from aclbuild.progress import progress_bar
 from aclbuild.schema import NO_LABEL, ClRecord, no_cl_labels
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
     from datasets import Features
 
 SPLITS = ("train", "test")
-staged_output = paths.staged_output  # atomic output lives in aclbuild.paths; loaders.legacy_pickle imports it from here
 SHARD_PATTERN = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 ROWS_PER_ROW_GROUP = 1000
 ENCODE_CHUNK = 500  # images per encoder task: small temporaries are reused rather than page-faulted in anew

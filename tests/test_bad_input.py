@@ -112,8 +112,9 @@ def test_csv_name_without_image(cli, tmp_path):
 def test_csv_unknown_class(cli, tmp_path):
     csv = tmp_path / "labels.csv"
     csv.write_text("n02281406_0.JPEG,pizza,kimono,scandal\n")
-    out = tmp_path / "out"
-    result = cli("build", csv, "--dataset", "aclmin10", "-o", out, "--source", tmp_path)
+    out, source = tmp_path / "out", tmp_path / "src"
+    source.mkdir()
+    result = cli("build", csv, "--dataset", "aclmin10", "-o", out, "--source", source)
     _assert_clean_failure(result, out, "'scandal' is not a class of base min10")
 
 

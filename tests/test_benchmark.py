@@ -257,9 +257,10 @@ def repo_without_true_labels(tmp_path) -> Path:
     schema = arrow_schema(tuple(str(d) for d in range(10)), 2)
     def image():
         return rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    write_split(tmp_path, "train", [ClRecord(f"t{i}", image(), None, (1, 2)) for i in range(20)], schema)
-    write_split(tmp_path, "test", [ClRecord(f"s{i}", image(), i % 10) for i in range(10)], schema)
-    return tmp_path
+    repo = tmp_path / "repo"
+    write_split(repo, "train", [ClRecord(f"t{i}", image(), None, (1, 2)) for i in range(20)], schema)
+    write_split(repo, "test", [ClRecord(f"s{i}", image(), i % 10) for i in range(10)], schema)
+    return repo
 
 
 @pytest.mark.parametrize(

@@ -334,3 +334,25 @@ def test_generate_on_a_full_disk_is_one_line_exit_1_and_leaves_no_part(cli, tmp_
     assert "MB needed" in result.stderr
     assert not (out / "parts").exists() or list((out / "parts").iterdir()) == []
     assert hidden(out) == []
+
+
+def test_a_full_disk_anywhere_else_is_one_line_exit_1(cli, digits_repo, tmp_path, monkeypatch):
+    """A verb that did not expect a full disk (here: the benchmark writing its curves) still prints one line."""
+    import contextlib
+    import errno
+
+    from aclbuild.bench import train
+
+    curve = tmp_path / "runs" / "curve.csv"
+
+    @contextlib.contextmanager
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(curve))
+        yield
+
+    monkeypatch.setattr(train, "atomic_file", full)
+    result = cli("benchmark", digits_repo, "-s", "FWD", "--model", "mlp", "--epochs", "1", "-o", tmp_path / "runs")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        f"error: no space left on the device writing {curve}; free some space and run the command again"
+    ]

@@ -20,7 +20,7 @@ import numpy as np
 from aclbuild.errors import SourceError
 from aclbuild.loaders.safe_pickle import safe_load
 from aclbuild.registry import Base
-from aclbuild.repository import staged_output
+from aclbuild.paths import staged_output
 from aclbuild.schema import ClRecord
 
 KEYS = ("names", "images", "ord_labels", "cl_labels")
