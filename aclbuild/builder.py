@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,10 @@ from aclbuild.cards import HEATMAP_PATH, render_card
 from aclbuild.errors import InputError, OutputExistsError, SourceError
 from aclbuild.paths import check_output, staged_output
 from aclbuild.registry import Base, Variant, get_variant
-from aclbuild.repository import write_split
+from aclbuild.repository import Manifest, shards_size, write_manifest, write_split
 from aclbuild.schema import ClRecord, arrow_schema
 from aclbuild.stats import label_stats
 
-MANIFEST = "aclbuild.json"
 DEFAULT_MAX_SHARD_SIZE = 500 * 10**6
 
 
@@ -149,19 +147,13 @@ def build_repository(
         if test:
             splits.append(write_split(staged, "test", test, schema, max_shard_size, shape))
         heatmap.result()
-        download_size = sum(path.stat().st_size for path in (staged / "data").glob("*.parquet"))
+        download_size = shards_size(staged)
         card = render_card(
             variant, num_cl, splits, train_stats, provenance, repo_id, download_size, card_authors, contact
         )
         (staged / "README.md").write_text(str(card), encoding="utf-8")
-        manifest = {
-            "dataset": variant.name,
-            "built_with": f"aclbuild {__version__}",
-            "repo_id": repo_id,
-            "splits": {s.name: asdict(s) for s in splits},
-            "provenance": provenance or {},
-        }
-        (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        by_name = {s.name: s for s in splits}
+        write_manifest(staged, Manifest(variant.name, repo_id, by_name, provenance or {}, f"aclbuild {__version__}"))
     return Path(output)
 
 

@@ -25,7 +25,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 
 from aclbuild.errors import InputError, SourceError
 from aclbuild.extras import needs_extra
@@ -226,21 +225,16 @@ def with_random_cls(data: ClData, matrix: np.ndarray, seed: int) -> ClData:
 
 
 def _read_columns(repo_or_dir: str, split: str, with_images: bool):
-    """(image bytes list or None, ord_labels, cl_labels N x m or None, class names, pretty name) of one split."""
+    """(rows of one split, decoded by :func:`aclbuild.repository.decode_rows`; class names; pretty name)."""
     from aclbuild.cards import card_pretty_name
+    from aclbuild.repository import decode_rows, read_features, read_table
 
     folder = Path(repo_or_dir)
     if folder.is_dir():
-        from aclbuild.repository import label_arrays, read_features, read_table
-
         columns = ["images", "ord_labels", "cl_labels"] if with_images else ["ord_labels", "cl_labels"]
-        table = read_table(folder, split, columns)
-        if table.column("ord_labels").null_count:  # a set without true labels: -1 marks "unknown"
-            table = table.set_column(1 if with_images else 0, "ord_labels", pc.fill_null(table["ord_labels"], -1))
-        ord_labels, cl_labels = label_arrays(table)
-        images = table.column("images").combine_chunks().field("bytes").to_pylist() if with_images else None
+        rows = decode_rows(read_table(folder, split, columns))
         names = tuple(read_features(folder)["ord_labels"].names)
-        return images, ord_labels, cl_labels, names, card_pretty_name(folder)
+        return rows, names, card_pretty_name(folder)
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_or_dir):
         raise SourceError(f"{repo_or_dir} is neither a repository folder nor a Hub dataset id (org/name)")
     return _read_hub(repo_or_dir, split, with_images)
@@ -249,25 +243,22 @@ def _read_columns(repo_or_dir: str, split: str, with_images: bool):
 def _read_hub(repo_id: str, split: str, with_images: bool):
     import datasets
 
+    from aclbuild.repository import decode_rows
+
     try:
         dataset = datasets.load_dataset(repo_id, split=split)
     except Exception as exc:  # noqa: BLE001 - datasets raises many types for a missing or foreign repository
         raise SourceError(f"cannot load {repo_id!r} split {split!r}: {' '.join(str(exc).split())[:300]}") from None
-    if "ord_labels" not in dataset.column_names:
-        raise SourceError(f"{repo_id} has no ord_labels column; is it a complementary-label dataset?")
-    from aclbuild.repository import label_arrays
-
+    missing = {"ord_labels", "cl_labels"} - set(dataset.column_names)
+    if missing:
+        lacking = " or ".join(sorted(missing))
+        raise SourceError(f"{repo_id} has no {lacking} column; is it a complementary-label dataset?")
     names = tuple(dataset.features["ord_labels"].names)
-    ord_labels = np.asarray([-1 if y is None else y for y in dataset["ord_labels"]], dtype=np.int64)
-    cl_labels = None
-    if "cl_labels" in dataset.column_names:  # a test split holds -1s (or, built before aclbuild 0.2, nulls): None
-        table = dataset.select_columns(["ord_labels", "cl_labels"]).with_format("arrow")[:]
-        _, cl_labels = label_arrays(table.set_column(0, "ord_labels", pc.fill_null(table["ord_labels"], -1)))
-    images = None
+    columns = ["images", "ord_labels", "cl_labels"] if with_images else ["ord_labels", "cl_labels"]
+    dataset = dataset.select_columns(columns)
     if with_images:
-        raw = dataset.cast_column("images", datasets.Image(decode=False))
-        images = [item["bytes"] for item in raw["images"]]
-    return images, ord_labels, cl_labels, names, _hub_pretty_name(repo_id)
+        dataset = dataset.cast_column("images", datasets.Image(decode=False))  # PNG bytes, decoded below
+    return decode_rows(dataset.with_format("arrow")[:]), names, _hub_pretty_name(repo_id)
 
 
 def _hub_pretty_name(repo_id: str) -> str:
@@ -326,24 +317,25 @@ def load_cl_dataset(
         raise InputError(f"split must be a split name such as 'train' or 'test', got {split!r}")
     num_cl = int(num_cl)
     source = str(repo_or_dir)
-    images, ord_labels, cl_labels, names, pretty = _read_columns(source, split, with_images=True)
-    pair_image, pair_cl = _pairs(cl_labels, num_cl, split)
+    rows, names, pretty = _read_columns(source, split, with_images=True)
+    pair_image, pair_cl = _pairs(rows.cl_labels, num_cl, split)
     if split == "train":
-        train_ord, train_image, train_cl = torch.from_numpy(ord_labels), pair_image, pair_cl
+        train_ord, train_image, train_cl = torch.from_numpy(rows.ord_labels), pair_image, pair_cl
     else:
-        _, t_ord, t_cls, _, _ = _read_columns(source, "train", with_images=False)
-        train_ord, (train_image, train_cl) = torch.from_numpy(t_ord), _pairs(t_cls, num_cl, "train")
+        train_rows, _, _ = _read_columns(source, "train", with_images=False)
+        train_ord = torch.from_numpy(train_rows.ord_labels)
+        train_image, train_cl = _pairs(train_rows.cl_labels, num_cl, "train")
     if train_indices is not None:
         chosen = torch.zeros(len(train_ord), dtype=torch.bool)
         chosen[torch.as_tensor(np.asarray(train_indices), dtype=torch.int64)] = True
         train_image, train_cl = train_image[chosen[train_image]], train_cl[chosen[train_image]]
     if len(train_cl) == 0:
         raise InputError(f"{source}: the train split holds no complementary labels to estimate T from")
-    pixels = torch.from_numpy(_decode_all(images, split))
+    pixels = torch.from_numpy(_decode_all(rows.images, split))
     if channels_first:
         pixels = pixels.permute(0, 3, 1, 2).contiguous()
     return ClData(
-        images=pixels, ord_labels=torch.from_numpy(ord_labels), pair_image=pair_image, pair_cl=pair_cl,
+        images=pixels, ord_labels=torch.from_numpy(rows.ord_labels), pair_image=pair_image, pair_cl=pair_cl,
         transition_matrix=estimate_transition(train_ord, train_image, train_cl, len(names)),
         class_names=names, num_cl=num_cl, expand=expand, name=pretty, transform=transform,
     )  # fmt: skip

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import re
 import time
@@ -24,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aclbuild.errors import AuthError, HubError, InputError, InvalidRepositoryError
+from aclbuild.errors import AuthError, HubError, InputError, InvalidRepositoryError, SourceError
 from aclbuild.hub_card import PushedCard, pushed_card
 from aclbuild.hub_errors import (
     answer_lost, head_after_failure, hub_errors, is_transient, quiet_hub_logs, with_retries,
@@ -81,7 +80,7 @@ def resolve_token(token: str | None) -> str:
 
 def target_repo_ids(folders: Sequence[Path], repo_id: str | None, org: str | None) -> list[str]:
     """One repo id per folder: ``repo_id`` for a single folder, or ``ORG/<dataset>`` from each folder's manifest."""
-    from aclbuild.builder import MANIFEST
+    from aclbuild.repository import MANIFEST, read_manifest
 
     if bool(repo_id) == bool(org):
         raise InputError("give exactly one of --repo-id ORG/NAME or --org ORG")
@@ -93,9 +92,11 @@ def target_repo_ids(folders: Sequence[Path], repo_id: str | None, org: str | Non
         ids = []
         for folder in folders:
             try:
-                name = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))["dataset"]
-            except (OSError, ValueError, KeyError, TypeError):
-                raise InputError(f"{folder}/{MANIFEST} names no dataset; pass --repo-id ORG/NAME instead") from None
+                name = read_manifest(folder).dataset
+            except SourceError as exc:
+                raise InputError(f"{exc}; or pass --repo-id ORG/NAME instead") from None
+            if not name:
+                raise InputError(f"{folder}'s manifest ({MANIFEST}) names no dataset; pass --repo-id ORG/NAME instead")
             ids.append(f"{org}/{name}")
     return [check_repo_id(rid) for rid in ids]
 
@@ -147,13 +148,12 @@ def same_as_remote(content: Path | bytes, entry) -> bool:
 
 def recorded_repo_id(folder: Path) -> str | None:
     """The repo id the folder was built for (aclbuild.json's ``repo_id``; None when built without --repo-id)."""
-    from aclbuild.builder import MANIFEST
+    from aclbuild.repository import read_manifest
 
     try:
-        value = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("repo_id")
-    except (OSError, ValueError, AttributeError):
+        return read_manifest(folder).repo_id
+    except SourceError:  # validate reports a broken manifest; here it only means no recorded repo id
         return None
-    return value if isinstance(value, str) else None
 
 
 def plan_push(api, repo_id: str, folder: Path, revision: str) -> PushPlan:

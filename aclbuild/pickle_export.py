@@ -10,18 +10,15 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from aclbuild.errors import InputError, OutputExistsError
+from aclbuild.errors import InputError, OutputExistsError, SourceError
 from aclbuild.paths import check_output
 from aclbuild.loaders.legacy_pickle import write_legacy_pickle
 from aclbuild.progress import progress_bar
-from aclbuild.repository import iter_records, read_table
+from aclbuild.repository import SPLITS, iter_records, read_manifest, read_table
 
 FORMATS = ("pickle",)
-SPLITS = ("train", "test")
-MANIFEST = "aclbuild.json"  # aclbuild.builder.MANIFEST, named here so export does not import the builder
 
 
 def pickle_name(variant: str, split: str = "train") -> str:
@@ -33,10 +30,10 @@ def pickle_name(variant: str, split: str = "train") -> str:
 def variant_name(folder: str | Path) -> str:
     """The dataset variant a repository folder was built as (its ``aclbuild.json``), else the folder's name."""
     try:
-        name = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8")).get("dataset")
-    except (OSError, ValueError, AttributeError):
+        name = read_manifest(folder).dataset
+    except SourceError:  # no manifest, or a broken one: the folder's name stands in
         name = None
-    return name if isinstance(name, str) and name else Path(folder).resolve().name
+    return name or Path(folder).resolve().name
 
 
 def export_split(folder: str | Path, output_dir: str | Path, split: str = "train", overwrite: bool = False) -> Path:

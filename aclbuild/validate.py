@@ -7,7 +7,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,11 +14,13 @@ import pyarrow.parquet as pq
 from datasets import DatasetInfo, Features
 from huggingface_hub import DatasetCard
 
-from aclbuild.builder import MANIFEST
 from aclbuild.cards import card_parse_problem, card_problems
-from aclbuild.errors import UnknownNameError
+from aclbuild.errors import SourceError, UnknownNameError
 from aclbuild.registry import get_variant
-from aclbuild.repository import SHARD_PATTERN, hash_rows, label_arrays, missing_cl_rows, row_values, split_shards
+from aclbuild.repository import (
+    MANIFEST, SHARD_PATTERN, SplitInfo, hash_rows, label_arrays, missing_cl_rows, read_manifest, row_values,
+    split_shards, stray_files,
+)  # fmt: skip
 from aclbuild.schema import COLUMNS, NO_LABEL
 
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
@@ -43,7 +44,7 @@ def validate_repository(folder: str | Path) -> list[str]:
         return problems + [card_parse_problem(exc, text)]
     problems += card_problems(card)
     data = card.data.to_dict()
-    problems += [f"data/{p.name}: not named {{split}}-XXXXX-of-XXXXX.parquet" for p in _stray_files(folder)]
+    problems += [f"data/{p.name}: not named {{split}}-XXXXX-of-XXXXX.parquet" for p in stray_files(folder)]
     shards = split_shards(folder)
     if not shards:
         return problems + ["data/ holds no Parquet shards"]
@@ -79,21 +80,21 @@ def manifest_problems(folder: str | Path) -> list[str]:
     return problems + _manifest_mismatches(manifest, split_shards(folder))
 
 
-def _manifest_mismatches(manifest: dict, shards: dict[str, list[Path]]) -> list[str]:
+def _manifest_mismatches(manifest: dict[str, SplitInfo], shards: dict[str, list[Path]]) -> list[str]:
     """Splits, shard counts and row counts (from the Parquet footers) that differ from the manifest's ``splits``.
 
     Example:
-        >>> _manifest_mismatches({"train": {"num_shards": 1, "num_examples": 4}}, {})   # doctest: +ELLIPSIS
+        >>> _manifest_mismatches({"train": SplitInfo("train", 4, 10, 1, "")}, {})   # doctest: +ELLIPSIS
         ["split 'train': aclbuild.json records 4 rows in 1 shard(s), data/ holds none; restore them or rebuild ..."]
     """
     problems = []
     for split, entry in manifest.items():
         paths = shards.get(split, [])
-        listed = f"{MANIFEST} records {entry.get('num_examples')} rows in {entry.get('num_shards')} shard(s)"
+        listed = f"{MANIFEST} records {entry.num_examples} rows in {entry.num_shards} shard(s)"
         if not paths:
             problems.append(f"split '{split}': {listed}, data/ holds none; restore them or rebuild the folder")
             continue
-        if len(paths) != entry.get("num_shards"):
+        if len(paths) != entry.num_shards:
             problems.append(f"split '{split}': {listed}, data/ holds {len(paths)}; restore them or rebuild the folder")
             continue
         try:
@@ -101,16 +102,11 @@ def _manifest_mismatches(manifest: dict, shards: dict[str, list[Path]]) -> list[
         except (pa.ArrowException, OSError) as exc:
             problems.append(f"split '{split}': a shard cannot be read ({exc})")
             continue
-        if rows != entry.get("num_examples"):
+        if rows != entry.num_examples:
             problems.append(f"split '{split}': {listed}, its shards hold {rows} rows; rebuild the folder")
     problems += [f"split '{split}': data/ holds its shards but {MANIFEST} does not list it" for split in shards
                  if manifest and split not in manifest]  # fmt: skip
     return problems
-
-
-def _stray_files(folder: Path) -> list[Path]:
-    data = folder / "data"
-    return [p for p in sorted(data.iterdir()) if not SHARD_PATTERN.match(p.name)] if data.is_dir() else []
 
 
 def _declared_splits(data: dict) -> dict[str, int]:
@@ -125,26 +121,19 @@ def _card_features(data: dict, problems: list[str]) -> Features | None:
         return None
 
 
-def _read_manifest(folder: Path, problems: list[str]) -> tuple[dict, bool]:
+def _read_manifest(folder: Path, problems: list[str]) -> tuple[dict[str, SplitInfo], bool]:
     """The manifest's splits, and whether its dataset's base names every training image once (then a repeated name
     in the train split is a defect; CIFAR-100's train split itself repeats one, so cifar20's may)."""
-    path = folder / MANIFEST
-    if not path.is_file():
-        problems.append(f"{MANIFEST} (content hashes of the build) is missing")
+    try:
+        manifest = read_manifest(folder, where=MANIFEST)
+    except SourceError as exc:  # missing, unparseable or malformed: one problem
+        problems.append(str(exc))
         return {}, False
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        splits = manifest["splits"]
-        if not all(isinstance(entry, dict) for entry in splits.values()):
-            raise TypeError("a split entry is not an object")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        problems.append(f"{MANIFEST} does not parse")
-        return {}, False
-    try:
-        unique_names = get_variant(str(manifest.get("dataset"))).base.unique_names
+        unique_names = get_variant(str(manifest.dataset)).base.unique_names
     except UnknownNameError:
         unique_names = False  # a dataset this version does not know: rows are told apart by position
-    return splits, unique_names
+    return manifest.splits, unique_names
 
 
 def _check_split(folder, split, paths, card_features, declared_count, manifest_entry, unique_names) -> list[str]:
@@ -190,7 +179,7 @@ def _check_split(folder, split, paths, card_features, declared_count, manifest_e
     if manifest_entry:
         digest = hashlib.sha256()
         hash_rows(digest, rows)
-        if digest.hexdigest() != manifest_entry.get("sha256"):
+        if digest.hexdigest() != manifest_entry.sha256:
             problems.append(f"split '{split}': content differs from the build's recorded hash in {MANIFEST}")
     return problems
 

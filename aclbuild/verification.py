@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aclbuild.errors import InvalidRepositoryError, UnknownNameError
+from aclbuild.errors import InvalidRepositoryError, SourceError, UnknownNameError
 from aclbuild.hub import DEFAULT_ENDPOINT
 from aclbuild.hub_card import DEFAULT_CONFIG, default_view, other_config_names
 from aclbuild.hub_errors import hub_errors, quiet_hub_logs
+
+if TYPE_CHECKING:
+    from aclbuild.repository import Manifest
 
 BATCH_ROWS = 1000
 
@@ -76,9 +79,8 @@ def verify_remote(
     from datasets import DatasetInfo
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from aclbuild.builder import MANIFEST
     from aclbuild.cards import card_parse_problem, card_problems
-    from aclbuild.repository import read_features
+    from aclbuild.repository import MANIFEST, read_features, read_manifest
     from aclbuild.validate import validate_repository
 
     from huggingface_hub import get_token
@@ -117,14 +119,13 @@ def verify_remote(
         expected = _Expected(
             card_features=card_features,
             declared={s["name"]: s.get("num_examples") for s in (data.get("dataset_info") or {}).get("splits") or []},
-            class_names=_registry_class_names(remote_manifest.get("dataset")),
-            remote_hashes={k: v.get("sha256") for k, v in remote_manifest.get("splits", {}).items()},
+            class_names=_registry_class_names(remote_manifest.dataset if remote_manifest else None),
+            remote_hashes=remote_manifest.hashes if remote_manifest else {},
             local=against,
             local_hashes={},
         )
-        if against is not None:
-            local_manifest = json.loads((against / MANIFEST).read_text(encoding="utf-8"))
-            expected.local_hashes = {k: v["sha256"] for k, v in local_manifest["splits"].items()}
+        if against is not None:  # validated above: its manifest is whole
+            expected.local_hashes = read_manifest(against).hashes
             local_card = default_view(DatasetCard.load(against / "README.md").data.to_dict())
             if local_card != data:
                 report.problems.append("card: YAML differs from the local build's card")
@@ -160,7 +161,7 @@ def _check_load(repo_id, revision, token, cache, streaming: bool, expected: _Exp
 def _check_split(split: str, ds, expected: _Expected, report: VerifyReport) -> list[str]:
     from datasets import Image
 
-    from aclbuild.repository import hash_rows, read_table, row_values
+    from aclbuild.repository import MANIFEST, hash_rows, read_table, row_values
 
     problems = []
     features = ds.features
@@ -195,7 +196,7 @@ def _check_split(split: str, ds, expected: _Expected, report: VerifyReport) -> l
     if declared is not None and declared != count:
         problems.append(f"split '{split}': the card says {declared:,} examples, load_dataset gives {count:,}")
     if expected.remote_hashes.get(split) and expected.remote_hashes[split] != digest.hexdigest():
-        problems.append(f"split '{split}': rows differ from the content hash in the repo's aclbuild.json")
+        problems.append(f"split '{split}': rows differ from the content hash in the repo's {MANIFEST}")
     if local is not None:
         if len(local) != count:
             problems.append(f"split '{split}': {count:,} rows on the Hub, {len(local):,} in the local build")
@@ -233,16 +234,15 @@ def _download(repo_id, filename, revision, token, cache, missing_ok: bool = Fals
     return Path(path).read_text(encoding="utf-8")
 
 
-def _parse_manifest(text: str | None, problems: list[str]) -> dict:
-    if text is None:
-        problems.append("aclbuild.json (the build's content hashes) is missing from the repo")
-        return {}
+def _parse_manifest(text: str | None, problems: list[str]) -> Manifest | None:
+    """The repo's manifest, or None with the problem noted when it is missing, does not parse or is malformed."""
+    from aclbuild.repository import MANIFEST, parse_manifest
+
     try:
-        manifest = json.loads(text)
-        return manifest if isinstance(manifest.get("splits"), dict) else {}
-    except ValueError:
-        problems.append("aclbuild.json in the repo does not parse")
-        return {}
+        return parse_manifest(text, where=f"the repo's {MANIFEST}", fix="push the build again with `aclbuild push`")
+    except SourceError as exc:
+        problems.append(str(exc))
+        return None
 
 
 def _registry_class_names(dataset: str | None) -> list[str] | None:

@@ -79,8 +79,8 @@ def manifest(folder: Path) -> dict:
 
 
 def test_lazy_source_decodes_each_image_once_in_small_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr(repository, "ENCODE_CHUNK", 25)
-    monkeypatch.setattr(repository, "ENCODE_THREADS", 2)
+    monkeypatch.setattr(repository.writer, "ENCODE_CHUNK", 25)
+    monkeypatch.setattr(repository.writer, "ENCODE_THREADS", 2)
     log, n = DecodeLog(), 1200  # two row groups
     train = GeneratedRecords(n, 32, log, max_slice=25)
     out = build_repository(get_variant("aclcifar10"), train, None, tmp_path / "streamed")
@@ -114,8 +114,8 @@ def _peak_traced_bytes(tmp_path: Path, n: int) -> tuple[int, int]:
 def test_memory_does_not_grow_with_the_split(tmp_path, monkeypatch):
     # the figure is drawn on a thread beside the encoders: its allocations would make the peak depend on timing
     monkeypatch.setattr(builder, "save_transition_heatmap", lambda *args: Path(args[-1]).parent.mkdir(parents=True))
-    monkeypatch.setattr(repository, "ENCODE_CHUNK", 100)  # both builds reach the steady state: full row groups,
-    monkeypatch.setattr(repository, "ENCODE_THREADS", 2)  # every chunk in flight
+    monkeypatch.setattr(repository.writer, "ENCODE_CHUNK", 100)  # both builds reach the steady state: full row groups,
+    monkeypatch.setattr(repository.writer, "ENCODE_THREADS", 2)  # every chunk in flight
     small, _ = _peak_traced_bytes(tmp_path, 2000)
     large, size = _peak_traced_bytes(tmp_path, 6000)
     extra_pngs = size * 4 / 6  # the 4,000 more rows' PNG bytes (random pixels: about 3 kB each)
@@ -146,8 +146,8 @@ def test_custom_source_streams_into_several_shards(cli, tmp_path, monkeypatch, p
     log, decode = DecodeLog(), hf_source.decode_image
     monkeypatch.setattr(hf_source, "decode_image", lambda cell, side: log.made(id(cell), decode(cell, side)))
     monkeypatch.setattr(hf_source, "DECODE_CACHE", 4)
-    monkeypatch.setattr(repository, "ENCODE_CHUNK", 10)
-    monkeypatch.setattr(repository, "ENCODE_THREADS", 2)
+    monkeypatch.setattr(repository.writer, "ENCODE_CHUNK", 10)
+    monkeypatch.setattr(repository.writer, "ENCODE_THREADS", 2)
     build = ("build", labels / "labels.parquet", "-d", "bugs-uniform", "--source", parquet_source)
     result = cli(*build, "-o", tmp_path / "sharded", "--max-shard-size", "20KB")
     assert result.exit_code == 0, result.output

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -168,13 +167,13 @@ def read_repository(folder: Path) -> RepositorySummary:
 
 def _base_of(folder: Path, class_names: tuple[str, ...]) -> tuple[str, str]:
     """(base, variant kind) named by the build's aclbuild.json; the class names stand in where it names none."""
-    from aclbuild.builder import MANIFEST
-    from aclbuild.errors import UnknownNameError
+    from aclbuild.errors import SourceError, UnknownNameError
     from aclbuild.registry import get_variant
+    from aclbuild.repository import read_manifest
 
     try:
-        variant = get_variant(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["dataset"])
-    except (OSError, ValueError, KeyError, TypeError, UnknownNameError):
+        variant = get_variant(str(read_manifest(folder).dataset))
+    except (SourceError, UnknownNameError):
         return "classes: " + ", ".join(class_names), ""
     return variant.base.name, variant.kind
 

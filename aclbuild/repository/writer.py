@@ -1,12 +1,12 @@
-"""Reading and writing the Parquet shards of a dataset repository folder.
+"""Writing a split's rows as Parquet shards: datasets' writer options, streamed in bounded memory.
 
-A repository is ``README.md`` (the card), ``data/{split}-{i:05d}-of-{n:05d}.parquet`` and the card's figures. Shards
-carry the Features in their Arrow metadata, so ``load_dataset(folder)`` and ``load_dataset("org/name")`` give back
-ClassLabel names and fixed-length lists with no extra code.
+Shards carry the Features in their Arrow metadata, so ``load_dataset(folder)`` and ``load_dataset("org/name")`` give
+back ClassLabel names and fixed-length lists with no extra code.
 
 Example:
     >>> info = write_split(tmp, "train", records, arrow_schema(names, 3))   # doctest: +SKIP
-    >>> [r.name for r in iter_records(tmp, "train")][:2]                 # doctest: +SKIP
+    >>> info.num_shards, len(info.sha256)                                  # doctest: +SKIP
+    (1, 64)
 """
 
 from __future__ import annotations
@@ -15,29 +15,24 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterator, Sequence
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aclbuild.errors import SourceError
-from aclbuild.png import decode_image, encode_png_batch
+from aclbuild.png import encode_png_batch
 from aclbuild.progress import progress_bar
-from aclbuild.schema import NO_LABEL, ClRecord, no_cl_labels
+from aclbuild.repository.hashing import hash_parts
+from aclbuild.repository.layout import data_folder, partial_shard_path, shard_name
+from aclbuild.repository.manifest import SplitInfo
+from aclbuild.schema import ClRecord, no_cl_labels
 
-if TYPE_CHECKING:
-    from datasets import Features
-
-SPLITS = ("train", "test")
-SHARD_PATTERN = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 ROWS_PER_ROW_GROUP = 1000
 ENCODE_CHUNK = 500  # images per encoder task: small temporaries are reused rather than page-faulted in anew
 ENCODE_THREADS = os.cpu_count() or 1
@@ -45,70 +40,6 @@ ENCODE_THREADS = os.cpu_count() or 1
 # so pages break at content boundaries and a re-push of a relabelled set moves only the changed chunks through Xet.
 CDC_OPTIONS = {"min_chunk_size": 256 * 1024, "max_chunk_size": 1024 * 1024, "norm_level": 0}
 EMBEDDED_TYPES = ("Image", "Audio", "Video", "Pdf", "Nifti")  # features whose bytes datasets stores as-is
-
-
-@dataclass(frozen=True)
-class SplitInfo:
-    """What was written for one split: sizes for the card, the content hash for `verify --against`."""
-
-    name: str
-    num_examples: int
-    num_bytes: int
-    num_shards: int
-    sha256: str
-
-
-def parse_size(text: str) -> int:
-    """Bytes in a size like ``500MB``, ``1.5GB``, ``200KiB`` or ``1000``; raises on anything else."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)\s*", text.lower())
-    if not match:
-        raise SourceError(f"cannot read size {text!r}; write it like 500MB, 1GB or 200KiB")
-    number, unit = float(match.group(1)), match.group(2).rstrip("b")
-    factor = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30}
-    if unit not in factor:
-        raise SourceError(f"cannot read size {text!r}; write it like 500MB, 1GB or 200KiB")
-    return int(number * factor[unit])
-
-
-def shard_name(split: str, index: int, count: int) -> str:
-    return f"{split}-{index:05d}-of-{count:05d}.parquet"
-
-
-def split_shards(folder: Path | str) -> dict[str, list[Path]]:
-    """The shard files of each split in ``folder/data``, sorted by index."""
-    shards: dict[str, list[Path]] = {}
-    data = Path(folder) / "data"
-    for path in sorted(data.glob("*.parquet")) if data.is_dir() else []:
-        match = SHARD_PATTERN.match(path.name)
-        if match:
-            shards.setdefault(match["split"], []).append(path)
-    return shards
-
-
-def record_hash_update(digest, name: str, image_bytes: bytes, ord_label: int, cl_labels) -> None:
-    """Feed one row into a split's content hash (names, image bytes, labels; order matters)."""
-    digest.update(b"".join(_hash_parts(name, image_bytes, ord_label, cl_labels)))
-
-
-def _hash_parts(name: str, image_bytes: bytes, ord_label: int, cl_labels) -> tuple[bytes, ...]:
-    """The bytes one row feeds into the content hash, in order (a chunk's rows are hashed as one joined string)."""
-    labels = f"{ord_label}|{'' if cl_labels is None else ','.join(map(str, cl_labels))}\n"
-    return name.encode() + b"\0", len(image_bytes).to_bytes(8, "little"), image_bytes, labels.encode()
-
-
-def row_values(table: pa.Table) -> list[tuple]:
-    """(name, image bytes, ord_label, cl_labels list or None) per row, in order: exactly what the content hash covers."""
-    names = table.column("names").to_pylist()
-    images = table.column("images").combine_chunks().field("bytes").to_pylist()
-    ord_labels, cl_labels = label_arrays(table)
-    cls = [None] * len(names) if cl_labels is None else cl_labels.tolist()
-    return list(zip(names, images, ord_labels.tolist(), cls))
-
-
-def hash_rows(digest, rows) -> None:
-    """Feed rows of :func:`row_values` into a split's content hash."""
-    for name, image, ord_label, cls in rows:
-        record_hash_update(digest, name or "", image or b"", ord_label, cls)
 
 
 # Columns are built from flat buffers: faster than pa.array on Python lists, which also imports pandas (0.15 s) to
@@ -210,7 +141,7 @@ def _encode_chunk(
                 raise SourceError(f"{split}: image {r.name!r} is {found}, expected uint8 {image_shape}")
     pngs = encode_png_batch(np.stack(images))
     sizes = np.array([len(png) + len(r.name) + label_bytes for r, png in zip(rows, pngs)], dtype=np.int64)
-    hashed = b"".join(b for r, png in zip(rows, pngs) for b in _hash_parts(r.name, png, r.ord_label, r.cl_labels))
+    hashed = b"".join(b for r, png in zip(rows, pngs) for b in hash_parts(r.name, png, r.ord_label, r.cl_labels))
     return [ClRecord(r.name, None, r.ord_label, r.cl_labels) for r in rows], pngs, sizes, hashed
 
 
@@ -240,8 +171,8 @@ class _ShardStream:
     as num_bytes) past ``max_shard_size``; a shard holds at least one row. Only the pending row group is in memory.
     """
 
-    def __init__(self, data: Path, split: str, schema: pa.Schema, max_shard_size: int) -> None:
-        self.data, self.split, self.schema, self.max_shard_size = data, split, schema, max_shard_size
+    def __init__(self, folder: Path, split: str, schema: pa.Schema, max_shard_size: int) -> None:
+        self.folder, self.split, self.schema, self.max_shard_size = folder, split, schema, max_shard_size
         self.options = parquet_writer_options(schema)  # datasets 5.x's writer options (see there)
         self.paths: list[Path] = []  # the shards so far, under temporary names
         self.writer: pq.ParquetWriter | None = None  # the open shard's
@@ -266,7 +197,7 @@ class _ShardStream:
 
     def _flush(self) -> None:
         if self.writer is None:
-            self.paths.append(self.data / f".{self.split}-{len(self.paths):05d}.parquet.partial")
+            self.paths.append(partial_shard_path(self.folder, self.split, len(self.paths)))
             self.writer = pq.ParquetWriter(self.paths[-1], self.schema, **self.options)
         if self.rows:
             batch = _record_batch(self.rows, self.pngs, self.schema)
@@ -284,7 +215,7 @@ class _ShardStream:
         """Close the last shard, give every shard its final name; returns the shard count."""
         self._close_shard()
         for index, path in enumerate(self.paths):
-            path.rename(self.data / shard_name(self.split, index, len(self.paths)))
+            path.rename(data_folder(self.folder) / shard_name(self.split, index, len(self.paths)))
         return len(self.paths)
 
     def discard(self) -> None:
@@ -312,11 +243,10 @@ def write_split(
     ``schema`` is :func:`aclbuild.schema.arrow_schema` of the repository's class names and CLs per image;
     ``image_shape`` (e.g. ``(32, 32, 3)``), when given, is checked for every image (uint8 too).
     """
-    data = Path(folder) / "data"
-    data.mkdir(parents=True, exist_ok=True)
+    data_folder(folder).mkdir(parents=True, exist_ok=True)
     label_bytes = 8 * (1 + schema.field("cl_labels").type.list_size)
     digest, total = hashlib.sha256(), 0
-    shards = _ShardStream(data, split, schema, max_shard_size)
+    shards = _ShardStream(Path(folder), split, schema, max_shard_size)
     try:
         encode = partial(_encode_chunk, split=split, image_shape=image_shape, label_bytes=label_bytes)
         with progress_bar(f"encoding {split} images", len(records)) as advance, contextlib.closing(
@@ -332,79 +262,3 @@ def write_split(
         shards.discard()
         raise
     return SplitInfo(split, len(records), total, count, digest.hexdigest())
-
-
-def read_table(folder: Path | str, split: str, columns: list[str] | None = None) -> pa.Table:
-    """All shards of ``split`` as one Arrow table (only ``columns`` when given: labels load without images)."""
-    paths = split_shards(folder).get(split)
-    if not paths:
-        raise SourceError(f"{folder} has no '{split}' split (no data/{split}-*.parquet files)")
-    try:
-        return pa.concat_tables(pq.read_table(p, columns=columns) for p in paths)
-    except (pa.ArrowException, OSError) as exc:
-        raise SourceError(f"cannot read the '{split}' shards of {folder}: {exc}") from None
-
-
-def read_features(folder: Path | str) -> Features:
-    """The Features stored in the Arrow metadata of the repository's first shard."""
-    from datasets import Features
-
-    shards = split_shards(folder)
-    if not shards:
-        raise SourceError(f"{folder} holds no data/*.parquet shards; is it a repository that `aclbuild build` wrote?")
-    path = next(iter(shards.values()))[0]
-    try:
-        return Features.from_arrow_schema(pq.read_schema(path))
-    except Exception as exc:  # noqa: BLE001 - pyarrow and datasets raise many types for a foreign file
-        raise SourceError(f"cannot read the features of {path}: {exc}") from None
-
-
-def label_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
-    """(ord_labels as an int64 vector, cl_labels as an N x m int64 matrix, or None for a split without CLs).
-
-    A split without CLs stores every row's cl_labels as ``NO_LABEL`` (-1); repositories of aclbuild before 0.2
-    stored null there, which reads the same. Raises :class:`SourceError` when only some rows have complementary
-    labels (no split a build writes does).
-
-    Example:
-        >>> no_cls = pa.array([[-1, -1], [-1, -1]], pa.list_(pa.int64(), 2))
-        >>> label_arrays(pa.table({"ord_labels": [0, 1], "cl_labels": no_cls}))[1] is None
-        True
-    """
-    ord_labels = table.column("ord_labels").to_numpy().astype(np.int64)
-    column = table.column("cl_labels").combine_chunks()
-    missing = missing_cl_rows(column)
-    if missing == len(column):
-        return ord_labels, None
-    if missing:
-        raise SourceError(
-            f"{missing} of {len(column)} rows have no cl_labels: a split has complementary labels on every row "
-            "(train) or on none (test); `aclbuild validate` lists the problems of the folder"
-        )
-    width = column.type.list_size if pa.types.is_fixed_size_list(column.type) else -1
-    return ord_labels, column.flatten().to_numpy(zero_copy_only=False).astype(np.int64).reshape(len(column), width)
-
-
-def missing_cl_rows(column: pa.Array | pa.ChunkedArray) -> int:
-    """How many rows of a cl_labels column have no complementary labels: null, or every value ``NO_LABEL``.
-
-    Example:
-        >>> missing_cl_rows(pa.array([[-1, -1], None, [2, 0]], pa.list_(pa.int64(), 2)))
-        2
-    """
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if not pa.types.is_fixed_size_list(column.type) or not len(column):
-        return column.null_count
-    values = column.fill_null([0] * column.type.list_size).flatten().to_numpy(zero_copy_only=False)
-    return column.null_count + int((values.reshape(len(column), -1) == NO_LABEL).all(axis=1).sum())
-
-
-def iter_records(folder: Path | str, split: str) -> Iterator[ClRecord]:
-    """Records of ``split`` in stored order, images decoded to arrays."""
-    table = read_table(folder, split)
-    names = table.column("names").to_pylist()
-    images = table.column("images").combine_chunks().field("bytes").to_pylist()
-    ord_labels, cl_labels = label_arrays(table)
-    for i, name in enumerate(names):
-        cls = None if cl_labels is None else tuple(int(c) for c in cl_labels[i])
-        yield ClRecord(name, decode_image(images[i]), int(ord_labels[i]), cls)
