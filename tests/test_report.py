@@ -228,9 +228,13 @@ def _bad_results(tmp_path: Path, case: str) -> Path:
         "wrong-type": json.dumps({"runs": [dict(good, lr="fast")]}),
         "percent": json.dumps({"runs": [dict(good, test_accuracy=91.5)]}),
         "bad-curve": json.dumps({"runs": [good]}),
+        "curve-not-a-number": json.dumps({"runs": [good]}),
+        "curve-not-text": json.dumps({"runs": [good]}),
     }[case]
     (folder / "results.json").write_text(text)
-    (folder / "c.csv").write_text("step,acc\n1,0.5\n")
+    curve = {"curve-not-a-number": b"epoch,train_loss,valid_score,test_accuracy\n1,0.5,,\n2,abc,0.4,0.3\n",
+             "curve-not-text": b"epoch,train_loss\n\xff\xfe\x00 binary"}.get(case, b"step,acc\n1,0.5\n")  # fmt: skip
+    (folder / "c.csv").write_bytes(curve)
     return folder
 
 
@@ -239,6 +243,8 @@ def _bad_results(tmp_path: Path, case: str) -> Path:
     [
         ("syntax", "cannot read"), ("no-runs", 'expected {"runs"'), ("missing-key", "lacks 'seed'"),
         ("wrong-type", "'lr' must be float"), ("percent", "not a fraction"), ("bad-curve", "expected epoch,"),
+        ("curve-not-a-number", "c.csv:3: epoch and train_loss must be numbers"),
+        ("curve-not-text", "cannot read curve"),
     ],
 )  # fmt: skip
 def test_malformed_results_exit_2_one_line_nothing_written(cli, tmp_path, case, message):
