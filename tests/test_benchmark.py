@@ -71,12 +71,14 @@ def test_load_cl_dataset_layouts_and_transition(digits_repo):
 
 def test_load_through_datasets_gives_the_same_labels(digits_repo):
     from aclbuild.cl_data import _read_hub
+    from aclbuild.png import decode_image
 
-    _, ord_labels, cl_labels, names, _ = _read_hub(str(digits_repo), "train", with_images=False)
+    rows, names, _ = _read_hub(str(digits_repo), "train", with_images=True)
     local = load_cl_dataset(digits_repo, "train", num_cl=3)
     assert names == local.class_names
-    np.testing.assert_array_equal(ord_labels, local.ord_labels.numpy())
-    np.testing.assert_array_equal(cl_labels.reshape(-1), local.pair_cl.numpy())
+    np.testing.assert_array_equal(rows.ord_labels, local.ord_labels.numpy())
+    np.testing.assert_array_equal(rows.cl_labels.reshape(-1), local.pair_cl.numpy())
+    np.testing.assert_array_equal(decode_image(rows.images[7]), local.images[7].numpy())
 
 
 def test_num_cl_out_of_range_is_bad_input(digits_repo):
