@@ -25,7 +25,7 @@ from aclbuild import __version__
 from aclbuild.card_facts import INSIST_FLAG, LabelOrigin, label_origin
 from aclbuild.card_text import annotation_process, annotators, bias_lines, code, kind_risk, public_settings
 from aclbuild.registry import DEFAULT_VLM, Base, Variant
-from aclbuild.repository import SplitInfo
+from aclbuild.repository import SplitInfo, split_files_pattern
 from aclbuild.schema import card_features
 
 HEATMAP_PATH = "figures/transition_matrix.png"
@@ -74,9 +74,8 @@ def card_metadata(
     if download_size is not None:
         info["download_size"] = download_size
     info["dataset_size"] = sum(s.num_bytes for s in splits)
-    configs = [
-        {"config_name": "default", "data_files": [{"split": s.name, "path": f"data/{s.name}-*"} for s in splits]}
-    ]
+    files = [{"split": s.name, "path": split_files_pattern(s.name)} for s in splits]
+    configs = [{"config_name": "default", "data_files": files}]
     extra = {}
     if variant.license == "other":
         extra = {"license_name": "imagenet-terms-of-access", "license_link": "https://image-net.org/download.php"}

@@ -36,7 +36,8 @@ Example:
 from aclbuild.png import decode_image
 from aclbuild.repository.hashing import hash_rows, record_hash_update
 from aclbuild.repository.layout import (
-    DATA_DIR, SHARD_PATTERN, SPLITS, data_folder, parse_size, shard_name, shards_size, split_shards, stray_files,
+    DATA_DIR, SHARD_PATTERN, SPLITS, data_folder, parse_size, shard_name, shards_size, split_files_pattern,
+    split_shards, stray_files,
 )  # fmt: skip
 from aclbuild.repository.manifest import (
     MANIFEST, Manifest, SplitInfo, manifest_json, parse_manifest, read_manifest, write_manifest,
@@ -50,6 +51,7 @@ __all__ = [
     "DATA_DIR", "MANIFEST", "SHARD_PATTERN", "SPLITS", "Manifest", "SplitInfo", "SplitRows", "data_folder",
     "decode_image", "decode_rows", "hash_rows", "iter_records", "label_arrays", "manifest_json", "missing_cl_rows",
     "parquet_writer_options", "parse_manifest", "parse_size", "read_features", "read_manifest", "read_table",
-    "record_hash_update", "row_values", "shard_name", "shards_size", "split_shards", "stray_files", "write_manifest",
+    "record_hash_update", "row_values", "shard_name", "shards_size", "split_files_pattern", "split_shards",
+    "stray_files", "write_manifest",
     "write_split",
 ]  # fmt: skip

@@ -39,6 +39,16 @@ def data_folder(folder: Path | str) -> Path:
     return Path(folder) / DATA_DIR
 
 
+def split_files_pattern(split: str) -> str:
+    """The card's ``data_files`` path of a split, relative to the folder (what ``load_dataset`` globs).
+
+    Example:
+        >>> split_files_pattern("train")
+        'data/train-*'
+    """
+    return f"{DATA_DIR}/{split}-*"
+
+
 def shard_name(split: str, index: int, count: int) -> str:
     """The file name of shard ``index`` of ``count`` of ``split`` (datasets' own naming)."""
     return f"{split}-{index:05d}-of-{count:05d}.parquet"
