@@ -352,3 +352,42 @@ def test_benchmark_reads_a_hub_id_from_the_loopback_hub(digits_repo, tmp_path):
     (run,) = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
     assert run["dataset"] == "aclorg/digits-uniform" and run["dataset_name"] == "Digits-Uniform"  # from the card
     assert run["test_accuracy"] > 0.8
+
+
+def test_clip_score_cache_is_keyed_by_class_names_prompt_and_checkpoint(tmp_path, monkeypatch):
+    """Renaming a class, changing the prompt or the checkpoint's files misses the cache; the same inputs hit it."""
+    from dataclasses import replace
+
+    from aclbuild.bench import vlpl
+
+    computed = []
+
+    def fake_scores(images, class_names, clip, batch_size=256):
+        computed.append(tuple(class_names))
+        return np.full((len(images), len(class_names)), 1 / len(class_names), dtype=np.float32)
+
+    monkeypatch.setattr(vlpl, "_load_clip", lambda model, revision=None: "a loaded CLIP")
+    monkeypatch.setattr(vlpl, "compute_scores", fake_scores)
+    checkpoint = tmp_path / "clip"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).reshape(2, 3, 4, 4)
+    split = ClData(images, torch.tensor([0, 1]), torch.tensor([0]), torch.tensor([1]), torch.eye(2), ("cat", "dog"), 1)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def scores_of(data: ClData) -> None:
+        vlpl.clip_scores(str(repo), str(checkpoint), data, data)
+
+    scores_of(split)
+    assert computed == [("cat", "dog")] * 2  # train and test, computed once each
+    scores_of(split)
+    assert len(computed) == 2  # the same model, names, prompt and images: read from the cache
+    scores_of(replace(split, class_names=("cat", "wolf")))
+    assert computed[2:] == [("cat", "wolf")] * 2  # a renamed class: computed again
+    monkeypatch.setattr(vlpl, "PROMPT", "a blurry photo of a {}")
+    scores_of(split)
+    assert len(computed) == 6  # another prompt template
+    (checkpoint / "model.safetensors").write_bytes(b"new weights")
+    scores_of(split)
+    assert len(computed) == 8  # the checkpoint folder changed

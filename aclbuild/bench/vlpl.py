@@ -4,7 +4,8 @@ s = softmax over classes of cosine(image, text "a photo of a {name}") / 0.01, as
 An image's positive pseudo-label is its top-scoring class among those that are not its CLs, kept when s > 0.3;
 its CLs are known negatives; every other class is unknown (cll-benchmark.md). The scores of a dataset are computed
 once per CLIP checkpoint and kept beside it (``<parent>/.aclbuild-clip/<folder>/`` for a repository folder, the
-aclbuild cache for a Hub id), keyed by a fingerprint of the images. The ``CLIP-zero-shot`` row of the results is
+aclbuild cache for a Hub id), keyed by the checkpoint, its revision, the class names, the prompt template and the
+temperature (:func:`score_key`), and by a fingerprint of the images. The ``CLIP-zero-shot`` row of the results is
 the test accuracy of argmax s, so a reader sees how much of EM-PL is the pseudo-labels alone.
 
 Example:
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from pathlib import Path
 
@@ -49,16 +51,60 @@ def _fingerprint(images: torch.Tensor) -> str:
     return hashlib.blake2b(images.contiguous().numpy().tobytes(), digest_size=8).hexdigest()
 
 
-def _load_clip(clip_model: str):
-    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def clip_revision(clip_model: str) -> str:
+    """What identifies the checkpoint's weights: a Hub id's commit, or a folder's file names, sizes and times.
+
+    A Hub id resolves to the commit its ``main`` points at (online) or that the local Hugging Face cache holds
+    (offline), through the small ``config.json`` that loading downloads anyway. A folder has no commit: its files'
+    names, sizes and modification times stand for one (hashing gigabytes of weights for a cache key would cost more
+    than the key saves).
+    """
+    folder = Path(clip_model)
+    if folder.is_dir():
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        stats = [(p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        return "folder-" + hashlib.blake2b(repr(stats).encode(), digest_size=8).hexdigest()
+    from huggingface_hub import hf_hub_download
 
     try:
-        model = CLIPModel.from_pretrained(clip_model)
-        tokenizer = AutoTokenizer.from_pretrained(clip_model)
-    except Exception as exc:  # noqa: BLE001 - from_pretrained raises many types for a missing or foreign checkpoint
-        raise SourceError(f"cannot load CLIP model {clip_model!r}: {' '.join(str(exc).split())[:300]}") from None
+        config = Path(hf_hub_download(clip_model, "config.json"))
+    except Exception as exc:  # noqa: BLE001 - a bad id, no network and no cached copy, a gated repository, ...
+        raise SourceError(f"cannot load CLIP model {clip_model!r}: {_one_line(exc)}") from None
+    return config.parent.name  # the Hub cache keeps each file under snapshots/<commit>/
+
+
+def score_key(clip_model: str, class_names: tuple[str, ...], revision: str, prompt: str = PROMPT) -> str:
+    """The cache key of a dataset's scores: checkpoint, revision, class names, prompt template and temperature.
+
+    Renaming a class, changing the template or the checkpoint makes other scores, so each is part of the key.
+
+    Example:
+        >>> key = score_key("openai/clip-vit-base-patch32", ("cat", "dog"), "abc123")
+        >>> key == score_key("openai/clip-vit-base-patch32", ("cat", "dog"), "abc123"), len(key)
+        (True, 16)
+        >>> key == score_key("openai/clip-vit-base-patch32", ("cat", "wolf"), "abc123")
+        False
+    """
+    settings = [clip_model, revision, list(class_names), prompt, TEMPERATURE]
+    return hashlib.blake2b(json.dumps(settings).encode(), digest_size=8).hexdigest()
+
+
+def _load_clip(clip_model: str, revision: str | None = None):
+    """Model, tokenizer and normalisation of ``clip_model``, at ``revision`` (a Hub commit) when given."""
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    at = {"revision": revision} if revision and not Path(clip_model).is_dir() else {}
     try:
-        processor = AutoImageProcessor.from_pretrained(clip_model)
+        model = CLIPModel.from_pretrained(clip_model, **at)
+        tokenizer = AutoTokenizer.from_pretrained(clip_model, **at)
+    except Exception as exc:  # noqa: BLE001 - from_pretrained raises many types for a missing or foreign checkpoint
+        raise SourceError(f"cannot load CLIP model {clip_model!r}: {_one_line(exc)}") from None
+    try:
+        processor = AutoImageProcessor.from_pretrained(clip_model, **at)
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
     except Exception:  # noqa: BLE001 - a checkpoint without a processor config: OpenAI's normalisation
         mean, std = OPENAI_MEAN, OPENAI_STD
@@ -94,15 +140,19 @@ def compute_scores(images: torch.Tensor, class_names: tuple[str, ...], clip, bat
 
 
 def clip_scores(dataset: str, clip_model: str, train: ClData, test: ClData) -> dict[str, np.ndarray]:
-    """{"train": N x K, "test": M x K} scores, read from the cache or computed once and cached."""
-    folder = cache_folder(dataset) / slug(clip_model)
+    """{"train": N x K, "test": M x K} scores, read from the cache or computed once and cached.
+
+    The cache file of a split is ``<cache>/<model>/<score_key>/<split>-<image fingerprint>.npy``.
+    """
+    revision = clip_revision(clip_model)
     result, clip = {}, None
     for split, data in (("train", train), ("test", test)):
+        folder = cache_folder(dataset) / slug(clip_model) / score_key(clip_model, data.class_names, revision, PROMPT)
         path = folder / f"{split}-{_fingerprint(data.images)}.npy"
         if path.is_file():
             result[split] = np.load(path)
             continue
-        clip = clip or _load_clip(clip_model)
+        clip = clip or _load_clip(clip_model, revision)
         result[split] = compute_scores(data.images, data.class_names, clip)
         folder.mkdir(parents=True, exist_ok=True)
         remove_leftovers(folder)  # scores a killed process left half-written (never a live one's)
