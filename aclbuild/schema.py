@@ -102,3 +102,97 @@ def card_features(class_names: tuple[str, ...] | list[str], num_cl: int) -> list
         {"name": "ord_labels", "dtype": label},
         {"name": "cl_labels", "list": label, "length": num_cl},
     ]
+
+
+# --- Single-positive multi-label (SPML) sets: VLPL's setting (issue 16) --------------------------------------------
+
+
+@dataclass
+class SpmlRecord:
+    """One image with its full positive set and, in a training split, its single observed positive.
+
+    ``labels`` holds the class indices of every positive, ascending; ``observed_label`` is the one positive a
+    single-positive learner sees (drawn as :mod:`aclbuild.loaders.observed` says), None in validation and test splits
+    and for a training image without any positive. ``image`` is H x W x 3 uint8 at the image's own size.
+    """
+
+    name: str
+    image: np.ndarray | None
+    labels: tuple[int, ...]
+    observed_label: int | None = None
+
+
+SPML_COLUMNS = ("names", "images", "labels", "observed_label")
+
+
+@dataclass(frozen=True)
+class SpmlSchema:
+    """The SPML repository's columns for ``class_names``: names, images, labels (a ClassLabel list of any length),
+    observed_label (a ClassLabel, null where there is none). One value gives datasets' Features, the Arrow schema
+    and the card's features, all derived from :meth:`features_dict` as the CL record's are.
+
+    Example:
+        >>> schema = SpmlSchema(("cat", "dog", "car"))
+        >>> row = schema.encode_row(SpmlRecord("a.jpg", None, (0, 2), 2), image_bytes=b"...")
+        >>> row["labels"], row["observed_label"], row["images"]["bytes"]
+        ([0, 2], 2, b'...')
+        >>> schema.decode_labels(row)
+        (['cat', 'car'], 'car')
+        >>> schema.decode_labels(schema.encode_row(SpmlRecord("b.jpg", None, (1,)), image_bytes=b"..."))
+        (['dog'], None)
+        >>> list(schema.arrow_schema().names) == list(SPML_COLUMNS)
+        True
+    """
+
+    class_names: tuple[str, ...]
+
+    def features_dict(self) -> dict:
+        """The Features as datasets serialises them (``Features.to_dict()``, the Parquet metadata's form)."""
+        label = {"names": list(self.class_names), "_type": "ClassLabel"}
+        return {
+            "names": {"dtype": "string", "_type": "Value"},
+            "images": {"_type": "Image"},
+            "labels": {"feature": label, "_type": "List"},
+            "observed_label": label,
+        }
+
+    def features(self) -> Features:
+        """datasets' Features object of :meth:`features_dict`."""
+        from datasets import Features
+
+        return Features.from_dict(self.features_dict())
+
+    def arrow_schema(self) -> pa.Schema:
+        """The shards' Arrow schema with the Features in its metadata; observed_label is a nullable int64."""
+        fields = [
+            ("names", pa.string()),
+            ("images", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            ("labels", pa.list_(pa.int64())),  # a List without a length: each image has its own number of positives
+            ("observed_label", pa.int64()),
+        ]
+        metadata = {"huggingface": json.dumps({"info": {"features": self.features_dict()}})}
+        return pa.schema(fields, metadata=metadata)
+
+    def card_features(self) -> list[dict]:
+        """The ``dataset_info.features`` list of the card's YAML (datasets' ``DatasetInfo._to_yaml_dict`` form)."""
+        label = {"class_label": {"names": {str(i): name for i, name in enumerate(self.class_names)}}}
+        return [
+            {"name": "names", "dtype": "string"},
+            {"name": "images", "dtype": "image"},
+            {"name": "labels", "list": label},
+            {"name": "observed_label", "dtype": label},
+        ]
+
+    def encode_row(self, record: SpmlRecord, image_bytes: bytes) -> dict:
+        """One stored row of ``record`` whose image file is ``image_bytes`` (stored as they are, not re-encoded)."""
+        indices = (*record.labels, record.observed_label)
+        bad = [i for i in indices if i is not None and not 0 <= i < len(self.class_names)]
+        if bad:
+            raise ValueError(f"{record.name}: class index {bad[0]} outside 0..{len(self.class_names) - 1}")
+        return {"names": record.name, "images": {"bytes": image_bytes, "path": None},
+                "labels": [int(i) for i in record.labels], "observed_label": record.observed_label}  # fmt: skip
+
+    def decode_labels(self, row: dict) -> tuple[list[str], str | None]:
+        """A stored row's positives and observed positive as class names (None: no observed label)."""
+        observed = row["observed_label"]
+        return [self.class_names[i] for i in row["labels"]], None if observed is None else self.class_names[observed]
