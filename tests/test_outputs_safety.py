@@ -356,3 +356,30 @@ def test_a_full_disk_anywhere_else_is_one_line_exit_1(cli, digits_repo, tmp_path
     assert result.stderr.splitlines() == [
         f"error: no space left on the device writing {curve}; free some space and run the command again"
     ]
+
+
+def test_export_of_a_damaged_shard_names_the_shard_and_the_row(cli, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    labels, repo = tmp_path / "labels", tmp_path / "repo"
+    assert cli("generate", "digits", "--labeler", "synthetic", "--limit", "40", "-o", labels).exit_code == 0
+    assert cli("build", labels / "labels.parquet", "-d", "digits-uniform", "-o", repo).exit_code == 0
+
+    shard = sorted((repo / "data").glob("train-*.parquet"))[0]
+    table = pq.read_table(shard)
+    images = table.column("images").combine_chunks()
+    damaged = [dict(cell, bytes=cell["bytes"][:40]) if i == 7 else cell for i, cell in enumerate(images.to_pylist())]
+    table = table.set_column(table.schema.get_field_index("images"), "images", pa.array(damaged, images.type))
+    pq.write_table(table, shard)
+    result = cli("export", repo, "-o", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    name = table.column("names")[7].as_py()
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {shard}: row 7 ({name!r}) holds an image that does not decode (") and line.endswith(
+        "the shard is damaged: rebuild the repository or download it again"
+    )
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    shard.write_bytes(b"PAR1 not a parquet file")
+    result = cli("export", repo, "-o", tmp_path / "out")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and f"cannot read {shard}" in result.stderr

@@ -67,22 +67,41 @@ def row_values(table: pa.Table | pa.RecordBatch) -> list[tuple]:
 
 
 def iter_records(folder: Path | str, split: str) -> Iterator[ClRecord]:
-    """Records of ``split`` in stored order, images decoded to arrays."""
-    rows = decode_rows(read_table(folder, split))
-    for i, name in enumerate(rows.names):
-        cls = None if rows.cl_labels is None else tuple(int(c) for c in rows.cl_labels[i])
-        yield ClRecord(name, decode_image(rows.images[i]), int(rows.ord_labels[i]), cls)
+    """Records of ``split`` in stored order, images decoded to arrays; a shard or an image that does not read is
+    one error naming the shard (and the row)."""
+    for path in _split_paths(folder, split):
+        rows = decode_rows(_read_shard(path, split))
+        for i, name in enumerate(rows.names):
+            cls = None if rows.cl_labels is None else tuple(int(c) for c in rows.cl_labels[i])
+            try:
+                image = decode_image(rows.images[i])
+            except Exception as exc:  # noqa: BLE001 - Pillow raises many types for damaged bytes
+                raise SourceError(
+                    f"{path}: row {i} ({name!r}) holds an image that does not decode ({exc}); the shard is damaged: "
+                    "rebuild the repository or download it again"
+                ) from None
+            yield ClRecord(name, image, int(rows.ord_labels[i]), cls)
 
 
 def read_table(folder: Path | str, split: str, columns: list[str] | None = None) -> pa.Table:
     """All shards of ``split`` as one Arrow table (only ``columns`` when given: labels load without images)."""
+    return pa.concat_tables(_read_shard(p, split, columns) for p in _split_paths(folder, split))
+
+
+def _split_paths(folder: Path | str, split: str) -> list[Path]:
     paths = split_shards(folder).get(split)
     if not paths:
         raise SourceError(f"{folder} has no '{split}' split (no data/{split}-*.parquet files)")
+    return paths
+
+
+def _read_shard(path: Path, split: str, columns: list[str] | None = None) -> pa.Table:
     try:
-        return pa.concat_tables(pq.read_table(p, columns=columns) for p in paths)
+        return pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as exc:
-        raise SourceError(f"cannot read the '{split}' shards of {folder}: {exc}") from None
+        problem = str(exc).rstrip(".")
+        raise SourceError(f"cannot read {path}, a '{split}' shard: {problem}; rebuild the repository or download it "
+                          "again") from None  # fmt: skip
 
 
 def read_features(folder: Path | str) -> Features:
