@@ -46,22 +46,23 @@ class SourceTree:
     def _read(self, path: str) -> bytes:
         raise NotImplementedError
 
-    def has(self, rel: str) -> bool:
-        """Whether the file ``rel`` (under the root) exists."""
-        return self._has(self.root + rel)
+    def has(self, rel: str, rooted: bool = True) -> bool:
+        """Whether the file ``rel`` exists (under the root; ``rooted=False``: under the folder or archive's top)."""
+        return self._has(self.root + rel if rooted else rel)
 
-    def read(self, rel: str) -> bytes:
-        """The bytes of ``rel`` (under the root); a missing or unreadable file is one SourceError line."""
-        if not self.has(rel):
-            raise SourceError(f"{self.label} has no file {self.root + rel}")
+    def read(self, rel: str, rooted: bool = True) -> bytes:
+        """The bytes of ``rel`` (as :meth:`has` finds it); a missing or unreadable file is one SourceError line."""
+        path = self.root + rel if rooted else rel
+        if not self._has(path):
+            raise SourceError(f"{self.label} has no file {path}")
         try:
-            return self._read(self.root + rel)
+            return self._read(path)
         except _ARCHIVE_ERRORS as exc:
-            raise SourceError(f"{self.label}: {self.root + rel} cannot be read ({exc}); re-download it") from None
+            raise SourceError(f"{self.label}: {path} cannot be read ({exc}); re-download it") from None
 
-    def text(self, rel: str) -> str:
+    def text(self, rel: str, rooted: bool = True) -> str:
         """``rel`` decoded as UTF-8 (undecodable bytes replaced, so the line-level checks name the bad line)."""
-        return self.read(rel).decode("utf-8", "replace")
+        return self.read(rel, rooted).decode("utf-8", "replace")
 
     def find_root(self, roots: Sequence[str], marker: str, expected: str) -> None:
         """Set the root to the first of ``roots`` (prefixes such as ``"VOCdevkit/VOC2012/"``) holding ``marker``;
