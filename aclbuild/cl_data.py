@@ -19,6 +19,7 @@ Example (the folder `aclbuild quickstart` builds; a Hub id such as ``my-org/aclc
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -245,6 +246,7 @@ def _read_hub(repo_id: str, split: str, with_images: bool):
 
     from aclbuild.repository import decode_rows
 
+    _check_hub_access(repo_id)
     try:
         dataset = datasets.load_dataset(repo_id, split=split)
     except Exception as exc:  # noqa: BLE001 - datasets raises many types for a missing or foreign repository
@@ -259,6 +261,27 @@ def _read_hub(repo_id: str, split: str, with_images: bool):
     if with_images:
         dataset = dataset.cast_column("images", datasets.Image(decode=False))  # PNG bytes, decoded below
     return decode_rows(dataset.with_format("arrow")[:]), names, _hub_pretty_name(repo_id)
+
+
+def _check_hub_access(repo_id: str) -> None:
+    """Ask the Hub for ``repo_id`` first: datasets would fall back on a cached copy, silently, when the Hub refuses
+    the token. A refusal or a missing repo is one line; an unreachable Hub is said on stderr, and datasets then uses
+    its cached copy if it has one."""
+    from huggingface_hub import HfApi, constants, get_token
+
+    from aclbuild.errors import AuthError
+    from aclbuild.hub_errors import describe_hub_error, quiet_hub_logs, scrub
+
+    quiet_hub_logs()
+    token = get_token()
+    try:
+        HfApi().dataset_info(repo_id, token=token)
+    except Exception as exc:  # noqa: BLE001 - sorted out by describe_hub_error
+        error = describe_hub_error(exc, constants.ENDPOINT, repo_id, has_token=bool(token), reading=True)
+        if isinstance(error, AuthError) or "not found" in str(error):
+            raise type(error)(scrub(str(error), token)) from None
+        print(f"warning: {scrub(str(error), token)}; using the copy of {repo_id} that datasets cached, if any",
+              file=sys.stderr)  # fmt: skip
 
 
 def _hub_pretty_name(repo_id: str) -> str:

@@ -111,6 +111,30 @@ def test_verify_and_push_refuse_a_malformed_repo_id_before_any_request(hub, run,
     assert not [r for r in hub.requests if not r[1].startswith("/api/agent")]
 
 
+def test_a_benchmark_on_a_hub_id_with_a_refused_token_fails_instead_of_using_the_cache(hub, run, builds):
+    assert run("push", builds["single"], "--repo-id", REPO).returncode == 0
+    args = ("benchmark", REPO, "-s", "FWD", "--model", "mlp", "--epochs", "1", "--batch-size", "16")
+    done = run(*args, "-o", "first")  # loads it, and datasets caches it
+    assert done.returncode == 0, done.stderr
+    proc = run(*args, "-o", "second", token="hf_refusedTOKENvalue0000000000000")
+    assert proc.returncode == 1, proc.stderr
+    one_error_line(proc.stderr, "refused the token (401 Unauthorized)")
+
+
+def test_an_unreachable_hub_is_said_before_the_cache_is_used(monkeypatch, capsys):
+    import httpx2
+    from huggingface_hub import HfApi
+
+    from aclbuild import cl_data
+
+    def unreachable(self, repo_id, **kwargs):
+        raise httpx2.ConnectError("connection refused")
+
+    monkeypatch.setattr(HfApi, "dataset_info", unreachable)
+    cl_data._check_hub_access("aclorg/aclcifar10")
+    assert "using the copy of aclorg/aclcifar10 that datasets cached, if any" in capsys.readouterr().err
+
+
 def test_verify_with_a_refused_token_says_refused(hub, run, builds):
     assert run("push", builds["single"], "--repo-id", REPO).returncode == 0
     wrong = "hf_refusedTOKENvalue0000000000000"
