@@ -102,8 +102,9 @@ def read_coco(path: str | Path, part: str = "train", annotations: str | Path | N
         if path.is_dir() and (path / f"{part}2014.zip").is_file() and not (path / f"{part}2014").is_dir():
             path = path / f"{part}2014.zip"
         tree = open_tree(path, f"{part}2014.zip or its folder")
-        tree.find_root((f"{part}2014/", ""), names[0].partition("/")[2], f"{part}2014.zip or its {part}2014/ folder")
-        missing = next((n for n in names if not tree.has(n.partition("/")[2])), None)
+        files = [n.partition("/")[2] for n in names]
+        tree.find_root((f"{part}2014/", ""), files, f"{part}2014.zip or its {part}2014/ folder")
+        missing = next((n for n, f in zip(names, files) if not tree.has(f)), None)
         if missing is not None:
             raise SourceError(f"{tree.label} has no {missing}, which instances_{part}2014.json annotates")
     return SpmlPart(class_names, names, labels, tree, [n.partition("/")[2] for n in names])

@@ -78,7 +78,7 @@ def read_nuswide(folder: str | Path, part: str = "train", images_folder: str | P
         if images_folder is None:
             images_folder = folder / "Flickr" if (folder / "Flickr").is_dir() else folder / "Flickr.zip"
         tree = open_tree(images_folder, "the NUS-WIDE images folder (Flickr/ or Flickr.zip)")
-        tree.find_root(("Flickr/", ""), names[0], f"the images at the paths of {names_file.name}")
+        tree.find_root(("Flickr/", ""), names, f"the images at the paths of {names_file.name}")
         missing = next((n for n in names if not tree.has(n)), None)
         if missing is not None:
             raise SourceError(f"{tree.label} has no {tree.root}{missing}, which {names_file.name} lists")

@@ -64,13 +64,15 @@ class SourceTree:
         """``rel`` decoded as UTF-8 (undecodable bytes replaced, so the line-level checks name the bad line)."""
         return self.read(rel, rooted).decode("utf-8", "replace")
 
-    def find_root(self, roots: Sequence[str], marker: str, expected: str) -> None:
-        """Set the root to the first of ``roots`` (prefixes such as ``"VOCdevkit/VOC2012/"``) holding ``marker``;
-        none does: one line saying what ``expected`` layout was looked for."""
+    def find_root(self, roots: Sequence[str], marker: str | Sequence[str], expected: str) -> None:
+        """Set the root to the first of ``roots`` (prefixes such as ``"VOCdevkit/VOC2012/"``) holding ``marker``
+        (or any of several); none does: one line saying what ``expected`` layout was looked for."""
+        markers = [marker] if isinstance(marker, str) else list(marker)
         for root in roots:
-            if self._has(root + marker):
+            if any(self._has(root + m) for m in markers):
                 self.root = root
                 return
+        marker = markers[0]
         raise SourceError(f"{self.label} holds no {marker} (looked under {', '.join(r or './' for r in roots)}); "
                           f"expected {expected}")  # fmt: skip
 
