@@ -1,6 +1,7 @@
 """NUS-WIDE as a multi-label source, in the formatted files the VLPL README distributes: a folder with
 ``formatted_{train,val}_images.npy`` (each image's path under the images folder) and
-``formatted_{train,val}_labels.npy`` (an images x 81 0/1 matrix), and the images folder (``Flickr/`` beside them by default, or ``Flickr.zip``).
+``formatted_{train,val}_labels.npy`` (an images x 81 0/1 matrix), and the images folder (``Flickr/`` beside them
+by default, or ``Flickr.zip``).
 
 The 81 classes are NUS-WIDE's ``Concepts81.txt`` in its (alphabetical) order, the columns' order. Rows are kept as the
 files give them, an image without a positive too (it gets no observed label, as in the SPML benchmark). Part
