@@ -39,6 +39,7 @@ def jpeg(name: str, size: tuple[int, int] = (12, 8)) -> bytes:
 
 def write_tree(files: dict[str, bytes], target: Path) -> Path:
     """``files`` (path -> bytes) as a folder, ``.tar``, ``.tgz`` or ``.zip`` at ``target``, by its suffix."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     if target.suffix in (".tar", ".tgz"):
         with tarfile.open(target, "w:gz" if target.suffix == ".tgz" else "w") as archive:
             for name, data in files.items():
@@ -353,3 +354,25 @@ def test_spml_schema_equals_datasets_own_and_round_trips(tmp_path):
     assert loaded[0]["images"].size == (12, 8)
     with pytest.raises(ValueError, match="class index 3 outside 0..2"):
         schema.encode_row(SpmlRecord("c.jpg", None, (3,), None), b"")
+
+
+def test_each_set_reads_by_name_from_its_official_files(tmp_path):
+    from aclbuild.loaders.spml import read_spml_splits
+
+    for part in ("train", "val"):
+        write_tree(coco_images(part), tmp_path / "coco" / f"{part}2014.zip")
+    annotations = {f"annotations/instances_{p}2014.json": json.dumps(coco_instances(p)).encode()
+                   for p in ("train", "val")}  # fmt: skip
+    write_tree(annotations, tmp_path / "coco" / "annotations_trainval2014.zip")
+    sources = {"voc2012-spml": write_tree(voc_files(), tmp_path / "voc.tar"), "coco2014-spml": tmp_path / "coco",
+               "cub-spml": write_tree(cub_files(), tmp_path / "cub.tgz"),
+               "nuswide-spml": nus_folder(tmp_path)}  # fmt: skip
+    sizes = {name: [len(records) for records in read_spml_splits(name, source).values()]
+             for name, source in sources.items()}  # fmt: skip
+    # train 80% / validation 20% (rounded) of the official training part; test the official test part
+    assert sizes == {"voc2012-spml": [2, 0, 1], "coco2014-spml": [2, 1, 3], "cub-spml": [2, 1, 1],
+                     "nuswide-spml": [2, 1, 3]}  # fmt: skip
+    train = read_spml_splits("cub-spml", sources["cub-spml"])["train"]
+    observed = draw_observed(np.array(CUB_PRESENT)[[0, 1, 3]])  # drawn on the whole official training part
+    expected = [None if observed[p] < 0 else observed[p] for p in validation_split(3)[0]]
+    assert [r.observed_label for r in train] == expected
