@@ -117,6 +117,11 @@ def test_voc_bad_inputs_are_one_line(tmp_path):
     with pytest.raises(SourceError, match=r"garbage.tar is neither a folder, a tar nor a zip"):
         read_voc(tmp_path / "garbage.tar", "train")
     assert "\n" not in str(caught.value)
+    files = voc_files()
+    files[f"{VOC_PREFIX}JPEGImages/2008_000010.jpg"] = b"\xff\xd8 truncated"
+    records = SpmlRecords(read_voc(write_tree(files, tmp_path / "corrupt.tar"), "train"))
+    with pytest.raises(SourceError, match=r"corrupt.tar:VOCdevkit/VOC2012/JPEGImages/2008_000010.jpg is not a"):
+        records[1].image
 
 
 # --- MS-COCO 2014 ---------------------------------------------------------------------------------------------------
@@ -242,6 +247,8 @@ def test_nuswide_reads_vlpl_formatted_files(tmp_path):
     records = SpmlRecords(part)
     assert [(r.name, r.labels) for r in records] == [(NUS_PATHS[0], (0, 2)), (NUS_PATHS[1], ()), (NUS_PATHS[2], (80,))]
     assert_pixels(records[1], NUS_PATHS[1])
+    observed = [r.observed_label for r in SpmlRecords(part, draw_observed(part.labels))]
+    assert observed[1] is None and observed[2] == 80 and observed[0] in (0, 2)  # no positive: no observed label
     assert read_nuswide(tmp_path / "nuswide", "val", images=False).tree is None
 
 
