@@ -154,8 +154,8 @@ def generate_command(
         metavar="N", help="images (generate: queries) per model pass [default: 8; --protocol reference: 16]"
     )] = None,  # fmt: skip
     num_workers: Annotated[Optional[int], typer.Option(
-        metavar="N", help="DataLoader worker processes per process preparing batches (pixels, token ids) for the model; "
-        "0: the main process prepares them [default: the free cores, at most 4]"
+        metavar="N", help="DataLoader worker processes (per process) preparing batches (pixels, token ids) for the "
+        "model; 0: the main process prepares them [default: the free cores, at most 4]"
     )] = None,  # fmt: skip
     seed: Annotated[int, typer.Option(metavar="N", help="seed of every candidate draw")] = 1126,
     matrix: Annotated[str, typer.Option(metavar="NAME", help="synthetic: uniform, weak, strong or noisy")] = "uniform",

@@ -53,7 +53,9 @@ def mean_average_precision(scores, labels, empty: str = "skip") -> float:
     """
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
     if scores.ndim != 2 or scores.shape != labels.shape:
-        raise InputError(f"scores and labels must be N x K matrices of one shape, got {scores.shape} and {labels.shape}")
+        raise InputError(
+            f"scores and labels must be N x K matrices of one shape, got {scores.shape} and {labels.shape}"
+        )
     if not np.isfinite(scores).all():
         raise InputError("the scores hold NaN or infinite values: the model diverged or the inputs are broken")
     if not np.isin(labels, (-1, 0, 1)).all():
