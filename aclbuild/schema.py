@@ -51,6 +51,29 @@ class ClRecord:
     cl_labels: tuple[int, ...] | None = None
 
 
+class LazyImage:
+    """A record's ``image`` decoded by ``self._load()`` when first read, then kept (names and labels cost nothing);
+    the readers of large sources mix it into their record types.
+
+    Example:
+        >>> class LazyCl(LazyImage, ClRecord):
+        ...     def __init__(self, name, ord_label, load):
+        ...         self.name, self.ord_label, self.cl_labels, self._load = name, ord_label, None, load
+        >>> record = LazyCl("a.png", 2, load=lambda: np.zeros((2, 2, 3), np.uint8))
+        >>> record.name, record.image.shape
+        ('a.png', (2, 2, 3))
+    """
+
+    _pixels: np.ndarray | None = None
+    _load = None
+
+    @property
+    def image(self) -> np.ndarray | None:
+        if self._pixels is None and self._load is not None:
+            self._pixels, self._load = self._load(), None
+        return self._pixels
+
+
 def no_cl_labels(num_cl: int) -> tuple[int, ...]:
     """The stored cl_labels of a row without complementary labels (a test split): ``num_cl`` times ``NO_LABEL``.
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from aclbuild.errors import InputError, SourceError, UnknownNameError
 from aclbuild.registry import BASES, SYNTHETIC_MATRICES, Base, CustomBase, Variant
-from aclbuild.schema import ClRecord
+from aclbuild.schema import ClRecord, LazyImage
 
 DECODE_CACHE = 256  # recently decoded images kept, so a batch that reads a record several times decodes it once
 DECODE_CACHE_BYTES = 64 << 20  # ... and at most this many bytes of them (large images: fewer)
@@ -141,7 +141,7 @@ def _decode(table, image_column: str, side: int, position: int) -> np.ndarray:
     return decode_image(table[position][image_column], side)
 
 
-class LazyRecord(ClRecord):
+class LazyRecord(LazyImage, ClRecord):
     """A record whose image is decoded when ``image`` is first read: name and label cost nothing.
 
     Example:
@@ -154,12 +154,6 @@ class LazyRecord(ClRecord):
                  cl_labels: tuple[int, ...] | None = None, load=None) -> None:  # fmt: skip
         self.name, self.ord_label, self.cl_labels = name, ord_label, cl_labels
         self._pixels, self._load = image, load
-
-    @property
-    def image(self) -> np.ndarray | None:  # type: ignore[override]
-        if self._pixels is None and self._load is not None:
-            self._pixels, self._load = self._load(), None
-        return self._pixels
 
 
 class LazyRecords(Sequence):

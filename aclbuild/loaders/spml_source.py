@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from aclbuild.errors import SourceError
-from aclbuild.schema import SpmlRecord
+from aclbuild.schema import LazyImage, SpmlRecord
 
 _ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, OSError, EOFError)
 
@@ -169,18 +169,12 @@ class SpmlPart:
         return self.tree.read(self.files[i])
 
 
-class LazySpmlRecord(SpmlRecord):
+class LazySpmlRecord(LazyImage, SpmlRecord):
     """A record whose image is decoded when ``image`` is first read; names and labels cost nothing."""
 
     def __init__(self, name: str, labels: tuple[int, ...], observed_label: int | None, load) -> None:
         self.name, self.labels, self.observed_label = name, labels, observed_label
         self._pixels, self._load = None, load
-
-    @property
-    def image(self) -> np.ndarray | None:  # type: ignore[override]
-        if self._pixels is None and self._load is not None:
-            self._pixels, self._load = self._load(), None
-        return self._pixels
 
 
 class SpmlRecords(Sequence):
