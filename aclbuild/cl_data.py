@@ -246,7 +246,7 @@ def _read_hub(repo_id: str, split: str, with_images: bool):
 
     from aclbuild.repository import decode_rows
 
-    _check_hub_access(repo_id)
+    pretty_name = _hub_pretty_name(repo_id)
     try:
         dataset = datasets.load_dataset(repo_id, split=split)
     except Exception as exc:  # noqa: BLE001 - datasets raises many types for a missing or foreign repository
@@ -260,13 +260,13 @@ def _read_hub(repo_id: str, split: str, with_images: bool):
     dataset = dataset.select_columns(columns)
     if with_images:
         dataset = dataset.cast_column("images", datasets.Image(decode=False))  # PNG bytes, decoded below
-    return decode_rows(dataset.with_format("arrow")[:]), names, _hub_pretty_name(repo_id)
+    return decode_rows(dataset.with_format("arrow")[:]), names, pretty_name
 
 
-def _check_hub_access(repo_id: str) -> None:
-    """Ask the Hub for ``repo_id`` first: datasets would fall back on a cached copy, silently, when the Hub refuses
-    the token. A refusal or a missing repo is one line; an unreachable Hub is said on stderr, and datasets then uses
-    its cached copy if it has one."""
+def _hub_pretty_name(repo_id: str) -> str:
+    """The card's ``pretty_name`` (else the repository's name), asked of the Hub before datasets loads the repo:
+    datasets would fall back on a cached copy, silently, when the Hub refuses the token. A refusal or a missing repo
+    is one line; an unreachable Hub is said on stderr, and datasets then uses its cached copy if it has one."""
     from huggingface_hub import HfApi, constants, get_token
 
     from aclbuild.errors import AuthError
@@ -275,23 +275,15 @@ def _check_hub_access(repo_id: str) -> None:
     quiet_hub_logs()
     token = get_token()
     try:
-        HfApi().dataset_info(repo_id, token=token)
+        info = HfApi().dataset_info(repo_id, token=token)
     except Exception as exc:  # noqa: BLE001 - sorted out by describe_hub_error
         error = describe_hub_error(exc, constants.ENDPOINT, repo_id, has_token=bool(token), reading=True)
         if isinstance(error, AuthError) or "not found" in str(error):
             raise type(error)(scrub(str(error), token)) from None
         print(f"warning: {scrub(str(error), token)}; using the copy of {repo_id} that datasets cached, if any",
               file=sys.stderr)  # fmt: skip
-
-
-def _hub_pretty_name(repo_id: str) -> str:
-    """``pretty_name`` from the Hub card, or the repository's name when the card has none or cannot be read."""
-    from huggingface_hub import DatasetCard
-
-    try:
-        return DatasetCard.load(repo_id).data.get("pretty_name") or repo_id.split("/")[-1]
-    except Exception:  # noqa: BLE001 - a missing card or a network hiccup only costs the pretty name
         return repo_id.split("/")[-1]
+    return getattr(info.card_data, "pretty_name", None) or repo_id.split("/")[-1]
 
 
 def _decode_all(images: list[bytes], split: str) -> np.ndarray:

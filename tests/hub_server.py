@@ -79,6 +79,20 @@ class HubServer:
         return oid
 
 
+def card_data(readme: Blob | None) -> dict:
+    """``cardData`` as the Hub's repo info carries it: the README's YAML front matter (none without one)."""
+    import yaml
+
+    text = readme.data.decode("utf-8", "replace") if readme is not None else ""
+    if not text.startswith("---"):
+        return {}
+    try:
+        data = yaml.safe_load(text.split("---", 2)[1])
+    except yaml.YAMLError:
+        return {}
+    return {"cardData": data} if isinstance(data, dict) else {}
+
+
 def _handler_for(hub: HubServer):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -195,7 +209,8 @@ def _handler_for(hub: HubServer):
             ]
             self._send(200, {"id": repo_id, "author": repo_id.split("/")[0], "sha": oid, "private": repo.private,
                              "disabled": False, "gated": False, "tags": [], "downloads": 0, "likes": 0,
-                             "siblings": siblings, "lastModified": DATE, "createdAt": DATE})  # fmt: skip
+                             "siblings": siblings, "lastModified": DATE, "createdAt": DATE,
+                             **card_data(files.get("README.md"))})  # fmt: skip
 
         def post_branch(self, user, query, repo_id: str, branch: str) -> None:
             payload = json.loads(self._body() or b"{}")
