@@ -136,9 +136,22 @@ def bench_cpu(args) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def random_on_gpu(model_class, config, dtype, tokenizer):
+    """``model_class`` built from ``config`` with seeded random weights on the GPU, in eval mode, generating with
+    ``tokenizer``'s pad and end tokens."""
+    import torch
+
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = model_class._from_config(config, dtype=dtype, attn_implementation="sdpa")
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
 def mistral_7b_llava(dtype):
     """llava-v1.6-mistral-7b-hf's architecture from its published configuration, random weights, on the GPU."""
-    import torch
     from tiny_llava import build_tokenizer
     from transformers import (
         CLIPVisionConfig,
@@ -165,12 +178,7 @@ def mistral_7b_llava(dtype):
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pinpoints,
         vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=576,
     )  # fmt: skip
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlavaNextForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
-    model.eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model = random_on_gpu(LlavaNextForConditionalGeneration, config, dtype, tokenizer)
     processor = LlavaNextProcessor(
         image_processor=LlavaNextImageProcessorPil(
             size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, image_grid_pinpoints=pinpoints,
@@ -183,7 +191,6 @@ def mistral_7b_llava(dtype):
 
 def idefics3_8b(dtype):
     """Idefics3-8B-Llama3's architecture from its published configuration, random weights, on the GPU."""
-    import torch
     from tiny_vlms import IDEFICS3_TEMPLATE, build_word_tokenizer
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor, LlamaConfig
     from transformers import Idefics3VisionConfig
@@ -205,12 +212,7 @@ def idefics3_8b(dtype):
         scale_factor=scale, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
     )  # fmt: skip
     config.pad_token_id = tokenizer.pad_token_id
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = Idefics3ForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
-    model.eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model = random_on_gpu(Idefics3ForConditionalGeneration, config, dtype, tokenizer)
     processor = Idefics3Processor(
         image_processor=Idefics3ImageProcessorPil(
             size={"longest_edge": side}, max_image_size={"longest_edge": side}, do_image_splitting=False,
