@@ -63,6 +63,9 @@ def benchmark_command(
         metavar="NAME", help="validation (best mean validation score) or reference (libcll: best TEST accuracy at "
         "--lr-seed)")] = "validation",  # fmt: skip
     lr_seed: Annotated[int, typer.Option(metavar="N", help="the seed --lr-select reference tries the grid at")] = 1126,
+    vlpl_alpha: Annotated[Optional[float], typer.Option(
+        metavar="ALPHA", help="entropy weight on unknown labels of AN, EM and EM-PL (VLPL: 0.2 VOC, 0.1 COCO and "
+        "NUS-WIDE, 0.01 CUB) [default: 0.1]")] = None,  # fmt: skip
 ) -> None:
     """Train complementary-label learners on datasets; write results.json and a mean +- std table.
 
@@ -77,7 +80,7 @@ def benchmark_command(
             seeds=seed or list(REFERENCE_SEEDS), valid_type=valid_type, eval_every=eval_every, num_cl=num_cl,
             clean_noisy=clean_noisy, clip_model=clip_model, types=strategy_type or [], batch_by=batch_by,
             precision=precision, hidden_dim=hidden_dim, init=init, valid_rule=valid_rule, lr_select=lr_select,
-            lr_seed=lr_seed,
+            lr_seed=lr_seed, vlpl_alpha=0.1 if vlpl_alpha is None else vlpl_alpha,
         )  # fmt: skip
         run_benchmark(spec, output_dir, console)  # prints each run and the table (main process only)
 

@@ -33,7 +33,7 @@ BASE_KEYS = {
 # How a run was made (issue 12): every record of today's benchmark carries these too.
 RUN_KEYS = BASE_KEYS | {
     "batch_by", "precision", "init", "hidden_dim", "valid_rule", "lr_select", "lr_selection", "steps_per_epoch",
-    "clip_model",
+    "clip_model", "vlpl_alpha",
 }  # fmt: skip
 
 
@@ -220,6 +220,14 @@ def test_benchmark_command_every_strategy_one_epoch(cli, digits_repo, tmp_path):
     assert zero_shot["test_accuracy"] == pytest.approx(float((np.load(scores).argmax(1) == truth).mean()), abs=1e-12)
     table = (out / "results.md").read_text()
     assert "| CLIP-zero-shot |" in table and "| EM-PL |" in table and "Digits-Uniform" in table
+    assert {r["vlpl_alpha"] for r in runs if r["strategy"] in ("AN", "EM", "EM-PL")} == {0.1}
+    assert {r["vlpl_alpha"] for r in runs if r["strategy"] not in ("AN", "EM", "EM-PL")} == {None}
+    # Another alpha is another run beside the first (its own folder, its own row), not a resumed one.
+    result = cli(*args[:2], "-s", "EM", *args[4:], "--vlpl-alpha", "0.5")
+    assert result.exit_code == 0, result.stderr + result.stdout
+    em = [r for r in json.loads((out / "results.json").read_text())["runs"] if r["strategy"] == "EM"]
+    assert sorted(r["vlpl_alpha"] for r in em) == [0.1, 0.5] and len({r["curve"] for r in em}) == 2
+    assert "| EM (alpha 0.5) |" in (out / "results.md").read_text()
 
 
 def test_benchmark_resumes_and_writes_the_results_format(cli, digits_repo, tmp_path):

@@ -182,6 +182,10 @@ def test_vlpl_family_losses():
     }
     for name, table in expected.items():
         assert loss_of(name, torch.tensor(states)) == pytest.approx(table.sum(1).mean(), rel=1e-5)
+    # --vlpl-alpha: the entropy weight is the one given (EM at alpha 0.5: CLs negative, -0.5 H elsewhere).
+    em = build_strategy("EM", torch.tensor(T), torch.tensor(COUNTS), vlpl_alpha=0.5).double()
+    loss = em(torch.tensor(F, dtype=torch.float64), torch.tensor(states))
+    assert float(loss) == pytest.approx(np.where(states < 0, neg, -0.5 * entropy).sum(1).mean(), rel=1e-9)
 
 
 def test_ord_is_cross_entropy():

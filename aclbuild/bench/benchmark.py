@@ -80,13 +80,14 @@ class BenchmarkSpec:
     valid_rule: str = "empirical"  # or "strategy": the CL-only risks with each strategy's T, as libcll
     lr_select: str = "validation"  # or "reference": best TEST accuracy at lr_seed, then the seeds (libcll)
     lr_seed: int = LR_SELECTION_SEED
+    vlpl_alpha: float = 0.1  # the entropy weight of AN, EM and EM-PL (VLPL's per-dataset alpha)
 
     def train_config(self, seed: int, lr: float) -> TrainConfig:
         """The TrainConfig of one run of this benchmark."""
         return TrainConfig(
             model=self.model, epochs=self.epochs, lr=lr, batch_size=self.batch_size, seed=seed,
             valid_type=self.valid_type, eval_every=self.eval_every, batch_by=self.batch_by,
-            hidden_dim=self.hidden_dim, init=self.init, valid_rule=self.valid_rule,
+            hidden_dim=self.hidden_dim, init=self.init, valid_rule=self.valid_rule, vlpl_alpha=self.vlpl_alpha,
         )  # fmt: skip
 
     def record(self) -> dict:
@@ -143,7 +144,12 @@ def _spec_run_folder(
     output_dir: Path, dataset: str, strategy: str, spec: BenchmarkSpec, seed: int, lr: float, selection: bool = False
 ) -> Path:
     """The folder of one run of ``spec`` (results.run_folder named by the spec's settings)."""
-    return run_folder(output_dir, dataset, strategy, spec.record(), seed, lr, selection)
+    return run_folder(output_dir, dataset, strategy, _run_settings(spec, strategy), seed, lr, selection)
+
+
+def _run_settings(spec: BenchmarkSpec, strategy: str) -> dict:
+    """The spec's settings of one strategy's runs: the VLPL family's also carry its alpha."""
+    return {**spec.record(), "vlpl_alpha": spec.vlpl_alpha if strategy in VLPL_STRATEGIES else None}
 
 
 def _check_data(dataset: str, train: ClData, test: ClData, strategies: list[str], spec: BenchmarkSpec) -> None:
@@ -275,8 +281,8 @@ def _one_run(
         remove_leftovers(folder)  # what a killed earlier try of this run left half-written
     result = train_run(strategy, data, spec.train_config(seed, lr), folder / "curve.csv", accelerator)
     record = RunRecord(
-        dataset=dataset, dataset_name=dataset_name, strategy=strategy, seed=seed, lr=lr, **spec.record(),
-        lr_selection=selection, steps_per_epoch=result.steps_per_epoch, best_epoch=result.best_epoch,
+        dataset=dataset, dataset_name=dataset_name, strategy=strategy, seed=seed, lr=lr,
+        **_run_settings(spec, strategy), lr_selection=selection, steps_per_epoch=result.steps_per_epoch, best_epoch=result.best_epoch,
         valid_score=result.valid_score, test_accuracy=result.test_accuracy,
         curve=(folder / "curve.csv").relative_to(output_dir).as_posix(),
     )  # fmt: skip

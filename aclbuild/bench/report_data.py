@@ -223,7 +223,7 @@ def choose_cells(runs: Iterable[RunRecord]) -> list[Cell]:
     """
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for run in runs:
-        groups[(setting_of(run), run.strategy)].append(run)
+        groups[(setting_of(run), run.label)].append(run)
     dataset_order = {name: i for i, name in enumerate(dict.fromkeys(s.dataset_name for s, _ in groups))}
     strategy_order = {name: i for i, name in enumerate(dict.fromkeys(k for _, k in groups))}
     groups = dict(sorted(groups.items(), key=lambda item: (dataset_order[item[0][0].dataset_name], item[0][0][1:],

@@ -37,6 +37,7 @@ from aclbuild.atomic import atomic_write_text, remove_leftovers
 from aclbuild.errors import InputError
 
 RUN_JSON, RESULTS_JSON, RESULTS_MD = "run.json", "results.json", "results.md"
+DEFAULT_VLPL_ALPHA = 0.1  # bench.strategies.VLPL.DEFAULT_ALPHA (not imported: report reads results without torch)
 HIGHER_IS_BETTER = {"accuracy"}  # the CL-only criteria (ure, scel) are risks: lower is better
 # A run record's settings, with the value a record written before the key existed stands for.
 SETTING_DEFAULTS = {
@@ -90,6 +91,7 @@ class RunRecord:
     lr_selection: bool = False
     steps_per_epoch: int | None = None
     clip_model: str | None = None
+    vlpl_alpha: float | None = None  # the VLPL family's entropy weight (None: not a VLPL run, or not recorded: 0.1)
 
     def to_dict(self) -> dict:
         """The record as run.json and results.json write it: every key, null where not recorded or not applicable."""
@@ -120,6 +122,20 @@ class RunRecord:
         return cls(**values)
 
     @property
+    def label(self) -> str:
+        """The strategy as tables name it: with its alpha where a VLPL run was not at the default 0.1.
+
+        Example:
+            >>> raw = {"dataset": "d", "dataset_name": "D", "strategy": "EM-PL", "model": "mlp", "seed": 1, "lr": 1e-3,
+            ...        "num_cl": 3, "clean_noisy": 0, "valid_type": "accuracy", "epochs": 2, "best_epoch": 2,
+            ...        "valid_score": 0.9, "test_accuracy": 0.85, "curve": None}
+            >>> RunRecord.from_dict(raw, "r").label, RunRecord.from_dict({**raw, "vlpl_alpha": 0.2}, "r").label
+            ('EM-PL', 'EM-PL (alpha 0.2)')
+        """
+        default = self.vlpl_alpha is None or self.vlpl_alpha == DEFAULT_VLPL_ALPHA
+        return self.strategy if default else f"{self.strategy} (alpha {self.vlpl_alpha:g})"
+
+    @property
     def higher_is_better(self) -> bool:
         """Whether a larger validation score is better (accuracy) or worse (a CL-only risk)."""
         return self.valid_type in HIGHER_IS_BETTER
@@ -134,7 +150,7 @@ REQUIRED_FIELDS: dict[str, type] = {
 # ... and these where the aclbuild that wrote it recorded them (null: not recorded).
 OPTIONAL_FIELDS: dict[str, type] = {
     "valid_rule": str, "batch_by": str, "precision": str, "init": str, "hidden_dim": int, "lr_select": str,
-    "lr_selection": bool, "steps_per_epoch": int, "clip_model": str,
+    "lr_selection": bool, "steps_per_epoch": int, "clip_model": str, "vlpl_alpha": float,
 }  # fmt: skip
 
 
@@ -184,6 +200,9 @@ def run_folder(
         f"{model}_e{s['epochs']}_ncl{s['num_cl']}_clean{s['clean_noisy']:g}_{s['valid_type']}-{s['valid_rule']}"
         f"_by{s['batch_by']}_{s['precision']}_{s['init']}_{s['lr_select']}_seed{seed}_lr{lr:g}"
     )
+    alpha = s.get("vlpl_alpha")
+    if alpha is not None and alpha != DEFAULT_VLPL_ALPHA:  # only then: folders of earlier runs keep their names
+        name += f"_alpha{alpha:g}"
     return Path(output_dir) / "runs" / slug(dataset) / strategy / (name + ("_lrselection" if selection else ""))
 
 
@@ -389,8 +408,8 @@ def results_markdown(runs: Sequence[RunRecord]) -> str:
         lines += [ACCURACY_CAPTION, ""]
         datasets = list(dict.fromkeys(r.dataset for r in group))
         names = {r.dataset: r.dataset_name for r in group}
-        strategies = list(dict.fromkeys(r.strategy for r in group))
-        rows = [(s, [_cell([r for r in group if r.strategy == s and r.dataset == d]) for d in datasets])
+        strategies = list(dict.fromkeys(r.label for r in group))
+        rows = [(s, [_cell([r for r in group if r.label == s and r.dataset == d]) for d in datasets])
                 for s in strategies]  # fmt: skip
         lines += [accuracy_table("strategy", [names[d] for d in datasets], rows), ""]
     return "\n".join(lines)

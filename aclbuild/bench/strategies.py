@@ -284,7 +284,11 @@ class VLPL(Strategy):
     """
 
     needs = "states"
-    alpha = 0.1  # entropy weight on unknowns (VLPL: 0.2 / 0.1 / 0.01 by dataset)
+    DEFAULT_ALPHA = 0.1  # entropy weight on unknowns (VLPL: 0.2 / 0.1 / 0.01 by dataset; --vlpl-alpha)
+
+    def __init__(self, transition: Tensor, cl_counts: Tensor, alpha: float = DEFAULT_ALPHA):
+        super().__init__(transition, cl_counts)
+        self.alpha = alpha
 
     def positive_loss(self, logits: Tensor) -> Tensor:
         return 0.7 * (0.9 * -F.logsigmoid(logits) + 0.1 * -F.logsigmoid(-logits))
@@ -348,6 +352,10 @@ def strategy_class(name: str) -> type[Strategy]:
         raise UnknownNameError(f"unknown strategy {name!r}; choose from: {', '.join(STRATEGIES)}, or all") from None
 
 
-def build_strategy(name: str, transition: Tensor, cl_counts: Tensor) -> Strategy:
-    """A ready strategy: ``transition`` the empirical T of the training part, ``cl_counts`` its CLs per class."""
-    return strategy_class(name)(transition, cl_counts)
+def build_strategy(name: str, transition: Tensor, cl_counts: Tensor, vlpl_alpha: float | None = None) -> Strategy:
+    """A ready strategy: ``transition`` the empirical T of the training part, ``cl_counts`` its CLs per class;
+    ``vlpl_alpha`` the entropy weight of the VLPL family (None: VLPL.DEFAULT_ALPHA; other strategies ignore it)."""
+    cls = strategy_class(name)
+    if issubclass(cls, VLPL) and vlpl_alpha is not None:
+        return cls(transition, cl_counts, alpha=vlpl_alpha)
+    return cls(transition, cl_counts)

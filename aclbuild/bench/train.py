@@ -59,6 +59,7 @@ class TrainConfig:
     hidden_dim: int = MLP_HIDDEN  # the MLP's hidden width
     init: str = "kaiming"  # convolution init: "kaiming" (libcll's) or "pytorch"
     valid_rule: str = "empirical"  # T of the CL-only risks: "empirical" everywhere or per "strategy" (libcll)
+    vlpl_alpha: float = 0.1  # the VLPL family's entropy weight on unknowns (VLPL: 0.2 VOC, 0.1 COCO/NUS, 0.01 CUB)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def check_config(config: TrainConfig) -> None:
         raise InputError("--epochs, --eval-every, --batch-size and --hidden-dim must be at least 1")
     if not config.lr > 0:
         raise InputError(f"learning rates must be positive, got {config.lr}")
+    if not config.vlpl_alpha >= 0:
+        raise InputError(f"--vlpl-alpha must be 0 or more, got {config.vlpl_alpha}")
 
 
 def _targets(strategy: Strategy, data: RunData) -> tuple[Tensor, Tensor]:
@@ -161,7 +164,7 @@ def train_run(
     train = data.train
     num_classes, image_size = train.num_classes, train.images.shape[2]
     strategy = build_strategy(
-        strategy_name, train.transition_matrix, torch.bincount(train.pair_cl, minlength=num_classes)
+        strategy_name, train.transition_matrix, torch.bincount(train.pair_cl, minlength=num_classes), config.vlpl_alpha
     ).to(device)
     model = build_model(config.model, num_classes, image_size, config.hidden_dim, config.init).to(device)
     if device.type == "cuda":  # channels-last convolutions are the fast ones on GPU
