@@ -120,8 +120,8 @@ def load_init(model: nn.Module, path: str | Path) -> None:
     unexpected = sorted(set(state) - set(expected))
     wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
              for k, v in expected.items() if k in state and state[k].shape != v.shape]  # fmt: skip
-    problems = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]  # fmt: skip
+    found = (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+    problems = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for label, keys in found if keys]
     if problems:
         raise SourceError(f"--init {path} does not fit a torchvision ResNet-50: {'; '.join(problems)}")
     model.load_state_dict(state, strict=False)

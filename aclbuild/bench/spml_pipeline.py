@@ -58,11 +58,14 @@ class SpmlImages(torch.utils.data.Dataset):
 
 def image_loader(images: Sequence[bytes], size: int, train: bool, batch_size: int, workers: int, seed: int,
                  pin_memory: bool = False) -> torch.utils.data.DataLoader:  # fmt: skip
-    """A DataLoader of (images, row indices): shuffled and flipped when ``train`` (seeded), in order otherwise."""
+    """A DataLoader of (images, row indices): shuffled and flipped when ``train`` (seeded), in order otherwise.
+
+    Only the training loader keeps its workers between epochs; an evaluation loader starts them per pass, so the
+    validation, test and EM_APL loaders do not hold ``workers`` processes each for the whole run."""
     generator = torch.Generator().manual_seed(seed) if train else None
     return torch.utils.data.DataLoader(
         SpmlImages(images, size, train), batch_size=batch_size, shuffle=train, generator=generator,
-        num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0,
+        num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0 and train,
     )  # fmt: skip
 
 

@@ -15,8 +15,9 @@ accelerator made by :func:`aclbuild.bench.train.make_accelerator` (``precision="
 does not shard batches across GPUs. The same seed gives the same curve on CPU.
 
 Example:
-    >>> result = train_spml_run("EM_PL", SpmlRunData(train, valid, test, pseudo), SpmlConfig(), settings)  # doctest: +SKIP
-    >>> result.test_map, result.best_epoch                                                                  # doctest: +SKIP
+    >>> data = SpmlRunData(train, valid, test, pseudo=pseudo)                            # doctest: +SKIP
+    >>> result = train_spml_run("EM_PL", data, SpmlConfig(), vlpl_settings("voc"))       # doctest: +SKIP
+    >>> result.test_map, result.best_epoch                                               # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -122,8 +123,9 @@ class SplitInputs:
             self.loader = image_loader(split.images, config.image_size, train, self.batch_size, config.workers,
                                        config.seed, pin)  # fmt: skip
             if train:  # the training split is also predicted, in order and unflipped, for EM_APL
-                self.eval_loader = image_loader(split.images, config.image_size, False,
-                                                config.batch_size * EVAL_BATCH_FACTOR, config.workers, config.seed, pin)  # fmt: skip
+                eval_batch = config.batch_size * EVAL_BATCH_FACTOR
+                self.eval_loader = image_loader(split.images, config.image_size, False, eval_batch, config.workers,
+                                                config.seed, pin)  # fmt: skip
 
     def batches(self, ordered: bool = False):
         """(inputs on the device, row indices) of every batch: shuffled when training, in order when ``ordered``."""
