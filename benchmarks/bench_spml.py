@@ -87,6 +87,9 @@ def time_clip_linear(n: int, epochs: int) -> float:
 
 def time_resnet50(data: SpmlRunData, size: int, workers: int, precision: str, epochs: int) -> tuple[float, int]:
     """(images/s of ResNet-50's steady training epoch, optimiser steps per epoch)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # accelerate refuses a second precision in one process
     config = SpmlConfig(model="resnet50", epochs=epochs, batch_size=8, image_size=size, workers=workers, lr=1e-5)
     result = train_spml_run("an", data, config, vlpl_settings("voc"), accelerator=make_accelerator(precision=precision))
     return len(data.train) / steady(result.epoch_seconds), result.steps_per_epoch
