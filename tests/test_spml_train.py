@@ -265,3 +265,40 @@ def test_em_pl_with_a_good_pseudo_labeller_beats_an_and_bce_beats_both(one_threa
     assert found["EM_PL"] > found["an"] + 0.05
     assert found["bce"] > found["EM_PL"] + 0.003
     assert useless < found["an"] + 0.05  # the margin needs good pseudo-labels: the check can fail
+
+
+def test_a_hub_id_loads_the_same_splits_as_its_folder(spml_repo, splits, tmp_path):
+    """The tiny repository uploaded to the loopback Hub (tests/hub_server.py), read back by its id: datasets' route."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    sys.path.insert(0, str(tests))
+    from hub_server import TOKEN, HubServer
+
+    script = (
+        "import hashlib, json, sys\nfrom huggingface_hub import HfApi\n"
+        "from aclbuild.bench.spml_data import load_spml_splits\n"
+        "api = HfApi()\napi.create_repo('aclorg/tiny-spml', repo_type='dataset')\n"
+        "api.upload_folder(folder_path=sys.argv[1], repo_id='aclorg/tiny-spml', repo_type='dataset')\n"
+        "splits = load_spml_splits('aclorg/tiny-spml')\n"
+        "print(json.dumps({k: [s.name, list(s.class_names), s.labels.tolist(), s.observed.tolist(),\n"
+        "    [hashlib.sha256(i).hexdigest() for i in s.images]] for k, s in splits.items()}))\n"
+    )
+    with HubServer() as hub:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+        env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf"), HF_TOKEN=TOKEN,
+                   NO_COLOR="1", OMP_NUM_THREADS="1", HF_HUB_DISABLE_TELEMETRY="1")  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", script, str(spml_repo)], env=env, capture_output=True, text=True,
+                              timeout=180, check=False, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert list(loaded) == ["train", "validation", "test"]
+    for key, split in splits.items():
+        name, classes, labels, observed, images = loaded[key]
+        assert name == "tiny-spml" and tuple(classes) == CLASSES  # no card: the repository's name
+        assert labels == split.labels.tolist() and observed == split.observed.tolist()
+        assert images == [hashlib.sha256(i).hexdigest() for i in split.images]
