@@ -9,12 +9,14 @@ from typing import Annotated, Optional
 import typer
 
 from aclbuild.cli_common import console, user_errors
+from aclbuild.errors import InputError
 from aclbuild.extras import needs_extra, require_extra
 
 __all__ = ["benchmark_command", "generate_command"]
 
 
 def benchmark_command(
+    ctx: typer.Context,
     datasets: Annotated[list[str], typer.Argument(
         metavar="DATASET", help="repository folders or Hub ids (ORG/NAME)", show_default=False
     )],  # fmt: skip
@@ -22,22 +24,29 @@ def benchmark_command(
         "--output-dir", "-o", metavar="DIR", help="folder for runs/, results.json, results.md"
     )],  # fmt: skip
     strategy: Annotated[list[str], typer.Option(
-        "--strategy", "-s", metavar="NAME", help="strategy name, or all; repeat for several: -s FWD -s SCL-NL"
+        "--strategy", "-s", metavar="NAME", help="strategy name, or all; repeat for several: -s FWD -s SCL-NL; "
+        "--task spml: bce, iun, an, EM, EM_APL, EM_PL (VLPL's spelling; hyphens accepted)"
     )],  # fmt: skip
+    task: Annotated[str, typer.Option(
+        metavar="NAME", help="cl: complementary-label learning; spml: VLPL's single-positive multi-label learning "
+        "on an SPML repository (mAP)")] = "cl",  # fmt: skip
     strategy_type: Annotated[Optional[list[str]], typer.Option(
         "--type", metavar="TYPE", help="libcll spelling: --strategy URE --type NN is URE-NN [default: none]"
     )] = None,  # fmt: skip
-    model: Annotated[
-        str, typer.Option(metavar="NAME", help="resnet34, resnet18, densenet, mlp or linear")
-    ] = "resnet34",
-    epochs: Annotated[int, typer.Option(metavar="N", help="training epochs per run")] = 300,
+    model: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="resnet34, resnet18, densenet, mlp or linear; --task spml: resnet50 or clip-linear (a "
+        "linear head on frozen CLIP features) [default: resnet34; spml: resnet50]")] = None,  # fmt: skip
+    epochs: Annotated[Optional[int], typer.Option(
+        metavar="N", help="training epochs per run [default: 300; spml: VLPL's 10]")] = None,  # fmt: skip
     lr: Annotated[Optional[list[float]], typer.Option(
         metavar="LR", help="learning rate (Adam, no weight decay); repeat for a grid, the best chosen by --lr-select: "
-        "--lr 1e-3 --lr 1e-4 [default: 1e-4]"
+        "--lr 1e-3 --lr 1e-4 [default: 1e-4; spml: VLPL's 1e-5, CUB 1e-4]"
     )] = None,  # fmt: skip
-    batch_size: Annotated[int, typer.Option(metavar="N", help="rows per batch")] = 256,
+    batch_size: Annotated[Optional[int], typer.Option(
+        metavar="N", help="rows per batch [default: 256; spml: VLPL's 8]")] = None,  # fmt: skip
     seed: Annotated[Optional[list[int]], typer.Option(
-        metavar="N", help="training seed; repeat for several: --seed 1 --seed 2 [default: 1207, 9213, 17 and 33]"
+        metavar="N", help="training seed; repeat for several: --seed 1 --seed 2 [default: 1207, 9213, 17 and 33; "
+        "spml: 0]"
     )] = None,  # fmt: skip
     valid_type: Annotated[str, typer.Option(metavar="NAME", help="accuracy, ure or scel")] = "accuracy",
     eval_every: Annotated[int, typer.Option(metavar="N", help="validate every N epochs")] = 10,
@@ -47,15 +56,18 @@ def benchmark_command(
     clean_noisy: Annotated[float, typer.Option(
         metavar="FRACTION", help="drop this fraction of the pairs whose CL is the true label")] = 0.0,  # fmt: skip
     clip_model: Annotated[Optional[str], typer.Option(
-        metavar="PATH", help="CLIP checkpoint id or folder, for AN, EM, EM-PL [default: none]")] = None,  # fmt: skip
+        metavar="PATH", help="CLIP checkpoint id or folder, for AN, EM, EM-PL; spml: for EM_PL's pseudo-labels and "
+        "clip-linear's features [default: none; spml: openai/clip-vit-large-patch14-336]")] = None,  # fmt: skip
     batch_by: Annotated[str, typer.Option(
         metavar="NAME", help="image: --batch-size images with all their CLs, one view each (libcll); pair: (image, "
         "CL) pairs")] = "image",  # fmt: skip
     precision: Annotated[str, typer.Option(metavar="NAME", help="fp32 (libcll) or bf16 (autocast, GPU only)")] = "fp32",
     hidden_dim: Annotated[int, typer.Option(
         metavar="N", help="MLP hidden width (libcll trains with 256; its argparse says 500)")] = 256,  # fmt: skip
-    init: Annotated[str, typer.Option(
-        metavar="NAME", help="conv init: kaiming (fan_out, as libcll) or pytorch (default init)")] = "kaiming",
+    init: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="conv init: kaiming (fan_out, as libcll) or pytorch (default init); spml: a .safetensors "
+        "or torch file of ImageNet ResNet-50 weights (torchvision's names) [default: kaiming; spml: random init]")
+    ] = None,  # fmt: skip
     valid_rule: Annotated[str, typer.Option(
         metavar="NAME", help="T of the ure/scel scores: empirical for all, or strategy (each strategy's own, as "
         "libcll)")] = "empirical",  # fmt: skip
@@ -64,25 +76,83 @@ def benchmark_command(
         "--lr-seed)")] = "validation",  # fmt: skip
     lr_seed: Annotated[int, typer.Option(metavar="N", help="the seed --lr-select reference tries the grid at")] = 1126,
     vlpl_alpha: Annotated[Optional[float], typer.Option(
-        metavar="ALPHA", help="entropy weight on unknown labels of AN, EM and EM-PL (VLPL: 0.2 VOC, 0.1 COCO and "
-        "NUS-WIDE, 0.01 CUB) [default: 0.1]")] = None,  # fmt: skip
+        metavar="ALPHA", help="entropy weight on unknown labels of AN, EM and EM-PL [default: 0.1; spml: VLPL's 0.2 "
+        "VOC, 0.1 COCO and NUS-WIDE, 0.01 CUB]")] = None,  # fmt: skip
+    vlpl_beta: Annotated[Optional[float], typer.Option(
+        metavar="BETA", help="spml: weight of a positive pseudo-label (EM_PL) [default: 0.7]")] = None,  # fmt: skip
+    vlpl_threshold: Annotated[Optional[float], typer.Option(
+        metavar="S", help="spml: CLIP score s above which a class is a positive pseudo-label [default: 0.3]"
+    )] = None,  # fmt: skip
+    vlpl_partial: Annotated[Optional[float], typer.Option(
+        metavar="FRACTION", help="spml: share of each image's lowest-scoring classes made negative pseudo-labels "
+        "[default: 0]")] = None,  # fmt: skip
+    vlpl_temperature: Annotated[Optional[float], typer.Option(
+        metavar="T", help="spml: temperature of CLIP's softmax over classes [default: 0.01]")] = None,  # fmt: skip
+    vlpl_defaults: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="spml: whose VLPL settings to start from: voc2012-spml, coco2014-spml, nuswide-spml or "
+        "cub-spml [default: the repository's own]")] = None,  # fmt: skip
+    image_size: Annotated[int, typer.Option(
+        metavar="N", help="spml: resnet50's input side in pixels (VLPL: 448)")] = 448,  # fmt: skip
+    workers: Annotated[int, typer.Option(
+        metavar="N", help="spml: DataLoader worker processes decoding images for resnet50")] = 4,  # fmt: skip
 ) -> None:
-    """Train complementary-label learners on datasets; write results.json and a mean +- std table.
+    """Train complementary-label (or, with --task spml, single-positive multi-label) learners; write results.json
+    and a mean +- std table.
 
-    Example: `aclbuild benchmark out/aclcifar10 -s FWD -s SCL-NL --model resnet18 --seed 1 --seed 2 -o bench`
+    Example: `aclbuild benchmark out/aclcifar10 -s FWD -s SCL-NL --model resnet18 --seed 1 --seed 2 -o bench`;
+    `aclbuild benchmark out/voc2012-spml --task spml -s EM_PL --model clip-linear -o bench`
     """
     with user_errors():
         with needs_extra("bench"):
             from aclbuild.bench.benchmark import REFERENCE_SEEDS, BenchmarkSpec, run_benchmark
 
+        given = {name for name in ctx.params if _given(ctx, name)}
+        if task == "spml":
+            _refuse_options(given, CL_ONLY_OPTIONS, "cl")
+            from aclbuild.bench.spml_benchmark import PAPER_CLIP, PAPER_SEEDS, SpmlBenchmarkSpec, run_spml_benchmark
+
+            overrides = {"alpha": vlpl_alpha, "beta_pos": vlpl_beta, "threshold": vlpl_threshold,
+                         "partial": vlpl_partial, "temperature": vlpl_temperature}  # fmt: skip
+            spec = SpmlBenchmarkSpec(
+                datasets, strategy, model=model or "resnet50", clip_model=clip_model or PAPER_CLIP, epochs=epochs,
+                lrs=lr, batch_size=batch_size, seeds=seed or list(PAPER_SEEDS), image_size=image_size, init=init,
+                workers=workers, precision=precision, overrides=overrides, defaults_of=vlpl_defaults,
+            )  # fmt: skip
+            run_spml_benchmark(spec, output_dir, console)
+            return
+        if task != "cl":
+            raise InputError(f"--task must be cl or spml, got {task!r}")
+        _refuse_options(given, SPML_ONLY_OPTIONS, "spml")
         spec = BenchmarkSpec(
-            datasets, strategy, model=model, epochs=epochs, lrs=lr or [1e-4], batch_size=batch_size,
+            datasets, strategy, model=model or "resnet34", epochs=300 if epochs is None else epochs,
+            lrs=lr or [1e-4], batch_size=256 if batch_size is None else batch_size,
             seeds=seed or list(REFERENCE_SEEDS), valid_type=valid_type, eval_every=eval_every, num_cl=num_cl,
             clean_noisy=clean_noisy, clip_model=clip_model, types=strategy_type or [], batch_by=batch_by,
-            precision=precision, hidden_dim=hidden_dim, init=init, valid_rule=valid_rule, lr_select=lr_select,
-            lr_seed=lr_seed, vlpl_alpha=0.1 if vlpl_alpha is None else vlpl_alpha,
+            precision=precision, hidden_dim=hidden_dim, init=init or "kaiming", valid_rule=valid_rule,
+            lr_select=lr_select, lr_seed=lr_seed, vlpl_alpha=0.1 if vlpl_alpha is None else vlpl_alpha,
         )  # fmt: skip
         run_benchmark(spec, output_dir, console)  # prints each run and the table (main process only)
+
+
+# Options that mean something in one task only: given in the other, they are refused rather than ignored.
+CL_ONLY_OPTIONS = ("strategy_type", "valid_type", "eval_every", "num_cl", "clean_noisy", "batch_by", "hidden_dim",
+                   "valid_rule", "lr_select", "lr_seed")  # fmt: skip
+SPML_ONLY_OPTIONS = ("vlpl_beta", "vlpl_threshold", "vlpl_partial", "vlpl_temperature", "vlpl_defaults", "image_size",
+                     "workers")  # fmt: skip
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave option ``name`` (not its default). By the source's name: typer may carry its own click."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _refuse_options(given: set[str], options: tuple[str, ...], task: str) -> None:
+    wrong = [f"--{name.replace('_', '-')}" for name in options if name in given]
+    wrong = ["--type" if w == "--strategy-type" else w for w in wrong]
+    if wrong:
+        verb, them = ("applies", "it") if len(wrong) == 1 else ("apply", "them")
+        raise InputError(f"{', '.join(wrong)} only {verb} to --task {task}; leave {them} out or pass --task {task}")
 
 
 def generate_command(

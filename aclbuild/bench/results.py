@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from aclbuild.atomic import atomic_write_text, remove_leftovers
+from aclbuild.bench.spml_results import TASK as SPML_TASK
+from aclbuild.bench.spml_results import SpmlRunRecord, spml_results_markdown
 from aclbuild.errors import InputError
 
 RUN_JSON, RESULTS_JSON, RESULTS_MD = "run.json", "results.json", "results.md"
@@ -211,25 +213,33 @@ def write_run(folder: Path, record: RunRecord) -> Path:
     return atomic_write_text(Path(folder) / RUN_JSON, json.dumps(record.to_dict(), indent=2) + "\n")
 
 
-def read_run(path: Path) -> RunRecord:
+def run_record(raw: object, where: str) -> RunRecord | SpmlRunRecord:
+    """The record of a run.json or results.json entry: an SPML run's (``"task": "spml"``) or a CL run's."""
+    if isinstance(raw, dict) and raw.get("task") == SPML_TASK:
+        return SpmlRunRecord.from_dict(raw, where)
+    return RunRecord.from_dict(raw, where)
+
+
+def read_run(path: Path) -> RunRecord | SpmlRunRecord:
     """The record of one run.json; InputError naming the file when it is not one."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read {path} as JSON ({exc}); delete its folder to run that run again") from None
-    return RunRecord.from_dict(raw, str(path))
+    return run_record(raw, str(path))
 
 
-def collect_runs(output_dir: Path) -> list[RunRecord]:
-    """Every finished run under DIR/runs, plus the CLIP-zero-shot rows, in a stable order."""
+def collect_runs(output_dir: Path) -> list[RunRecord | SpmlRunRecord]:
+    """Every finished run under DIR/runs (CL and SPML), plus the CLIP-zero-shot rows, in a stable order."""
+    from aclbuild.bench.spml_losses import LOSSES
     from aclbuild.bench.strategies import STRATEGIES  # torch: report reads results in a core install
 
     runs = [read_run(p) for p in sorted((Path(output_dir) / "runs").glob(f"**/{RUN_JSON}"))]
-    order = {name: i for i, name in enumerate(["CLIP-zero-shot", *STRATEGIES])}
+    order = {name: i for i, name in enumerate(["CLIP-zero-shot", *STRATEGIES, *LOSSES])}
     return sorted(runs, key=lambda r: (r.dataset, order.get(r.strategy, 99), r.lr_selection, r.seed, r.lr))
 
 
-def read_results(path: Path) -> list[RunRecord]:
+def read_results(path: Path) -> list[RunRecord | SpmlRunRecord]:
     """The runs of a results.json (or of the folder holding it), selection runs included; InputError if malformed."""
     path = Path(path)
     file = path / RESULTS_JSON if path.is_dir() else path
@@ -239,10 +249,10 @@ def read_results(path: Path) -> list[RunRecord]:
         raise InputError(f"cannot read {file} as JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
         raise InputError(f'{file} is not a benchmark results file: expected {{"runs": [...]}}')
-    return [RunRecord.from_dict(raw, f"{file}: run {index}") for index, raw in enumerate(data["runs"])]
+    return [run_record(raw, f"{file}: run {index}") for index, raw in enumerate(data["runs"])]
 
 
-def write_results(output_dir: str | Path) -> list[RunRecord]:
+def write_results(output_dir: str | Path) -> list[RunRecord | SpmlRunRecord]:
     """(Re)write DIR/results.json and DIR/results.md from every finished run; each file replaced atomically."""
     output_dir = Path(output_dir)
     runs = collect_runs(output_dir)
@@ -393,11 +403,12 @@ def _heading(setting: tuple) -> list[str]:
     return [title, "", how, ""]
 
 
-def results_markdown(runs: Sequence[RunRecord]) -> str:
-    """One mean +- std table (in %) per setting: rows strategies, columns datasets."""
+def results_markdown(runs: Sequence[RunRecord | SpmlRunRecord]) -> str:
+    """One mean +- std table (in %) per setting: rows strategies, columns datasets; SPML tables (mAP) after."""
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for run in runs:
-        groups[setting_of(run)].append(run)
+        if isinstance(run, RunRecord):
+            groups[setting_of(run)].append(run)
     lines = ["# Benchmark results", ""]
     for setting, group in groups.items():
         values = dict(zip(SETTING_DEFAULTS, setting))
@@ -412,6 +423,7 @@ def results_markdown(runs: Sequence[RunRecord]) -> str:
         rows = [(s, [_cell([r for r in group if r.label == s and r.dataset == d]) for d in datasets])
                 for s in strategies]  # fmt: skip
         lines += [accuracy_table("strategy", [names[d] for d in datasets], rows), ""]
+    lines += spml_results_markdown([run for run in runs if isinstance(run, SpmlRunRecord)])
     return "\n".join(lines)
 
 
