@@ -203,6 +203,9 @@ def test_clip_outputs_are_computed_once_then_read_from_the_cache(spml_repo, spli
     assert torch.allclose(train.features.norm(dim=1), torch.ones(12), atol=1e-5)
     assert tuple(train.cosines.shape) == (12, 3) and bool((train.cosines.abs() <= 1 + 1e-5).all())
     assert not torch.equal(train.cosines[0], train.cosines[1])  # per image, not one row repeated
+    loaded = spml_clip._load_clip(str(clip)), spml_clip._image_processor(str(clip), "")
+    in_workers = spml_clip.compute_clip_outputs(splits["test"], *loaded, "test", workers=2)
+    assert torch.allclose(in_workers.cosines, outputs["test"].cosines, atol=1e-6)
 
     def no_model(*args, **kwargs):
         raise AssertionError("the cached outputs should have been read, not recomputed")

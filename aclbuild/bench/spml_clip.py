@@ -77,23 +77,39 @@ def _pil(data: bytes):
         raise SourceError(f"an image does not decode ({exc}); the repository is damaged: rebuild it") from None
 
 
+class ProcessedImages(torch.utils.data.Dataset):
+    """Encoded images decoded and preprocessed by the checkpoint's image processor, one at a time (DataLoader workers
+    can do it in parallel)."""
+
+    def __init__(self, images: Sequence[bytes], processor):
+        self.images, self.processor = images, processor
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.processor(images=[_pil(self.images[index])], return_tensors="pt")["pixel_values"][0]
+
+
 @torch.no_grad()
-def compute_clip_outputs(split: SpmlSplit, clip, processor, what: str) -> SpmlClipOutputs:
-    """Features and cosines of every image of ``split`` with the loaded ``clip`` (model, tokenizer, ...)."""
+def compute_clip_outputs(split: SpmlSplit, clip, processor, what: str, workers: int = 0) -> SpmlClipOutputs:
+    """Features and cosines of every image of ``split`` with the loaded ``clip`` (model, tokenizer, ...), the
+    images decoded and preprocessed in ``workers`` DataLoader processes (0: in this one)."""
     model, tokenizer = clip[0], clip[1]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device).eval()
     text = tokenizer([PROMPT.format(name) for name in split.class_names], padding=True, return_tensors="pt").to(device)
     text_features = F.normalize(_features(model.get_text_features(**text)).float(), dim=-1)
     features, cosines = [], []
+    loader = torch.utils.data.DataLoader(ProcessedImages(split.images, processor), batch_size=CLIP_BATCH,
+                                         num_workers=workers, pin_memory=device == "cuda")  # fmt: skip
     with progress_bar(f"CLIP features of {what}", len(split), "images") as advance:
-        for start in range(0, len(split), CLIP_BATCH):
-            batch = [_pil(split.images[i]) for i in range(start, min(start + CLIP_BATCH, len(split)))]
-            pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+        for pixels in loader:
+            pixels = pixels.to(device, non_blocking=True)
             image_features = F.normalize(_features(model.get_image_features(pixel_values=pixels)).float(), dim=-1)
             features.append(image_features.cpu())
             cosines.append((image_features @ text_features.T).cpu())
-            advance(len(batch))
+            advance(len(pixels))
     dim = text_features.shape[1]
     return SpmlClipOutputs(
         torch.cat(features) if features else torch.zeros(0, dim),
@@ -101,8 +117,11 @@ def compute_clip_outputs(split: SpmlSplit, clip, processor, what: str) -> SpmlCl
     )
 
 
-def spml_clip_outputs(dataset: str, clip_model: str, splits: dict[str, SpmlSplit]) -> dict[str, SpmlClipOutputs]:
-    """{split: outputs} for every split of ``splits``, read from the cache or computed once and cached.
+def spml_clip_outputs(
+    dataset: str, clip_model: str, splits: dict[str, SpmlSplit], workers: int = 0
+) -> dict[str, SpmlClipOutputs]:
+    """{split: outputs} for every split of ``splits``, read from the cache or computed once and cached (images
+    decoded and preprocessed in ``workers`` DataLoader processes).
 
     The cache file of a split is ``<cache>/<model>/<score_key>/spml-<split>-<image fingerprint>.npz``.
     """
@@ -118,7 +137,7 @@ def spml_clip_outputs(dataset: str, clip_model: str, splits: dict[str, SpmlSplit
             continue
         if clip is None:
             clip, processor = _load_clip(str(clip_model), revision), _image_processor(str(clip_model), revision)
-        result[key] = compute_clip_outputs(split, clip, processor, f"{split.name} {key}")
+        result[key] = compute_clip_outputs(split, clip, processor, f"{split.name} {key}", workers)
         folder.mkdir(parents=True, exist_ok=True)
         remove_leftovers(folder)  # outputs a killed process left half-written (never a live one's)
         buffer = io.BytesIO()
