@@ -33,6 +33,8 @@ from aclbuild.bench.report_figures import (
     dataset_figures,
     sweep_section,
 )
+from aclbuild.bench.spml_report import spml_section
+from aclbuild.bench.spml_results import SpmlRunRecord
 from aclbuild.errors import InputError
 from aclbuild.paths import check_output, staged_output
 from aclbuild.progress import progress_bar
@@ -171,6 +173,8 @@ def write_report(
         raise InputError("give at least one benchmark output or dataset repository folder")
     check_output(output_dir, [("the input", path) for path in paths])  # not onto, holding or inside an input
     runs, repositories = load_inputs(paths)
+    spml_runs = [run for run in runs if isinstance(run, SpmlRunRecord)]
+    runs = [run for run in runs if not isinstance(run, SpmlRunRecord)]
     cells = choose_cells(runs)
     report = Report(output_dir / REPORT_FILE, fmt, dpi)
     report.lines += ["# aclbuild report\n", f"Made by aclbuild {__version__} from: "
@@ -186,12 +190,14 @@ def write_report(
         for dim, _ in SWEEPS:
             sweep_section(report, cells, dim)
             advance()
+        spml_section(report, spml_runs, test_curves)
         (staged / REPORT_FILE).write_text("\n".join(report.lines), encoding="utf-8")
         summary = {
             "inputs": [str(p) for p in paths],
             "results": [{**c.setting._asdict(), "strategy": c.strategy,
                          "lr": c.lr, "seeds": [r.seed for r in c.runs], "mean": c.mean, "std": c.std}
                         for c in cells],  # fmt: skip
+            "spml_results": [r.to_dict() for r in spml_runs],
             "datasets": [{"name": r.pretty_name, "folder": str(r.folder), **r.stats} for r in repositories],
             "figures": report.figures,
             "skipped": report.skipped,

@@ -126,14 +126,14 @@ def spml_run_folder(output_dir: Path, record: SpmlRunRecord, seed: int, lr: floa
     size = f"_{r.image_size}px" if r.image_size else ""
     init = f"_init-{slug(Path(r.init).stem)}" if r.init else ""
     clip = f"_{slug(r.clip_model)}" if r.clip_model else ""
-    name = (
-        f"{r.model}{size}_e{r.epochs}_b{r.batch_size}_{r.precision}{init}_a{r.alpha:g}_bp{r.beta_pos:g}"
-        f"_t{r.threshold:g}_p{r.partial:g}_T{r.temperature:g}{clip}_seed{seed}_lr{lr:g}"
-    )
+    vlpl = "" if r.strategy == ZERO_SHOT else f"_a{r.alpha:g}_bp{r.beta_pos:g}_t{r.threshold:g}_p{r.partial:g}"
+    name = f"{r.model}{size}_e{r.epochs}_b{r.batch_size}_{r.precision}{init}{vlpl}_T{r.temperature:g}{clip}"
+    name += f"_seed{seed}_lr{lr:g}"
     return Path(output_dir) / "runs" / slug(r.dataset) / r.strategy / name
 
 
 ROW_DIMS = ("clip_model", "alpha", "beta_pos", "threshold", "partial", "temperature")  # named in a row where varied
+ZERO_SHOT_DIMS = ("clip_model", "temperature")  # what CLIP's own scores depend on
 
 
 def _heading(setting: tuple, group: Sequence[SpmlRunRecord]) -> list[str]:
@@ -152,8 +152,9 @@ def _row_labels(group: Sequence[SpmlRunRecord]) -> dict[int, str]:
     varied = [d for d in ROW_DIMS if len({getattr(r, d) for r in group if getattr(r, d) is not None}) > 1]
     labels = {}
     for run in group:
+        dims = [d for d in varied if run.strategy != ZERO_SHOT or d in ZERO_SHOT_DIMS]
         parts = [f"{d} {getattr(run, d):g}" if isinstance(getattr(run, d), float) else str(getattr(run, d))
-                 for d in varied if getattr(run, d) is not None]  # fmt: skip
+                 for d in dims if getattr(run, d) is not None]  # fmt: skip
         labels[id(run)] = run.strategy + (f" ({', '.join(parts)})" if parts else "")
     return labels
 
