@@ -153,6 +153,10 @@ def test_em_pl_without_pseudo_labels_and_clip_linear_without_features_are_refuse
         train_spml_run("EM-PL", data, SpmlConfig(model="clip-linear"), vlpl_settings("voc"))
     with pytest.raises(InputError, match="clip-linear model needs CLIP image features"):
         train_spml_run("an", data, SpmlConfig(model="clip-linear"), vlpl_settings("voc"))
+    valid = splits["validation"]
+    no_valid = SpmlSplit("tiny", CLASSES, [], valid.labels[:0], valid.observed[:0])
+    with pytest.raises(InputError, match="the validation split holds no image"):
+        train_spml_run("an", SpmlRunData(splits["train"], no_valid, splits["test"]), SpmlConfig(), vlpl_settings("voc"))
 
 
 def test_resnet50_trains_a_step_on_the_images(splits, tmp_path, one_thread):

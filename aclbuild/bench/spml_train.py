@@ -95,6 +95,11 @@ def _check_data(data: SpmlRunData, loss: SpmlLoss) -> None:
     names = {data.train.class_names, data.valid.class_names, data.test.class_names}
     if len(names) != 1:
         raise InputError("the train, validation and test splits have different class names")
+    empty = [key for key, split in (("train", data.train), ("validation", data.valid), ("test", data.test))
+             if not len(split)]  # fmt: skip
+    if empty:
+        raise InputError(f"{data.train.name}: the {' and '.join(empty)} split holds no image; training and mAP need "
+                         "images in all three")  # fmt: skip
     if "pseudo" in loss.needs:
         if data.pseudo is None:
             raise InputError(f"{loss.name} needs CLIP pseudo-labels of the training split (pass --clip-model)")
@@ -146,13 +151,12 @@ class SplitInputs:
     def predict(self, model: nn.Module, autocast) -> Tensor:
         """N x K sigmoid probabilities (float32, CPU) of the split, in row order, the model in eval mode."""
         model.eval()
-        scores = torch.empty(self.count, 0)
         parts = []
-        for inputs, rows in self.batches(ordered=True):
+        for inputs, _ in self.batches(ordered=True):
             with autocast():
                 parts.append(torch.sigmoid(model(inputs).float()).cpu())
         model.train()
-        return torch.cat(parts) if parts else scores
+        return torch.cat(parts)
 
 
 def _write_curve(path: Path, curve: list[dict]) -> None:
