@@ -39,7 +39,7 @@ def test_every_loss_runs_and_its_record_is_read_off_its_curve(cli, voc_and_clip,
     repo, clip = voc_and_clip
     out = tmp_path / "bench"
     args = ["benchmark", repo, "--task", "spml", "-s", "all", "--model", "clip-linear", "--clip-model", clip,
-            "--epochs", "2", "--lr", "1e-2", "--seed", "3", "-o", out]  # fmt: skip
+            "--epochs", "2", "--lr", "1e-2", "--seed", "3", "--workers", "0", "-o", out]  # fmt: skip
     result = cli(*args)
     assert result.exit_code == 0, result.stderr + result.stdout
     runs = json.loads((out / "results.json").read_text())["runs"]

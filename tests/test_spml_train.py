@@ -35,6 +35,9 @@ LABELS = {
 }
 
 
+SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}  # fixed: hash() of a str differs between interpreters
+
+
 def image_bytes(seed: int, fmt: str = "JPEG", size: int = 16) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
     buffer = io.BytesIO()
@@ -55,7 +58,7 @@ def write_spml_repository(folder, labels: dict = LABELS, classes: tuple = CLASSE
         rows = [
             schema.encode_row(
                 SpmlRecord(f"{split}/{i}.jpg", None, p, int(observed[i]) if split == "train" else None),
-                image_bytes(hash((split, i)) % 1000, "PNG" if i % 3 == 0 else "JPEG"),
+                image_bytes(100 * SPLIT_SEEDS[split] + i, "PNG" if i % 3 == 0 else "JPEG"),
             )
             for i, p in enumerate(positives)
         ]

@@ -148,7 +148,7 @@ def run_spml_benchmark(spec: SpmlBenchmarkSpec, output_dir: str | Path, console=
         if _needs_clip(spec, losses):
             from aclbuild.bench.spml_clip import spml_clip_outputs
 
-            clip = spml_clip_outputs(dataset, spec.clip_model, splits)
+            clip = spml_clip_outputs(dataset, spec.clip_model, splits, workers=spec.workers)
             if accelerator.is_main_process:
                 _record_zero_shot(output_dir, dataset, splits, clip, settings, spec)
         for loss in losses:
