@@ -64,7 +64,11 @@ def _same_shape(logits: Tensor, matrix: Tensor | None, what: str, allowed: tuple
 
 
 class SpmlLoss(nn.Module):
-    """Base: ``forward`` checks the inputs and averages ``entries`` over every image and class."""
+    """Base: ``forward`` checks the inputs and averages ``entries`` over every image and class.
+
+    The value checks read the targets' values, which on a GPU waits for every queued step; a training loop checks its
+    whole target matrices once and passes ``checked=True`` per step, so the CPU queues the next step meanwhile.
+    """
 
     name = ""
     needs: tuple[str, ...] = ()  # besides the logits and observed labels: "labels", "pseudo", "soft_negatives"
@@ -76,18 +80,23 @@ class SpmlLoss(nn.Module):
     def entries(self, logits: Tensor, observed: Tensor, extra: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, logits: Tensor, observed: Tensor, labels=None, pseudo=None, soft_negatives=None) -> Tensor:
+    def forward(
+        self, logits: Tensor, observed: Tensor, labels=None, pseudo=None, soft_negatives=None, checked: bool = False
+    ) -> Tensor:  # fmt: skip
         if logits.dim() != 2:
             raise InputError(f"the logits must be B x K, got shape {tuple(logits.shape)}")
         given = {"labels": labels, "pseudo": pseudo, "soft_negatives": soft_negatives}
         missing = [name for name in self.needs if given[name] is None]
         if missing:
             raise InputError(f"the {self.name} loss needs {' and '.join(missing)}: pass {missing[0]}=...")
-        allowed = {"labels": (0, 1), "pseudo": (-1, 0, 1), "soft_negatives": None}
+        allowed = {"labels": (0, 1), "pseudo": (-1, 0, 1), "soft_negatives": None, "observed labels": (-1, 0, 1)}
+        if checked:  # shapes only: the values were checked before
+            allowed = dict.fromkeys(allowed)
         extra = {name: _same_shape(logits, given[name], name.replace("_", " "), allowed[name]) for name in self.needs}
-        if "soft_negatives" in extra and ((extra["soft_negatives"] < 0) | (extra["soft_negatives"] > 1)).any():
+        soft = extra.get("soft_negatives")
+        if soft is not None and not checked and ((soft < 0) | (soft > 1)).any():
             raise InputError("the soft negatives must be NaN (none) or targets in [0, 1]")
-        observed = _same_shape(logits, observed, "observed labels", (-1, 0, 1))
+        observed = _same_shape(logits, observed, "observed labels", allowed["observed labels"])
         return self.entries(logits, observed, extra).mean()
 
 

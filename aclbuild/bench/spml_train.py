@@ -138,7 +138,7 @@ class SplitInputs:
             generator = None if ordered or not self.train else self.generator
             size = self.batch_size * (EVAL_BATCH_FACTOR if ordered and self.train else 1)
             for rows in feature_batches(self.count, size, generator):
-                yield self.features[rows.to(self.device)], rows
+                yield self.features[rows.to(self.device, non_blocking=True)], rows
             return
         loader = self.eval_loader if ordered and self.eval_loader is not None else self.loader
         for images, rows in loader:
@@ -205,6 +205,10 @@ def train_spml_run(
     observed = observed_matrix(data.train)
     soft, counts = _apl_state(loss_fn, observed, settings, config.epochs)
     targets = {"labels": data.train.labels.long(), "pseudo": data.pseudo}
+    whole = {name: soft if name == "soft_negatives" else targets[name] for name in loss_fn.needs}
+    loss_fn(torch.zeros(observed.shape), observed, **whole)  # every target's values checked once, on the CPU
+    # On the device once: a blocking copy per step would wait for the steps queued before it.
+    on_device = {name: tensor.to(device) for name, tensor in {"observed": observed, **whole}.items()}
     curve: list[dict] = []
     seconds: list[float] = []
     steps, best = 0, (0, -1.0, 0.0)
@@ -214,11 +218,11 @@ def train_spml_run(
             model.train()
             total, count, started = torch.zeros((), device=device), 0, time.perf_counter()
             for batch, rows in inputs["train"].batches():
-                extra = {name: (soft if name == "soft_negatives" else targets[name])[rows].to(device)
-                         for name in loss_fn.needs}  # fmt: skip
+                rows = rows.to(device, non_blocking=True)
+                extra = {name: on_device[name][rows] for name in loss_fn.needs}
                 with accelerator.autocast():
                     logits = model(batch).float()
-                loss = loss_fn(logits, observed[rows].to(device), **extra)
+                loss = loss_fn(logits, on_device["observed"][rows], **extra, checked=True)  # values checked above
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 optimizer.step()
@@ -235,6 +239,7 @@ def train_spml_run(
             if counts is not None and apl_due(epoch, settings) and epoch < config.epochs:
                 predictions = inputs["train"].predict(net, accelerator.autocast)
                 soft = asymmetric_pseudo_labels(predictions, observed, soft, counts)
+                on_device["soft_negatives"] = soft.to(device)
             row = {"epoch": epoch, "train_loss": float(total) / max(count, 1), "valid_map": valid_map,
                    "test_map": test_map}  # fmt: skip
             curve.append(row)
