@@ -14,6 +14,7 @@ Pillow are installed.
     python benchmarks/bench_spml.py            # GPU: 400 images (well under a minute on an H200); CPU: 32 at 224 px
     python benchmarks/bench_spml.py --smoke    # tiny, on CPU: checks the script runs (16 images at 64 px)
     python benchmarks/bench_spml.py --n 2000 --workers 16
+    python benchmarks/bench_spml.py --batch-size 32    # how much of a step at batch 8 is its fixed cost
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def steady(seconds: list[float]) -> float:
     return min(seconds[1:]) if len(seconds) > 1 else seconds[0]
 
 
-def time_clip_linear(n: int, epochs: int) -> float:
+def time_clip_linear(n: int, epochs: int, batch_size: int) -> float:
     """images/s of the linear head's training epochs on n random unit-norm CLIP-sized features."""
     g = torch.Generator().manual_seed(0)
     features = {key: torch.nn.functional.normalize(torch.randn(count, CLIP_DIM, generator=g), dim=1)
@@ -80,17 +81,19 @@ def time_clip_linear(n: int, epochs: int) -> float:
     keys = ("train", "valid", "test")
     splits = [fake_split([b""] * len(features[key]), i, key == "train") for i, key in enumerate(keys)]
     data = SpmlRunData(*splits, features=features)
-    config = SpmlConfig(model="clip-linear", epochs=epochs, lr=1e-3, batch_size=8)
+    config = SpmlConfig(model="clip-linear", epochs=epochs, lr=1e-3, batch_size=batch_size)
     seconds = train_spml_run("an", data, config, vlpl_settings("voc")).epoch_seconds
     return n / steady(seconds)
 
 
-def time_resnet50(data: SpmlRunData, size: int, workers: int, precision: str, epochs: int) -> tuple[float, int]:
+def time_resnet50(data: SpmlRunData, size: int, workers: int, precision: str, epochs: int,
+                  batch_size: int) -> tuple[float, int]:  # fmt: skip
     """(images/s of ResNet-50's steady training epoch, optimiser steps per epoch)."""
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)  # accelerate refuses a second precision in one process
-    config = SpmlConfig(model="resnet50", epochs=epochs, batch_size=8, image_size=size, workers=workers, lr=1e-5)
+    config = SpmlConfig(model="resnet50", epochs=epochs, batch_size=batch_size, image_size=size, workers=workers,
+                        lr=1e-5)  # fmt: skip
     result = train_spml_run("an", data, config, vlpl_settings("voc"), accelerator=make_accelerator(precision=precision))
     return len(data.train) / steady(result.epoch_seconds), result.steps_per_epoch
 
@@ -102,6 +105,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=448 if gpu else 224, help="ResNet-50's input side")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--batch-size", type=int, default=8, help="images per step (VLPL: 8)")
     parser.add_argument("--smoke", action="store_true", help="tiny, to check the script runs (CPU)")
     args = parser.parse_args()
     if args.smoke:
@@ -109,9 +113,9 @@ def main() -> None:
     if not gpu:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - args.workers))  # leave the workers their cores
     clip_n = 512 if args.smoke else VOC_TRAIN_IMAGES
-    print(f"{machine()}; fake VOC: {NUM_CLASSES} classes, 500x375 JPEGs, batch 8, {args.epochs} epochs, "
-          f"{torch.get_num_threads()} torch threads")  # fmt: skip
-    clip_speed = time_clip_linear(clip_n, args.epochs)
+    print(f"{machine()}; fake VOC: {NUM_CLASSES} classes, 500x375 JPEGs, batch {args.batch_size}, {args.epochs} "
+          f"epochs, {torch.get_num_threads()} torch threads")  # fmt: skip
+    clip_speed = time_clip_linear(clip_n, args.epochs, args.batch_size)
     print(f"  clip-linear  {clip_n:,} images of {CLIP_DIM}-d features: {clip_speed:10.0f} images/s")
     images = fake_jpegs(args.n + 32, seed=0)
     data = SpmlRunData(fake_split(images[: args.n], 0, True), fake_split(images[args.n : args.n + 16], 1, False),
@@ -120,7 +124,7 @@ def main() -> None:
     runs = [("fp32", 0), ("fp32", args.workers)] + ([("bf16", args.workers)] if gpu else [])
     baseline = None
     for precision, workers in runs:
-        speed, steps = time_resnet50(data, args.size, workers, precision, args.epochs)
+        speed, steps = time_resnet50(data, args.size, workers, precision, args.epochs, args.batch_size)
         baseline = baseline or speed
         print(f"  resnet50     {args.n:,} JPEGs ({kb:.0f} KiB) at {args.size} px, {precision}, workers {workers:2d}: "
               f"{speed:8.1f} images/s ({steps} steps/epoch; {speed / baseline:.2f}x workers-0 fp32)")  # fmt: skip
