@@ -122,7 +122,17 @@ def build_command(
     from aclbuild.builder import build_from_source
     from aclbuild.registry import get_variant
     from aclbuild.repository import parse_size
+    from aclbuild.spml_build import build_spml_command, is_spml_dataset
 
+    if is_spml_dataset(dataset):  # a single-positive multi-label set: LABELS is its source (VOC tar, COCO folder...)
+        with user_errors():
+            folder = build_spml_command(labels, dataset, output_dir, repo_id, parse_size(max_shard_size), overwrite, {
+                "--source": source, "--test-source": test_source, "--num-cl": num_cl, "--download": download,
+                "--drop-failed": drop_failed, "--labels-log": labels_log, "--allow-kind-mismatch": allow_kind_mismatch,
+                "--card-author": card_author, "--contact": contact, "--license": license,
+            })  # fmt: skip
+        console.print(f"wrote {folder}")
+        return
     with user_errors():
         if download and source is None:
             from aclbuild.loaders.download import download_archive
@@ -170,10 +180,16 @@ def stats_command(
 
     with user_errors():
         stats = checked_repository_stats(folder)
-        class_names = read_features(folder)["ord_labels"].names
+        features = read_features(folder)
     if as_json:
         print(json.dumps(stats, indent=2))
         return
+    if "observed_label" in features:  # a single-positive multi-label set (aclbuild.repository.is_spml_repository)
+        from aclbuild.spml_stats import spml_stats_lines
+
+        print("\n".join(spml_stats_lines(stats, features["observed_label"].names)))
+        return
+    class_names = features["ord_labels"].names
     for shown in stats_renderables(folder, stats, class_names):
         console.print(shown, markup=False, highlight=False)
 

@@ -65,6 +65,12 @@ def checked_repository_stats(folder: str | Path) -> dict[str, dict]:
     problems = manifest_problems(folder)
     if problems:
         raise InvalidRepositoryError(str(folder), problems)
+    from aclbuild.repository import is_spml_repository
+
+    if is_spml_repository(folder):  # a single-positive multi-label set has statistics of its own
+        from aclbuild.spml_stats import spml_repository_stats
+
+        return spml_repository_stats(folder)
     return repository_stats(folder)
 
 

@@ -24,6 +24,13 @@ a NUL byte, the image's byte count (8 bytes, little-endian), the image bytes, th
 (nothing after ``|`` for a row without CLs). validate recomputes it from the folder, verify from what
 ``load_dataset`` gives back on the Hub.
 
+A single-positive multi-label (SPML) repository (spml.py) has the same layout, manifest and shard cutting; its
+shards hold ``names``, ``images`` (the source's image files, JPEG, stored as they are), ``labels`` (a list of
+ClassLabel: every positive, ascending) and ``observed_label`` (ClassLabel; null in validation and test), as
+:class:`aclbuild.schema.SpmlSchema` defines them; its splits are train, validation and test. It is told apart by its
+``observed_label`` column (:func:`is_spml_repository`). Its content hash feeds each row as the CL one does up to the
+image bytes, then ``"{label,label,...}|{observed_label}\\n"`` (nothing after ``|`` without an observed label).
+
 Rows are read back through one decoder (rows.py: :func:`decode_rows`), which validate, verify, export, stats and the
 training data (:mod:`aclbuild.cl_data`) share.
 
@@ -45,6 +52,9 @@ from aclbuild.repository.manifest import (
 from aclbuild.repository.rows import (
     SplitRows, decode_rows, iter_records, label_arrays, missing_cl_rows, read_features, read_table, row_values,
 )  # fmt: skip
+from aclbuild.repository.spml import (
+    encode_spml_chunk, is_spml_columns, is_spml_repository, spml_label_matrix, spml_record_batch, spml_row_values,
+)  # fmt: skip
 from aclbuild.repository.writer import parquet_writer_options, write_split
 
 __all__ = [
@@ -53,5 +63,6 @@ __all__ = [
     "parquet_writer_options", "parse_manifest", "parse_size", "read_features", "read_manifest", "read_table",
     "record_hash_update", "row_values", "shard_name", "shards_size", "split_files_pattern", "split_shards",
     "stray_files", "write_manifest",
-    "write_split",
+    "write_split", "encode_spml_chunk", "is_spml_columns", "is_spml_repository", "spml_label_matrix",
+    "spml_record_batch", "spml_row_values",
 ]  # fmt: skip

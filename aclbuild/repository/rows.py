@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from aclbuild.errors import SourceError
 from aclbuild.png import decode_image
 from aclbuild.repository.layout import split_shards
+from aclbuild.repository.spml import is_spml_columns, spml_row_values
 from aclbuild.schema import NO_LABEL, ClRecord
 
 if TYPE_CHECKING:
@@ -60,7 +61,10 @@ def decode_rows(table: pa.Table | pa.RecordBatch) -> SplitRows:
 
 
 def row_values(table: pa.Table | pa.RecordBatch) -> list[tuple]:
-    """(name, image bytes, ord_label, cl_labels list or None) per row, in order: what the content hash covers."""
+    """(name, image bytes, ord_label, cl_labels list or None) per row, in order: what the content hash covers. An
+    SPML table's rows are :class:`aclbuild.repository.hashing.SpmlRow` (name, image bytes, labels, observed_label)."""
+    if is_spml_columns(table.schema.names):
+        return spml_row_values(table)
     rows = decode_rows(table)
     cls = [None] * len(rows) if rows.cl_labels is None else rows.cl_labels.tolist()
     return list(zip(rows.names, rows.images, rows.ord_labels.tolist(), cls))

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -122,7 +122,7 @@ def parquet_writer_options(schema: pa.Schema) -> dict:
     }
 
 
-Chunk = tuple[list[ClRecord], list[bytes], np.ndarray, bytes]  # rows without pixels, PNGs, sizes, hash input
+Chunk = tuple[list, list[bytes], np.ndarray, bytes]  # rows without pixels, stored image bytes, sizes, hash input
 
 
 def _encode_chunk(
@@ -171,8 +171,9 @@ class _ShardStream:
     as num_bytes) past ``max_shard_size``; a shard holds at least one row. Only the pending row group is in memory.
     """
 
-    def __init__(self, folder: Path, split: str, schema: pa.Schema, max_shard_size: int) -> None:
+    def __init__(self, folder: Path, split: str, schema: pa.Schema, max_shard_size: int, make_batch=None) -> None:
         self.folder, self.split, self.schema, self.max_shard_size = folder, split, schema, max_shard_size
+        self.make_batch = make_batch or _record_batch  # (rows, image bytes, schema) -> one row group
         self.options = parquet_writer_options(schema)  # datasets 5.x's writer options (see there)
         self.paths: list[Path] = []  # the shards so far, under temporary names
         self.writer: pq.ParquetWriter | None = None  # the open shard's
@@ -200,7 +201,7 @@ class _ShardStream:
             self.paths.append(partial_shard_path(self.folder, self.split, len(self.paths)))
             self.writer = pq.ParquetWriter(self.paths[-1], self.schema, **self.options)
         if self.rows:
-            batch = _record_batch(self.rows, self.pngs, self.schema)
+            batch = self.make_batch(self.rows, self.pngs, self.schema)
             self.writer.write_batch(batch, row_group_size=ROWS_PER_ROW_GROUP)
         self.rows, self.pngs = [], []
 
@@ -233,6 +234,8 @@ def write_split(
     schema: pa.Schema,
     max_shard_size: int = 500 * 10**6,
     image_shape: tuple[int, ...] | None = None,
+    encode: Callable[[Sequence, range], Chunk] | None = None,
+    make_batch: Callable[[list, list[bytes], pa.Schema], pa.RecordBatch] | None = None,
 ) -> SplitInfo:
     """Write ``records`` as ``folder/data/{split}-*.parquet`` shards of at most ``max_shard_size`` bytes each
     (estimated as PNG bytes + names + labels; a single larger row gets a shard of its own).
@@ -242,13 +245,18 @@ def write_split(
     when the next row would pass ``max_shard_size`` (:class:`_ShardStream`). Memory does not grow with the split.
     ``schema`` is :func:`aclbuild.schema.arrow_schema` of the repository's class names and CLs per image;
     ``image_shape`` (e.g. ``(32, 32, 3)``), when given, is checked for every image (uint8 too).
+
+    Another record kind (the SPML rows of :mod:`aclbuild.repository.spml`) passes its own ``encode(records,
+    positions)``, giving a :data:`Chunk` (rows, stored image bytes, sizes, hash input), and ``make_batch(rows,
+    image bytes, schema)``, giving a row group; shard cutting, renaming and hashing stay the same.
     """
     data_folder(folder).mkdir(parents=True, exist_ok=True)
-    label_bytes = 8 * (1 + schema.field("cl_labels").type.list_size)
     digest, total = hashlib.sha256(), 0
-    shards = _ShardStream(Path(folder), split, schema, max_shard_size)
+    shards = _ShardStream(Path(folder), split, schema, max_shard_size, make_batch)
     try:
-        encode = partial(_encode_chunk, split=split, image_shape=image_shape, label_bytes=label_bytes)
+        if encode is None:
+            label_bytes = 8 * (1 + schema.field("cl_labels").type.list_size)
+            encode = partial(_encode_chunk, split=split, image_shape=image_shape, label_bytes=label_bytes)
         with progress_bar(f"encoding {split} images", len(records)) as advance, contextlib.closing(
             _encoded_chunks(records, encode, ENCODE_THREADS)
         ) as chunks:  # closing: a failure stops the encoders at once
