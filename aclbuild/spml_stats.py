@@ -50,7 +50,8 @@ def spml_repository_stats(folder: str | Path) -> dict[str, dict]:
 
     num_classes = read_features(folder)["observed_label"].num_classes
     result = {}
-    for split in split_shards(folder):
+    order = ("train", "validation", "test")
+    for split in sorted(split_shards(folder), key=lambda s: (order.index(s) if s in order else len(order), s)):
         table = read_table(folder, split, columns=["labels", "observed_label"])
         labels, observed = table.column("labels").to_pylist(), table.column("observed_label").to_pylist()
         result[split] = spml_label_stats(labels, observed, num_classes)

@@ -18,8 +18,8 @@ from aclbuild.cards import card_parse_problem, card_problems
 from aclbuild.errors import SourceError, UnknownNameError
 from aclbuild.registry import get_variant
 from aclbuild.repository import (
-    MANIFEST, SHARD_PATTERN, SplitInfo, hash_rows, label_arrays, missing_cl_rows, read_manifest, row_values,
-    split_shards, stray_files,
+    MANIFEST, SHARD_PATTERN, SplitInfo, hash_rows, is_spml_repository, label_arrays, missing_cl_rows, read_manifest,
+    row_values, split_shards, stray_files,
 )  # fmt: skip
 from aclbuild.schema import COLUMNS, NO_LABEL
 
@@ -31,6 +31,10 @@ def validate_repository(folder: str | Path) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         return [f"{folder} is not a folder"]
+    if is_spml_repository(folder):  # a single-positive multi-label set: its own card and rows
+        from aclbuild.spml_validate import validate_spml_repository
+
+        return validate_spml_repository(folder)
     problems = [f"{p.relative_to(folder)}: loading scripts are not allowed" for p in folder.rglob("*.py")]
     readme = folder / "README.md"
     if not readme.is_file():
