@@ -80,7 +80,7 @@ def verify_remote(
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from aclbuild.cards import card_parse_problem, card_problems
-    from aclbuild.repository import MANIFEST, read_features, read_manifest
+    from aclbuild.repository import MANIFEST, is_spml_columns, read_features, read_manifest
     from aclbuild.validate import validate_repository
 
     from huggingface_hub import get_token
@@ -110,7 +110,14 @@ def verify_remote(
         report.other_configs = other_config_names(full)
         data = default_view(full)  # the default config's entries, as build writes them for a repo of its own
         card = DatasetCard(f"---\n{DatasetCardData(**data).to_yaml()}\n---\n")
-        report.problems += [f"card: {p}" for p in card_problems(card)]
+        features_listed = [f.get("name") for f in (data.get("dataset_info") or {}).get("features") or []
+                           if isinstance(f, dict)]  # fmt: skip
+        if is_spml_columns(features_listed):  # a single-positive multi-label set: its own card checks
+            from aclbuild.spml_card import spml_card_problems
+
+            report.problems += [f"card: {p}" for p in spml_card_problems(card)]
+        else:
+            report.problems += [f"card: {p}" for p in card_problems(card)]
         try:
             card_features = DatasetInfo._from_yaml_dict(dict(data.get("dataset_info") or {})).features
         except Exception:  # noqa: BLE001 - reported by card_problems
@@ -179,7 +186,8 @@ def _check_split(split: str, ds, expected: _Expected, report: VerifyReport) -> l
     digest, count, first_diff, null_cls = hashlib.sha256(), 0, None, 0
     rows = ds.cast_column("images", Image(decode=False)).with_format("arrow")
     for batch in rows.iter(batch_size=BATCH_ROWS):
-        null_cls += batch.column("cl_labels").null_count  # the test split stores -1s; null breaks DataLoader
+        if "cl_labels" in batch.schema.names:  # a CL set's test split stores -1s; null breaks DataLoader
+            null_cls += batch.column("cl_labels").null_count
         batch_rows = row_values(batch)
         hash_rows(digest, batch_rows)
         for offset, row in enumerate(batch_rows):
@@ -213,7 +221,9 @@ def _diff_row(index: int, row, local: list) -> str | None:
         return f"row {index} is not in the local build"
     if row == local[index]:
         return None
-    for what, remote_value, local_value in zip(("name", "image bytes", "ord_label", "cl_labels"), row, local[index]):
+    fields = getattr(row, "_fields", ("name", "image bytes", "ord_label", "cl_labels"))  # an SPML row names its own
+    for what, remote_value, local_value in zip(fields, row, local[index]):
+        what = "image bytes" if what == "image" else what
         if remote_value != local_value:
             shown = "differ" if what == "image bytes" else f"{remote_value!r} on the Hub, {local_value!r} locally"
             return f"first at row {index} ({local[index][0]}): {what} {shown}"
