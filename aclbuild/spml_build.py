@@ -117,14 +117,14 @@ def build_spml_command(
     build options of the CL sets, each refused in one line when given.
 
     Example:
-        >>> build_spml_command("voc.tar", "voc2012-spml", "out", None, 10, False, {"--num-cl": 3})
+        >>> build_spml_command("voc.tar", "voc2012-spml", "out", None, 10, False, {"--num-cl": 3})   # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        aclbuild.errors.InputError: --num-cl is for the complementary-label sets; voc2012-spml is built from its source alone: `aclbuild build SOURCE --dataset voc2012-spml -o DIR`
+        aclbuild.errors.InputError: --num-cl is for the CL sets; build voc2012-spml from its source alone: `aclbuild ...`
     """
     from aclbuild.errors import InputError
 
     given = [option for option, value in cl_options.items() if value not in (None, False, (), [])]
     if given:
-        raise InputError(f"{given[0]} is for the complementary-label sets; {dataset} is built from its source alone: "
-                         f"`aclbuild build SOURCE --dataset {dataset} -o DIR`")  # fmt: skip
+        raise InputError(f"{given[0]} is for the CL sets; build {dataset} from its source alone: "
+                         f"`aclbuild build SOURCE -d {dataset} -o DIR`")  # fmt: skip
     return build_spml(source, dataset, output_dir, repo_id, max_shard_size, overwrite)

@@ -208,7 +208,8 @@ def _body(dataset, source: SpmlSource, class_names, splits, stats, provenance, r
         f"- A training image without any positive has no observed label (null): "
         f"{train.get('num_examples', 0) - train.get('observed', 0)} of {train.get('num_examples', 0)} here.",
         f"- Observed labels that are a true positive: {100 * train.get('observed_true_share', 0):.1f}% of training "
-        f"images (all images that have one); images with an observed label: {100 * train.get('observed_share', 0):.1f}%.",
+        f"images (all images that have one); images with an observed label: "
+        f"{100 * train.get('observed_share', 0):.1f}%.",
         "- Validation and test rows have no observed label (null): the benchmark selects and evaluates on the full "
         "`labels` (mean average precision).",
         "",

@@ -6,7 +6,8 @@ Example:
     >>> table = pa.table({"labels": pa.array([[0, 2], [1, 1], [3]]), "observed_label": pa.array([2, 0, None])})
     >>> label_problems("train", table, num_classes=3)   # doctest: +NORMALIZE_WHITESPACE
     ["split 'train': labels not ascending and unique, e.g. row 1",
-     "split 'train': observed_label not among the row's labels, e.g. row 1", "split 'train': labels outside 0..2, e.g. row 2"]
+     "split 'train': observed_label not among the row's labels, e.g. row 1",
+     "split 'train': labels outside 0..2, e.g. row 2"]
     >>> label_problems("test", pa.table({"labels": pa.array([[1]]), "observed_label": pa.array([1])}), 3)
     ["split 'test': observed_label must be null outside train (1 rows hold one); rebuild the folder"]
 """
@@ -56,7 +57,8 @@ def validate_spml_repository(folder: str | Path) -> list[str]:
         problems.append("split 'train' has no shards; rebuild the folder with `aclbuild build`")
     configured = {f["split"] for c in data.get("configs") or [] for f in c.get("data_files") or []}
     for split in set(shards) ^ configured:
-        problems.append(f"split '{split}' is " + ("not in the card's configs" if split in shards else "declared but has no shards"))
+        where = "not in the card's configs" if split in shards else "declared but has no shards"
+        problems.append(f"split '{split}' is {where}")
     card_features = _card_features(data, problems)
     manifest: dict[str, SplitInfo] = {}
     try:

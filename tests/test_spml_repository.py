@@ -178,7 +178,7 @@ def test_build_refuses_bad_names_sources_and_cl_options_in_one_line(cli, tmp_pat
         (("build", voc, "-d", "imagenet-spml", "-o", tmp_path / "a"), "unknown dataset"),
         (("build", cub, "-d", "voc2012-spml", "-o", tmp_path / "b"), "holds no"),
         (("build", tmp_path / "none.tar", "-d", "voc2012-spml", "-o", tmp_path / "c"), "does not exist"),
-        (("build", voc, "-d", "voc2012-spml", "-o", tmp_path / "d", "--num-cl", "2"), "--num-cl is for the complementary"),
+        (("build", voc, "-d", "voc2012-spml", "-o", tmp_path / "d", "--num-cl", "2"), "--num-cl is for the CL sets"),
         (("build", voc, "-d", "voc2012-spml", "-o", voc.parent), "--output-dir"),
     ]
     for args, expected in cases:
@@ -204,7 +204,8 @@ def test_push_then_verify_through_the_loopback_hub(built, tmp_path):
 
         push = run("push", built["voc2012-spml"], "--repo-id", repo)
         assert push.returncode == 0, push.stderr
-        local = {p.relative_to(built["voc2012-spml"]).as_posix() for p in built["voc2012-spml"].rglob("*") if p.is_file()}
+        folder = built["voc2012-spml"]
+        local = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
         assert local <= set(hub.files(repo)) and "aclbuild.json" in local
         verify = run("verify", repo, "--against", built["voc2012-spml"])
         assert verify.returncode == 0, verify.stdout + verify.stderr

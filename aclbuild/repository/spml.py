@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -33,6 +34,9 @@ from aclbuild.repository.layout import split_shards
 from aclbuild.schema import SpmlRecord
 
 SPML_MARKER = "observed_label"  # the column only an SPML repository has
+# write_split runs encoders on several threads; a tar's members are read through one shared file position, which
+# tarfile does not guard, so source files are read one at a time (reading is I/O; there is nothing to encode)
+_SOURCE_READ = threading.Lock()
 
 
 def is_spml_columns(names: Iterable[str]) -> bool:
@@ -72,7 +76,8 @@ def encode_spml_chunk(records, positions: range, split: str) -> tuple[list, list
     rows, images = [], []
     for i in positions:
         record = records[i]
-        data = records.part.image_bytes(int(records.positions[i]))
+        with _SOURCE_READ:
+            data = records.part.image_bytes(int(records.positions[i]))
         if not data:
             raise SourceError(f"{split}: image {record.name!r} is an empty file in {records.part.tree.label}")
         rows.append(SpmlRecord(record.name, None, record.labels, record.observed_label))
