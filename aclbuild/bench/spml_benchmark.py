@@ -131,7 +131,7 @@ def _needs_clip(spec: SpmlBenchmarkSpec, losses: list[str]) -> bool:
 
 def run_spml_benchmark(spec: SpmlBenchmarkSpec, output_dir: str | Path, console=None, accelerator=None) -> list:
     """Run every missing run of the grid, then (re)write results.json and results.md; returns all runs in DIR."""
-    from aclbuild.bench.spml_data import load_spml_splits
+    from aclbuild.bench.spml_data import check_evaluable, load_spml_splits
     from aclbuild.bench.train import make_accelerator, precision_of
 
     output_dir = Path(output_dir)
@@ -143,6 +143,8 @@ def run_spml_benchmark(spec: SpmlBenchmarkSpec, output_dir: str | Path, console=
     spec = replace(spec, precision=precision_of(accelerator))
     for dataset in spec.datasets:
         splits = load_spml_splits(dataset)  # first: a CL repository is refused as such
+        check_evaluable(splits["validation"], "validation")
+        check_evaluable(splits["test"], "test")
         settings = dataset_settings(dataset, spec)
         clip = None
         if _needs_clip(spec, losses):

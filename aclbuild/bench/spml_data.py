@@ -91,6 +91,20 @@ class ArrowImages(Sequence):
         return data
 
 
+def check_evaluable(split: SpmlSplit, what: str) -> None:
+    """Refuse a ``what`` (validation, test) split whose mAP is undefined: one with no positive label at all.
+
+    Example:
+        >>> check_evaluable(SpmlSplit("toy", ("cat",), [b""], torch.zeros(1, 1, dtype=torch.uint8), torch.tensor([-1])),
+        ...                 "test")
+        Traceback (most recent call last):
+        aclbuild.errors.InputError: toy: no image of the test split has a positive label, so its mAP is undefined; ...
+    """
+    if len(split) and not split.labels.any():  # (an empty split is refused where it would be trained on)
+        raise InputError(f"{split.name}: no image of the {what} split has a positive label, so its mAP is undefined; "
+                         "build the set from a source whose parts have labelled images")  # fmt: skip
+
+
 def observed_matrix(split: SpmlSplit) -> torch.Tensor:
     """N x K int64: 1 at each image's observed positive, 0 elsewhere (a row without one is all 0): the losses' input.
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from aclbuild.atomic import atomic_file
 from aclbuild.bench.spml import VlplSettings, apl_counts, apl_due, asymmetric_pseudo_labels
-from aclbuild.bench.spml_data import SpmlSplit, observed_matrix
+from aclbuild.bench.spml_data import SpmlSplit, check_evaluable, observed_matrix
 from aclbuild.bench.spml_losses import SpmlLoss, build_loss
 from aclbuild.bench.spml_metrics import mean_average_precision
 from aclbuild.bench.spml_models import SPML_MODELS, build_spml_model
@@ -100,6 +100,8 @@ def _check_data(data: SpmlRunData, loss: SpmlLoss) -> None:
     if empty:
         raise InputError(f"{data.train.name}: the {' and '.join(empty)} split holds no image; training and mAP need "
                          "images in all three")  # fmt: skip
+    check_evaluable(data.valid, "validation")
+    check_evaluable(data.test, "test")
     if "pseudo" in loss.needs:
         if data.pseudo is None:
             raise InputError(f"{loss.name} needs CLIP pseudo-labels of the training split (pass --clip-model)")
