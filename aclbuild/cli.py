@@ -67,7 +67,9 @@ def datasets_command() -> None:
 def build_command(
     labels: Annotated[Path, typer.Argument(
         metavar="LABELS", help="generate's labels.parquet or a label CSV (their images from --source), or a legacy "
-        "CL pickle (it carries its images)", show_default=False
+        "CL pickle (it carries its images); for a single-positive multi-label set (voc2012-spml, coco2014-spml, "
+        "nuswide-spml, cub-spml) its source: the VOC tar or folder, the COCO folder, the CUB tgz, the NUS folder",
+        show_default=False
     )],  # fmt: skip
     dataset: Annotated[str, typer.Option(
         "--dataset", "-d", metavar="NAME", help="dataset variant, e.g. aclcifar10 (list: `aclbuild datasets`)"
@@ -124,7 +126,8 @@ def build_command(
     from aclbuild.repository import parse_size
     from aclbuild.spml_build import build_spml_command, is_spml_dataset
 
-    if is_spml_dataset(dataset):  # a single-positive multi-label set: LABELS is its source (VOC tar, COCO folder...)
+    # a single-positive multi-label set (an unknown *-spml name is named among them): LABELS is its source
+    if is_spml_dataset(dataset) or dataset.lower().endswith("-spml"):
         with user_errors():
             folder = build_spml_command(labels, dataset, output_dir, repo_id, parse_size(max_shard_size), overwrite, {
                 "--source": source, "--test-source": test_source, "--num-cl": num_cl, "--download": download,
