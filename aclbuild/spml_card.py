@@ -116,6 +116,10 @@ SPML_SOURCES = {
 }
 
 
+SOURCE_DATASETS = {"voc2012-spml": "pascal_voc", "coco2014-spml": "coco", "nuswide-spml": "nus_wide",
+                   "cub-spml": "cub_200_2011"}  # the card's source_datasets names (extended|NAME)
+
+
 def spml_card_metadata(
     dataset: str, class_names: Sequence[str], splits: list[SplitInfo], download_size: int | None
 ) -> DatasetCardData:
@@ -139,7 +143,7 @@ def spml_card_metadata(
         tags=["multi-label-image-classification", SPML_TAG, "weakly-supervised-learning", "partial-labels"],
         size_categories=[size_category(sum(s.num_examples for s in splits))],
         annotations_creators=["crowdsourced"],
-        source_datasets=["original"],
+        source_datasets=[f"extended|{SOURCE_DATASETS[dataset]}"],
         **extra,
         # a JSON round trip unshares the ClassLabel dicts, which yaml would dump as an anchor and an alias
         dataset_info=json.loads(json.dumps(info)),
