@@ -177,7 +177,7 @@ def stats_command(
 
     Example: `aclbuild stats out/aclcifar10 --json`
     """
-    from aclbuild.repository import read_features
+    from aclbuild.repository import is_spml_columns, read_features
     from aclbuild.stats import checked_repository_stats
     from aclbuild.stats_tables import stats_renderables
 
@@ -187,7 +187,7 @@ def stats_command(
     if as_json:
         print(json.dumps(stats, indent=2))
         return
-    if "observed_label" in features:  # a single-positive multi-label set (aclbuild.repository.is_spml_repository)
+    if is_spml_columns(features):  # a single-positive multi-label set
         from aclbuild.spml_stats import spml_stats_lines
 
         print("\n".join(spml_stats_lines(stats, features["observed_label"].names)))
