@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -67,15 +66,15 @@ def expand_losses(names: list[str]) -> list[str]:
 
 def variant_of(dataset: str) -> str | None:
     """The SPML variant a repository was built as (its manifest's ``dataset``), or None where none is recorded."""
-    folder = Path(dataset)
-    try:
-        if folder.is_dir():
-            text = (folder / "aclbuild.json").read_text(encoding="utf-8")
-        else:
-            from huggingface_hub import hf_hub_download
+    from aclbuild.repository import MANIFEST, parse_manifest, read_manifest
 
-            text = Path(hf_hub_download(dataset, "aclbuild.json", repo_type="dataset")).read_text(encoding="utf-8")
-        return json.loads(text).get("dataset")
+    try:
+        if Path(dataset).is_dir():
+            return read_manifest(dataset).dataset
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(dataset, MANIFEST, repo_type="dataset")
+        return parse_manifest(Path(path).read_text(encoding="utf-8")).dataset
     except Exception:  # noqa: BLE001 - no manifest (a dataset not built by aclbuild), offline, unreadable
         return None
 
@@ -84,7 +83,7 @@ def dataset_settings(dataset: str, spec: SpmlBenchmarkSpec) -> VlplSettings:
     """VLPL's settings for ``dataset`` with the spec's options applied; one line when no defaults are known."""
     name = spec.defaults_of or variant_of(dataset)
     if name is None:
-        raise InputError(f"{dataset} does not say which SPML set it is (no aclbuild.json): pass --vlpl-defaults "
+        raise InputError(f"{dataset} does not say which SPML set it is (no manifest names it): pass --vlpl-defaults "
                          "voc2012-spml, coco2014-spml, nuswide-spml or cub-spml to pick VLPL's settings")  # fmt: skip
     overrides = {key: spec.overrides.get(key) for key in SETTING_OPTIONS}
     epochs = _or(spec.epochs, vlpl_settings(name).epochs)

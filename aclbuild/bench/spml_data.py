@@ -186,9 +186,11 @@ def _folder_name(folder: Path) -> str:
         pretty = card_pretty_name(folder)
         if pretty != folder.name:
             return pretty
+    from aclbuild.repository import read_manifest
+
     try:
-        return json.loads((folder / "aclbuild.json").read_text(encoding="utf-8")).get("dataset") or folder.name
-    except (OSError, ValueError, AttributeError):
+        return read_manifest(folder).dataset or folder.name
+    except SourceError:  # no manifest, or a malformed one: the folder's name will do for messages
         return folder.name
 
 
