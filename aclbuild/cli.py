@@ -61,6 +61,14 @@ def datasets_command() -> None:
         size = f"{v.base.image_size}x{v.base.image_size}"
         table.add_row(v.name, v.pretty_name, v.base.name, str(v.base.num_classes), size, labels, v.license)
     console.print(table)
+    from aclbuild.spml_card import SPML_SOURCES
+
+    spml = Table(title="single-positive multi-label sets (build from the official files; benchmark --task spml)")
+    for column in ("name", "pretty name", "source", "parts", "licence"):
+        spml.add_column(column)
+    for name, source in SPML_SOURCES.items():
+        spml.add_row(name, source.pretty_name, source.source_name, source.parts, source.license_name or source.license)
+    console.print(spml)
 
 
 @app.command("build")

@@ -125,7 +125,7 @@ def test_validate_detects_changed_content(cli, legacy_pickle, tmp_path):
 def test_datasets_table(cli):
     result = cli("datasets")
     assert result.exit_code == 0
-    for name in ("aclcifar10-r", "clmin20", "ACLMIN10", "digits-noisy"):
+    for name in ("aclcifar10-r", "clmin20", "ACLMIN10", "digits-noisy", "voc2012-spml", "cub-spml"):
         assert name in result.stdout
 
 
