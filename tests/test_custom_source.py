@@ -168,13 +168,19 @@ def test_bad_columns_are_one_line_exit_2(cli, tmp_path, options, words):
     assert not (tmp_path / "out").exists()
 
 
-def test_no_class_label_and_missing_id_offline_are_one_line_exit_2(cli, tmp_path):
+def test_no_class_label_and_missing_id_offline_are_one_line_exit_2(cli, tmp_path, monkeypatch):
     folder = tmp_path / "parquet"
     folder.mkdir()
     Dataset.from_dict({"img": [PILImage.new("RGB", (4, 4))], "y": [0]}, features=Features(
         {"img": Image(), "y": Value("int64")})).to_parquet(str(folder / "train.parquet"))  # fmt: skip
     result = cli("generate", "pets", "--source", folder, "--labeler", "synthetic", "-o", tmp_path / "a")
     assert result.exit_code == 2 and "no ClassLabel column (columns: img, y)" in result.output
+    import datasets.config
+    import huggingface_hub.constants
+
+    # offline, as HF_HUB_OFFLINE=1 makes it (read at import): the unreachable Hub's retries took 23 s here
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     result = cli("generate", "pets", "--source", "noorg/missing", "--labeler", "synthetic", "-o", tmp_path / "b")
     assert result.exit_code == 2 and "noorg/missing" in result.output
     assert len(result.output.strip().splitlines()) == 1
