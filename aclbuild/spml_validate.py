@@ -14,87 +14,44 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-from datasets import Features
-from huggingface_hub import DatasetCard
 
-from aclbuild.cards import card_parse_problem
 from aclbuild.errors import SourceError
-from aclbuild.repository import (
-    MANIFEST, SHARD_PATTERN, SplitInfo, hash_rows, read_manifest, spml_row_values, split_shards, stray_files,
-)  # fmt: skip
+from aclbuild.repository import MANIFEST, SplitInfo, read_manifest, spml_row_values
 from aclbuild.schema import SPML_COLUMNS
 from aclbuild.spml_card import spml_card_problems
+from aclbuild.validate import _manifest_mismatches, check_card_and_layout, hash_problems, read_split
 
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM")
 
 
 def validate_spml_repository(folder: str | Path) -> list[str]:
     """Every problem found in the SPML repository ``folder`` (an empty list means valid)."""
-    from aclbuild.validate import _card_features, _declared_splits, _manifest_mismatches
 
     folder = Path(folder)
-    problems = [f"{p.relative_to(folder)}: loading scripts are not allowed" for p in folder.rglob("*.py")]
-    readme = folder / "README.md"
-    if not readme.is_file():
-        return problems + ["README.md (the dataset card) is missing"]
-    try:
-        text = readme.read_text(encoding="utf-8")
-        card = DatasetCard(text)
-    except UnicodeDecodeError:
-        return problems + ["README.md (the dataset card) is not UTF-8 text"]
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a problem to report
-        return problems + [card_parse_problem(exc, text)]
-    problems += spml_card_problems(card)
-    data = card.data.to_dict()
-    problems += [f"data/{p.name}: not named {{split}}-XXXXX-of-XXXXX.parquet" for p in stray_files(folder)]
-    shards = split_shards(folder)
-    if "train" not in shards:
+    problems, parts = check_card_and_layout(folder, spml_card_problems)
+    if parts is None:
+        return problems
+    if "train" not in parts.shards:
         problems.append("split 'train' has no shards; rebuild the folder with `aclbuild build`")
-    configured = {f["split"] for c in data.get("configs") or [] for f in c.get("data_files") or []}
-    for split in set(shards) ^ configured:
-        where = "not in the card's configs" if split in shards else "declared but has no shards"
-        problems.append(f"split '{split}' is {where}")
-    card_features = _card_features(data, problems)
     manifest: dict[str, SplitInfo] = {}
     try:
         manifest = read_manifest(folder, where=MANIFEST).splits
     except SourceError as exc:
         problems.append(str(exc))
-    problems += _manifest_mismatches(manifest, shards)
-    declared = _declared_splits(data)
-    for split, paths in shards.items():
-        problems += _check_split(split, paths, card_features, declared.get(split), manifest.get(split))
+    problems += _manifest_mismatches(manifest, parts.shards)
+    for split, paths in parts.shards.items():
+        problems += _check_split(split, paths, parts.card_features, parts.declared.get(split), manifest.get(split))
     return problems
 
 
 def _check_split(split: str, paths: list[Path], card_features, declared_count, manifest_entry) -> list[str]:
     """The shards of one split: complete, the SPML columns and Features, their labels, images and content hash."""
-    problems = []
-    indices = [int(SHARD_PATTERN.match(p.name)["index"]) for p in paths]
-    counts = {int(SHARD_PATTERN.match(p.name)["count"]) for p in paths}
-    if len(counts) != 1 or sorted(indices) != list(range(counts.pop())):
-        problems.append(f"split '{split}': shards {[p.name for p in paths]} are not a complete 00000..n-1 set")
-    try:
-        tables = [pq.read_table(p) for p in paths]
-    except (pa.ArrowException, OSError) as exc:
-        return problems + [f"split '{split}': a shard cannot be read ({exc})"]
-    for path, table in zip(paths, tables):
-        if tuple(table.column_names) != SPML_COLUMNS:
-            return problems + [f"data/{path.name}: columns {table.column_names}, expected {list(SPML_COLUMNS)}"]
-        try:
-            shard_features = Features.from_arrow_schema(table.schema)
-        except Exception:  # noqa: BLE001 - foreign metadata
-            shard_features = None
-        if card_features is not None and shard_features != card_features:
-            problems.append(f"data/{path.name}: features differ from the card's dataset_info")
-    table = pa.concat_tables(tables)
-    if declared_count is not None and declared_count != table.num_rows:
-        problems.append(f"split '{split}': card says {declared_count} examples, shards hold {table.num_rows}")
+    problems, table = read_split(split, paths, SPML_COLUMNS, card_features, declared_count)
+    if table is None:
+        return problems
     if table.column("names").null_count:
         problems.append(f"split '{split}': every row needs a name ({table.column('names').null_count} have none)")
     if card_features is not None and "observed_label" in card_features:
@@ -103,12 +60,7 @@ def _check_split(split: str, paths: list[Path], card_features, declared_count, m
     bad = [row.name for row in rows if not row.image or not row.image.startswith(_IMAGE_MAGIC)]
     if bad:
         problems.append(f"split '{split}': {len(bad)} images are empty or not JPEG/PNG/GIF/BMP, e.g. {bad[0]!r}")
-    if manifest_entry:
-        digest = hashlib.sha256()
-        hash_rows(digest, rows)
-        if digest.hexdigest() != manifest_entry.sha256:
-            problems.append(f"split '{split}': content differs from the build's recorded hash in {MANIFEST}")
-    return problems
+    return problems + hash_problems(split, rows, manifest_entry)
 
 
 def label_problems(split: str, table: pa.Table, num_classes: int) -> list[str]:

@@ -7,6 +7,8 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,39 +37,58 @@ def validate_repository(folder: str | Path) -> list[str]:
         from aclbuild.spml_validate import validate_spml_repository
 
         return validate_spml_repository(folder)
+    problems, parts = check_card_and_layout(folder, card_problems)
+    if parts is None:
+        return problems
+    if not parts.shards:
+        return problems + ["data/ holds no Parquet shards"]
+    manifest, unique_train_names = _read_manifest(folder, problems)
+    problems += _manifest_mismatches(manifest, parts.shards)
+    for split, paths in parts.shards.items():
+        unique_names = split == "train" and unique_train_names
+        problems += _check_split(split, paths, parts.card_features, parts.declared.get(split), manifest.get(split),
+                                 unique_names)  # fmt: skip
+    for image in ("figures/transition_matrix.png",):
+        if f"]({image})" in parts.card.text and not (folder / image).is_file():
+            problems.append(f"the card shows {image} but the file is missing")
+    return problems
+
+
+@dataclass(frozen=True)
+class CardAndLayout:
+    """What :func:`check_card_and_layout` read: the card, its Features and declared split sizes, the shards."""
+
+    card: DatasetCard
+    card_features: Features | None
+    declared: dict[str, int]
+    shards: dict[str, list[Path]]
+
+
+def check_card_and_layout(folder: Path, card_checks: Callable) -> tuple[list[str], CardAndLayout | None]:
+    """The checks every repository (CL or SPML) gets before its rows: no loading script, a UTF-8 card that parses
+    and passes ``card_checks``, shard names, the card's configs against the shards. None when the card is unreadable.
+    """
     problems = [f"{p.relative_to(folder)}: loading scripts are not allowed" for p in folder.rglob("*.py")]
     readme = folder / "README.md"
     if not readme.is_file():
-        return problems + ["README.md (the dataset card) is missing"]
+        return problems + ["README.md (the dataset card) is missing"], None
     try:
         text = readme.read_text(encoding="utf-8")
         card = DatasetCard(text)
     except UnicodeDecodeError:
-        return problems + ["README.md (the dataset card) is not UTF-8 text"]
+        return problems + ["README.md (the dataset card) is not UTF-8 text"], None
     except Exception as exc:  # noqa: BLE001 - any parse failure is a problem to report
-        return problems + [card_parse_problem(exc, text)]
-    problems += card_problems(card)
+        return problems + [card_parse_problem(exc, text)], None
+    problems += card_checks(card)
     data = card.data.to_dict()
     problems += [f"data/{p.name}: not named {{split}}-XXXXX-of-XXXXX.parquet" for p in stray_files(folder)]
     shards = split_shards(folder)
-    if not shards:
-        return problems + ["data/ holds no Parquet shards"]
-    declared = _declared_splits(data)
     configured = {f["split"] for c in data.get("configs") or [] for f in c.get("data_files") or []}
     for split in set(shards) ^ configured:
-        problems.append(f"split '{split}' is " + ("not in the card's configs" if split in shards else "declared but has no shards"))
+        where = "not in the card's configs" if split in shards else "declared but has no shards"
+        problems.append(f"split '{split}' is {where}")
     card_features = _card_features(data, problems)
-    manifest, unique_train_names = _read_manifest(folder, problems)
-    problems += _manifest_mismatches(manifest, shards)
-    for split, paths in shards.items():
-        unique_names = split == "train" and unique_train_names
-        problems += _check_split(
-            folder, split, paths, card_features, declared.get(split), manifest.get(split), unique_names
-        )
-    for image in ("figures/transition_matrix.png",):
-        if f"]({image})" in card.text and not (folder / image).is_file():
-            problems.append(f"the card shows {image} but the file is missing")
-    return problems
+    return problems, CardAndLayout(card, card_features, _declared_splits(data), shards)
 
 
 def manifest_problems(folder: str | Path) -> list[str]:
@@ -140,7 +161,10 @@ def _read_manifest(folder: Path, problems: list[str]) -> tuple[dict[str, SplitIn
     return manifest.splits, unique_names
 
 
-def _check_split(folder, split, paths, card_features, declared_count, manifest_entry, unique_names) -> list[str]:
+def read_split(split: str, paths: list[Path], columns: tuple[str, ...], card_features: Features | None,
+               declared_count: int | None) -> tuple[list[str], pa.Table | None]:  # fmt: skip
+    """A split's shards read and checked as every repository's are: a complete 00000..n-1 set, the expected
+    ``columns``, the card's Features, the card's example count. The table is None when it cannot be read whole."""
     problems = []
     indices = [int(SHARD_PATTERN.match(p.name)["index"]) for p in paths]
     counts = {int(SHARD_PATTERN.match(p.name)["count"]) for p in paths}
@@ -149,10 +173,10 @@ def _check_split(folder, split, paths, card_features, declared_count, manifest_e
     try:
         tables = [pq.read_table(p) for p in paths]
     except (pa.ArrowException, OSError) as exc:
-        return problems + [f"split '{split}': a shard cannot be read ({exc})"]
+        return problems + [f"split '{split}': a shard cannot be read ({exc})"], None
     for path, table in zip(paths, tables):
-        if tuple(table.column_names) != COLUMNS:
-            return problems + [f"data/{path.name}: columns {table.column_names}, expected {list(COLUMNS)}"]
+        if tuple(table.column_names) != columns:
+            return problems + [f"data/{path.name}: columns {table.column_names}, expected {list(columns)}"], None
         try:
             shard_features = Features.from_arrow_schema(table.schema)
         except Exception:  # noqa: BLE001 - foreign metadata
@@ -162,6 +186,24 @@ def _check_split(folder, split, paths, card_features, declared_count, manifest_e
     table = pa.concat_tables(tables)
     if declared_count is not None and declared_count != table.num_rows:
         problems.append(f"split '{split}': card says {declared_count} examples, shards hold {table.num_rows}")
+    return problems, table
+
+
+def hash_problems(split: str, rows: list, manifest_entry: SplitInfo | None) -> list[str]:
+    """Whether a split's rows still hash to the content hash the build recorded (nothing to say without one)."""
+    if not manifest_entry:
+        return []
+    digest = hashlib.sha256()
+    hash_rows(digest, rows)
+    if digest.hexdigest() != manifest_entry.sha256:
+        return [f"split '{split}': content differs from the build's recorded hash in {MANIFEST}"]
+    return []
+
+
+def _check_split(split, paths, card_features, declared_count, manifest_entry, unique_names) -> list[str]:
+    problems, table = read_split(split, paths, COLUMNS, card_features, declared_count)
+    if table is None:
+        return problems
     names = table.column("names").to_pylist()
     if None in names:
         problems.append(f"split '{split}': every row needs a name ({names.count(None)} have none)")
@@ -180,12 +222,7 @@ def _check_split(folder, split, paths, card_features, declared_count, manifest_e
     bad = [name for name, image, _, _ in rows if not image or not image.startswith(_IMAGE_MAGIC)]
     if bad:
         problems.append(f"split '{split}': {len(bad)} images are empty or not PNG/JPEG, e.g. {bad[0]!r}")
-    if manifest_entry:
-        digest = hashlib.sha256()
-        hash_rows(digest, rows)
-        if digest.hexdigest() != manifest_entry.sha256:
-            problems.append(f"split '{split}': content differs from the build's recorded hash in {MANIFEST}")
-    return problems
+    return problems + hash_problems(split, rows, manifest_entry)
 
 
 def _cl_presence_problem(split: str, table: pa.Table) -> str | None:
