@@ -94,7 +94,7 @@ def benchmark_command(
     image_size: Annotated[int, typer.Option(
         metavar="N", help="spml: resnet50's input side in pixels (VLPL: 448)")] = 448,  # fmt: skip
     workers: Annotated[int, typer.Option(
-        metavar="N", help="spml: DataLoader worker processes decoding images (resnet50, the CLIP pass)")] = 4,  # fmt: skip
+        metavar="N", help="spml: DataLoader processes decoding images (resnet50, the CLIP pass)")] = 4,  # fmt: skip
 ) -> None:
     """Train complementary-label (or, with --task spml, single-positive multi-label) learners; write results.json
     and a mean +- std table.

@@ -14,7 +14,8 @@ import torch
 from aclbuild.bench.batches import BatchPlan
 from aclbuild.bench.benchmark import prepare_run_data
 from aclbuild.bench.models import build_model
-from aclbuild.bench.results import RunRecord, cell_lr, read_results, results_markdown
+from aclbuild.bench.results import RunRecord, cell_lr, read_results
+from aclbuild.bench.results_tables import results_markdown
 from aclbuild.bench.strategies import build_strategy
 from aclbuild.bench.train import TrainConfig, make_accelerator, train_run
 from aclbuild.bench.validation import cl_risk

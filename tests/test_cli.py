@@ -100,7 +100,7 @@ def test_stats_tables_show_class_names_counts_and_shares():
 
 @pytest.mark.parametrize("accuracies,expected", [((0.8125,), "81.25 (n=1)"), ((0.8, 0.9), "85.00 +- 7.07")])
 def test_accuracy_cell_says_n1_for_a_single_seed(accuracies, expected):
-    from aclbuild.bench.results import AccuracyCell
+    from aclbuild.bench.results_tables import AccuracyCell
 
     assert AccuracyCell(accuracies).text == expected
 

@@ -73,7 +73,8 @@ def test_a_pushed_set_benchmarks_from_the_hub_as_from_its_folder(built, cli, tmp
     with HubServer() as hub:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
         env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf"), HF_TOKEN=TOKEN,
-                   NO_COLOR="1", COLUMNS="200", ACLBUILD_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")  # fmt: skip
+                   NO_COLOR="1", COLUMNS="200", ACLBUILD_CACHE=str(tmp_path / "cache"),
+                   OMP_NUM_THREADS="1")  # fmt: skip
 
         def run(*args):
             return subprocess.run([sys.executable, "-m", "aclbuild", *map(str, args)], env=env, capture_output=True,

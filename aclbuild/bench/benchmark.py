@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from aclbuild.atomic import remove_leftovers
 from aclbuild.bench.models import MLP_HIDDEN, MODELS
 from aclbuild.bench.results import (
     RESULTS_JSON,
@@ -35,8 +34,8 @@ from aclbuild.bench.results import (
     choose_lr,
     collect_runs,
     read_run,
-    results_markdown,
     run_folder,
+    start_run,
     write_results,
     write_run,
 )
@@ -48,8 +47,7 @@ from aclbuild.errors import InputError, UnknownNameError
 from aclbuild.paths import check_output
 from aclbuild.progress import quiet_library_bars
 
-__all__ = ["RESULTS_JSON", "RESULTS_MD", "BenchmarkSpec", "collect_runs", "results_markdown", "run_benchmark",
-           "write_results"]  # fmt: skip
+__all__ = ["RESULTS_JSON", "RESULTS_MD", "BenchmarkSpec", "collect_runs", "run_benchmark", "write_results"]
 REFERENCE_SEEDS = (1207, 9213, 17, 33)
 LR_SELECTION_SEED = 1126  # libcll's scripts run the lr grid at this seed only
 LR_SELECTS = ("validation", "reference")
@@ -272,17 +270,13 @@ def _one_run(
     spec, output_dir, dataset, dataset_name, strategy, seed, lr, data, accelerator, console, selection=False
 ) -> None:
     folder = _spec_run_folder(output_dir, dataset, strategy, spec, seed, lr, selection)
-    if (folder / RUN_JSON).is_file():
-        if console and accelerator.is_main_process:
-            console.print(f"  skip (done) {folder.relative_to(output_dir)}")
+    if not start_run(folder, output_dir, accelerator.is_main_process, console):
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    if accelerator.is_main_process:
-        remove_leftovers(folder)  # what a killed earlier try of this run left half-written
     result = train_run(strategy, data, spec.train_config(seed, lr), folder / "curve.csv", accelerator)
     record = RunRecord(
         dataset=dataset, dataset_name=dataset_name, strategy=strategy, seed=seed, lr=lr,
-        **_run_settings(spec, strategy), lr_selection=selection, steps_per_epoch=result.steps_per_epoch, best_epoch=result.best_epoch,
+        **_run_settings(spec, strategy), lr_selection=selection, steps_per_epoch=result.steps_per_epoch,
+        best_epoch=result.best_epoch,
         valid_score=result.valid_score, test_accuracy=result.test_accuracy,
         curve=(folder / "curve.csv").relative_to(output_dir).as_posix(),
     )  # fmt: skip

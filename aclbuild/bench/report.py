@@ -79,7 +79,7 @@ class Report:
 
 def results_table(cells: Sequence[Cell]) -> str:
     """Markdown: strategies as rows, settings as columns, test accuracy % as mean +- std; best of a column bold."""
-    from aclbuild.bench.results import AccuracyCell, accuracy_table  # the same table as results.md (n=1 included)
+    from aclbuild.bench.results_tables import AccuracyCell, accuracy_table  # results.md's table (n=1 included)
 
     settings = list(dict.fromkeys(c.setting for c in cells))
     shown = varying_dims(settings)

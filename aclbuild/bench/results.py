@@ -3,8 +3,9 @@
 - ``DIR/runs/<dataset>/<strategy>/<settings>/run.json``: one finished run (:class:`RunRecord`), named by
   :func:`run_folder`, written last and atomically, so its presence means the run is complete (a rerun skips it).
 - ``DIR/results.json``: ``{"runs": [every run.json of DIR]}``, the file `aclbuild report` reads.
-- ``DIR/results.md``: one mean +- std table per setting (model, epochs, CLs per image, cleaning, validation,
-  batching, precision, init, MLP width, learning-rate rule); rows are strategies, columns datasets.
+- ``DIR/results.md``: one mean +- std table per setting (results_tables.py), CL and SPML runs alike.
+- An SPML run's record is spml_results.py's :class:`SpmlRunRecord` (``"task": "spml"``); :func:`run_record` tells
+  the two apart.
 
 Per table cell the learning rate is chosen by :func:`cell_lr`, which results.md and report.md share, following the
 runs' ``lr_select`` rule:
@@ -17,7 +18,7 @@ runs' ``lr_select`` rule:
 
 Example:
     >>> runs = write_results("bench-out")          # doctest: +SKIP
-    >>> print(results_markdown(runs))              # doctest: +SKIP
+    >>> [run.strategy for run in runs]            # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -26,16 +27,14 @@ import dataclasses
 import json
 import math
 import re
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from aclbuild.atomic import atomic_write_text, remove_leftovers
 from aclbuild.bench.spml_results import TASK as SPML_TASK
-from aclbuild.bench.spml_results import SpmlRunRecord, spml_results_markdown
+from aclbuild.bench.spml_results import SpmlRunRecord
 from aclbuild.errors import InputError
 
 RUN_JSON, RESULTS_JSON, RESULTS_MD = "run.json", "results.json", "results.md"
@@ -47,14 +46,7 @@ SETTING_DEFAULTS = {
     "valid_rule": "empirical", "batch_by": "pair", "precision": None, "init": "pytorch", "hidden_dim": None,
     "lr_select": "validation",
 }  # fmt: skip
-ACCURACY_CAPTION = (
-    "Test accuracy (%) of the best-validation checkpoint, mean +- std (ddof=1) over seeds; n=1: a single seed, "
-    "no spread."
-)
-REFERENCE_WARNING = (
-    "**Learning rate chosen by TEST accuracy at seed {seed} (libcll's rule, `--lr-select reference`): the test set "
-    "took part in choosing, so these accuracies are optimistic.**"
-)
+
 
 
 # ---------------------------------------------------------------- the run record
@@ -208,6 +200,19 @@ def run_folder(
     return Path(output_dir) / "runs" / slug(dataset) / strategy / (name + ("_lrselection" if selection else ""))
 
 
+def start_run(folder: Path, output_dir: Path, main_process: bool, console=None) -> bool:
+    """False when the run in ``folder`` has finished (its run.json exists; said on ``console``), so a benchmark
+    resumes; else True, the folder made and cleared of what a killed earlier try of the run left half-written."""
+    if (folder / RUN_JSON).is_file():
+        if console and main_process:
+            console.print(f"  skip (done) {folder.relative_to(output_dir)}")
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    if main_process:
+        remove_leftovers(folder)
+    return True
+
+
 def write_run(folder: Path, record: RunRecord) -> Path:
     """Write ``folder/run.json`` atomically (a run's last write: its presence means the run is complete)."""
     return atomic_write_text(Path(folder) / RUN_JSON, json.dumps(record.to_dict(), indent=2) + "\n")
@@ -255,6 +260,8 @@ def read_results(path: Path) -> list[RunRecord | SpmlRunRecord]:
 def write_results(output_dir: str | Path) -> list[RunRecord | SpmlRunRecord]:
     """(Re)write DIR/results.json and DIR/results.md from every finished run; each file replaced atomically."""
     output_dir = Path(output_dir)
+    from aclbuild.bench.results_tables import results_markdown
+
     runs = collect_runs(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(output_dir)  # results files a killed earlier benchmark left half-written
@@ -314,125 +321,3 @@ def cell_lr(cell_runs: Sequence[RunRecord]) -> tuple[float, list[RunRecord]]:
 def _by_lr(runs: Sequence[RunRecord], score: str) -> dict[float, list[float]]:
     """Per lr, the ``score`` of each of its runs."""
     return {lr: [getattr(r, score) for r in runs if r.lr == lr] for lr in {r.lr for r in runs}}
-
-
-# ---------------------------------------------------------------- results.md
-
-
-@dataclass(frozen=True)
-class AccuracyCell:
-    """One cell of a results table: the test accuracies (fractions) of its seed runs, and a note after them."""
-
-    accuracies: tuple[float, ...]
-    note: str = ""
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.accuracies))
-
-    @property
-    def text(self) -> str:
-        """``81.25 +- 0.43`` (in %, sample std over seeds), ``81.25 (n=1)`` for one seed: no spread to show.
-
-        Example:
-            >>> AccuracyCell((0.8, 0.9)).text, AccuracyCell((0.8125,), " (lr 0.001)").text
-            ('85.00 +- 7.07', '81.25 (n=1) (lr 0.001)')
-        """
-        if not self.accuracies:
-            return self.note.strip()
-        accs = 100 * np.asarray(self.accuracies)
-        spread = f"+- {accs.std(ddof=1):.2f}" if len(accs) > 1 else "(n=1)"
-        return f"{accs.mean():.2f} {spread}{self.note}"
-
-
-def accuracy_table(
-    corner: str, columns: Sequence[str], rows: Sequence[tuple[str, Sequence[AccuracyCell | None]]],
-    bold_best: bool = False, missing: str = "",
-) -> str:  # fmt: skip
-    """The Markdown results table of results.md and report.md: mean +- std per cell, ``(n=1)`` for a single seed.
-
-    ``rows`` are (name, one cell per column, None where nothing ran); with ``bold_best`` the best mean of each
-    column is bold.
-
-    Example:
-        >>> rows = [("FWD", [AccuracyCell((0.5,))]), ("SCL", [None])]
-        >>> print(accuracy_table("strategy", ["A"], rows, bold_best=True, missing="-"))
-        | strategy | A |
-        |---|---|
-        | FWD | **50.00 (n=1)** |
-        | SCL | - |
-    """
-    best = {}
-    for i in range(len(columns)):
-        means = [cells[i].mean for _, cells in rows if cells[i] is not None and cells[i].accuracies]
-        best[i] = max(means) if means else None
-    lines = [f"| {corner} | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for name, cells in rows:
-        texts = []
-        for i, cell in enumerate(cells):
-            text = missing if cell is None else cell.text
-            if bold_best and cell is not None and cell.accuracies and cell.mean == best[i]:
-                text = f"**{text}**"
-            texts.append(text)
-        lines.append(f"| {name} | " + " | ".join(texts) + " |")
-    return "\n".join(lines)
-
-
-def setting_of(run: RunRecord) -> tuple:
-    """The values of a run's settings in SETTING_DEFAULTS order, a default standing in for one not recorded."""
-    values = (getattr(run, key) for key in SETTING_DEFAULTS)
-    return tuple(default if value is None else value for value, default in zip(values, SETTING_DEFAULTS.values()))
-
-
-def _heading(setting: tuple) -> list[str]:
-    values = dict(zip(SETTING_DEFAULTS, setting))
-    num_cl = values["num_cl"]
-    cls = f"{num_cl} CLs per image" if num_cl else "a random number of uniform synthetic CLs per image (num_cl 0)"
-    model = values["model"] + (f" (hidden {values['hidden_dim']})" if values["hidden_dim"] else "")
-    per_strategy = values["valid_rule"] == "strategy" and values["valid_type"] != "accuracy"
-    title = (
-        f"## {model}, {values['epochs']} epochs, {cls}, cleaning {values['clean_noisy']:g}, validation by "
-        f"{values['valid_type']}" + (" (T per strategy, libcll)" if per_strategy else "")
-    )
-    precision = values["precision"] or "precision not recorded"  # runs of aclbuild before it was recorded
-    init = f"{values['init']} init, " if values["model"] not in ("mlp", "linear") else ""  # convolutions only
-    how = (
-        f"Batches by {values['batch_by']}, {precision}, {init}"
-        f"learning rate by {'test accuracy (reference)' if values['lr_select'] == 'reference' else 'validation'}."
-    )
-    return [title, "", how, ""]
-
-
-def results_markdown(runs: Sequence[RunRecord | SpmlRunRecord]) -> str:
-    """One mean +- std table (in %) per setting: rows strategies, columns datasets; SPML tables (mAP) after."""
-    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
-    for run in runs:
-        if isinstance(run, RunRecord):
-            groups[setting_of(run)].append(run)
-    lines = ["# Benchmark results", ""]
-    for setting, group in groups.items():
-        values = dict(zip(SETTING_DEFAULTS, setting))
-        lines += _heading(setting)
-        if values["lr_select"] == "reference":
-            seeds = sorted({r.seed for r in group if r.lr_selection}) or ["(none run)"]
-            lines += [REFERENCE_WARNING.format(seed=", ".join(map(str, seeds))), ""]
-        lines += [ACCURACY_CAPTION, ""]
-        datasets = list(dict.fromkeys(r.dataset for r in group))
-        names = {r.dataset: r.dataset_name for r in group}
-        strategies = list(dict.fromkeys(r.label for r in group))
-        rows = [(s, [_cell([r for r in group if r.label == s and r.dataset == d]) for d in datasets])
-                for s in strategies]  # fmt: skip
-        lines += [accuracy_table("strategy", [names[d] for d in datasets], rows), ""]
-    lines += spml_results_markdown([run for run in runs if isinstance(run, SpmlRunRecord)])
-    return "\n".join(lines)
-
-
-def _cell(cell_runs: list[RunRecord]) -> AccuracyCell | None:
-    """The table cell of one (strategy, dataset): the seed runs at the chosen lr, the lr named when several ran."""
-    if not cell_runs:
-        return None
-    lr, chosen = cell_lr(cell_runs)
-    lr_note = f" (lr {lr:g})" if len({r.lr for r in cell_runs}) > 1 else ""
-    if not chosen:
-        return AccuracyCell((), f"no seed runs yet{lr_note}")
-    return AccuracyCell(tuple(r.test_accuracy for r in chosen), lr_note)

@@ -20,8 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from aclbuild.atomic import remove_leftovers
-from aclbuild.bench.results import RUN_JSON, collect_runs, results_markdown, write_results, write_run
+from aclbuild.bench.results import RESULTS_MD, RUN_JSON, collect_runs, start_run, write_results, write_run
 from aclbuild.bench.spml import VlplSettings, clip_softmax, pseudo_labels, vlpl_settings
 from aclbuild.bench.spml_losses import LOSSES, loss_class
 from aclbuild.bench.spml_results import ZERO_SHOT, SpmlRunRecord, spml_run_folder
@@ -161,7 +160,8 @@ def run_spml_benchmark(spec: SpmlBenchmarkSpec, output_dir: str | Path, console=
         return collect_runs(output_dir)
     runs = write_results(output_dir)
     if console:
-        console.print(results_markdown(runs), markup=False, highlight=False, soft_wrap=True)
+        text = (output_dir / RESULTS_MD).read_text(encoding="utf-8")
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
     return runs
 
 
@@ -198,13 +198,8 @@ def _one_run(spec, output_dir, dataset, loss, seed, lr, data, settings, accelera
     uses_clip = spec.model == "clip-linear" or data.pseudo is not None
     template = _template(spec, dataset, data.train.name, loss, settings, uses_clip)
     folder = spml_run_folder(output_dir, template, seed, lr)
-    if (folder / RUN_JSON).is_file():
-        if console and accelerator.is_main_process:
-            console.print(f"  skip (done) {folder.relative_to(output_dir)}")
+    if not start_run(folder, output_dir, accelerator.is_main_process, console):
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    if accelerator.is_main_process:
-        remove_leftovers(folder)  # what a killed earlier try of this run left half-written
     result = train_spml_run(loss, data, run_config(spec, settings, seed, lr), settings, folder / "curve.csv",
                             accelerator)  # fmt: skip
     record = replace(template, seed=seed, lr=lr, best_epoch=result.best_epoch, valid_map=result.valid_map,

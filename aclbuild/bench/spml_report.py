@@ -93,7 +93,8 @@ def spml_section(report, runs: Sequence[SpmlRunRecord], test_curves: bool) -> No
             series = [_series([r for r in members if r.strategy == s], column, notes if column == "valid_map" else [])
                       for s in dict.fromkeys(r.strategy for r in members)]  # fmt: skip
             panels.append(plots.CurveColumn(ylabel, [s for s in series if s is not None], scale))
-        title = f"{members[0].dataset_name}: {setting[0]}, {setting[1]} epoch{'s' * (setting[1] != 1)}, batch {setting[2]}"
+        epochs = f"{setting[1]} epoch{'s' * (setting[1] != 1)}"
+        title = f"{members[0].dataset_name}: {setting[0]}, {epochs}, batch {setting[2]}"
         rows.append((title, panels))
     found = any(col.series for _, panels in rows for col in panels)
     report.figure("spml_curves", "validation mAP and training loss against epoch (single-positive multi-label)",

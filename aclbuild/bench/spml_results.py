@@ -161,7 +161,8 @@ def _row_labels(group: Sequence[SpmlRunRecord]) -> dict[int, str]:
 
 def spml_results_markdown(runs: Sequence[SpmlRunRecord]) -> list[str]:
     """The lines of results.md's SPML tables (in %): rows strategies, columns datasets, one table per setting."""
-    from aclbuild.bench.results import AccuracyCell, accuracy_table, choose_lr
+    from aclbuild.bench.results import choose_lr
+    from aclbuild.bench.results_tables import AccuracyCell, accuracy_table
 
     groups: dict[tuple, list[SpmlRunRecord]] = defaultdict(list)
     for run in runs:
