@@ -230,11 +230,7 @@ def run_benchmark(spec: BenchmarkSpec, output_dir: str | Path, console=None, acc
             _strategy_runs(spec, output_dir, dataset, (train_split, test_split), strategy, scores, accelerator, console)
     if not accelerator.is_main_process:
         return collect_runs(output_dir)
-    runs = write_results(output_dir)
-    if console:
-        text = (output_dir / RESULTS_MD).read_text(encoding="utf-8")
-        console.print(text, markup=False, highlight=False, soft_wrap=True)
-    return runs
+    return write_results(output_dir, console)  # and the table printed
 
 
 def _strategy_runs(spec, output_dir, dataset, splits, strategy, scores, accelerator, console) -> None:

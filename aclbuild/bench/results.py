@@ -257,8 +257,9 @@ def read_results(path: Path) -> list[RunRecord | SpmlRunRecord]:
     return [run_record(raw, f"{file}: run {index}") for index, raw in enumerate(data["runs"])]
 
 
-def write_results(output_dir: str | Path) -> list[RunRecord | SpmlRunRecord]:
-    """(Re)write DIR/results.json and DIR/results.md from every finished run; each file replaced atomically."""
+def write_results(output_dir: str | Path, console=None) -> list[RunRecord | SpmlRunRecord]:
+    """(Re)write DIR/results.json and DIR/results.md from every finished run, each file replaced atomically; print
+    results.md on ``console`` when one is given."""
     output_dir = Path(output_dir)
     from aclbuild.bench.results_tables import results_markdown
 
@@ -267,6 +268,8 @@ def write_results(output_dir: str | Path) -> list[RunRecord | SpmlRunRecord]:
     remove_leftovers(output_dir)  # results files a killed earlier benchmark left half-written
     atomic_write_text(output_dir / RESULTS_JSON, json.dumps({"runs": [r.to_dict() for r in runs]}, indent=2) + "\n")
     atomic_write_text(output_dir / RESULTS_MD, results_markdown(runs))
+    if console:
+        console.print(results_markdown(runs), markup=False, highlight=False, soft_wrap=True)
     return runs
 
 

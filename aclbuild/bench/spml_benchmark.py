@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from aclbuild.bench.results import RESULTS_MD, RUN_JSON, collect_runs, start_run, write_results, write_run
+from aclbuild.bench.results import RUN_JSON, collect_runs, start_run, write_results, write_run
 from aclbuild.bench.spml import VlplSettings, clip_softmax, pseudo_labels, vlpl_settings
 from aclbuild.bench.spml_losses import LOSSES, loss_class
 from aclbuild.bench.spml_results import ZERO_SHOT, SpmlRunRecord, spml_run_folder
@@ -158,11 +158,7 @@ def run_spml_benchmark(spec: SpmlBenchmarkSpec, output_dir: str | Path, console=
                     _one_run(spec, output_dir, dataset, loss, seed, lr, data, settings, accelerator, console)
     if not accelerator.is_main_process:
         return collect_runs(output_dir)
-    runs = write_results(output_dir)
-    if console:
-        text = (output_dir / RESULTS_MD).read_text(encoding="utf-8")
-        console.print(text, markup=False, highlight=False, soft_wrap=True)
-    return runs
+    return write_results(output_dir, console)  # and the table printed
 
 
 def _run_data(splits, clip, settings: VlplSettings, spec: SpmlBenchmarkSpec, loss: str):
