@@ -151,6 +151,23 @@ def spml_card_metadata(
     )
 
 
+def _parts_text(parts, described: str) -> str:
+    """The official parts each split comes from, in words (the provenance's mapping), else the set's description.
+
+    Example:
+        >>> _parts_text({"train": "train", "validation": "train", "test": "val"}, "")
+        "train and validation from the official part 'train', test from 'val'"
+    """
+    if not isinstance(parts, dict) or not parts:
+        return described
+    by_part: dict[str, list[str]] = {}
+    for split, part in parts.items():
+        by_part.setdefault(str(part), []).append(split)
+    texts = [f"{' and '.join(splits)} from {'the official part ' if i == 0 else ''}'{part}'"
+             for i, (part, splits) in enumerate(by_part.items())]  # fmt: skip
+    return ", ".join(texts)
+
+
 def render_spml_card(
     dataset: str,
     class_names: Sequence[str],
@@ -219,7 +236,8 @@ def _body(dataset, source: SpmlSource, class_names, splits, stats, provenance, r
         "",
         "## Splits",
         "",
-        f"Source parts: {provenance.get('parts', source.parts)}. The validation split is {fraction} of the official "
+        f"Source parts: {_parts_text(provenance.get('parts'), source.parts)}. The validation split is {fraction} of "
+        "the official "
         f"training part, drawn with `np.random.RandomState({seed}).permutation` as the benchmark's `generate_split` "
         "does (the last share of the permutation), both kept in source order; test is the official evaluation part.",
         "",
