@@ -60,19 +60,21 @@ def spml_repository_stats(folder: str | Path) -> dict[str, dict]:
 
 def spml_stats_lines(stats: dict[str, dict], class_names: Sequence[str]) -> list[str]:
     """`aclbuild stats`' text for an SPML repository: per split its size, cardinality and agreement, then one row
-    per class with its positives per split (and, in train, how often it is the observed label).
+    per class with its positives per split and their share of the split's images (and, in train, how often it is
+    the observed label).
 
     Example:
         >>> stats = {"train": spml_label_stats([[0, 1]], [1], 2)}
         >>> print("\\n".join(spml_stats_lines(stats, ["cat", "dog"])))   # doctest: +NORMALIZE_WHITESPACE
-        train: 1 images, 2.0 positives per image, 0 without any; observed on 100.0%, a true positive on 100.0%
-        class   train   train observed
-        cat     1       0
-        dog     1       1
+        train: 1 image, 2.0 positives per image, 0 without any; observed on 100.0%, a true positive on 100.0%
+        class   train          train observed
+        cat     1 (100.0%)     0
+        dog     1 (100.0%)     1
     """
     lines = []
     for split, s in stats.items():
-        line = (f"{split}: {s['num_examples']} images, {s['label_cardinality']} positives per image, "
+        images = f"{s['num_examples']} image{'s' * (s['num_examples'] != 1)}"
+        line = (f"{split}: {images}, {s['label_cardinality']} positives per image, "
                 f"{s['images_without_positive']} without any")  # fmt: skip
         if s["observed"]:
             line += (f"; observed on {100 * s['observed_share']:.1f}%, a true positive on "
@@ -82,7 +84,8 @@ def spml_stats_lines(stats: dict[str, dict], class_names: Sequence[str]) -> list
     header = ["class", *stats, *(f"{split} observed" for split in observed_splits)]
     rows = [header]
     for k, name in enumerate(class_names):
-        counts = [str(s["positive_counts"][k]) for s in stats.values()]
+        counts = [f"{s['positive_counts'][k]} ({100 * s['positive_counts'][k] / max(s['num_examples'], 1):.1f}%)"
+                  for s in stats.values()]  # the class's frequency: its share of the split's images
         rows.append([name, *counts, *(str(stats[split]["observed_counts"][k]) for split in observed_splits)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines += ["   ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

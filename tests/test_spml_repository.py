@@ -116,7 +116,8 @@ def test_stats_match_hand_counts(built, cli):
     assert stats["test"]["positive_counts"] == [0, 1, 0]
     table = cli("stats", built["cub-spml"])
     assert "train: 2 images, 2.5 positives per image" in table.stdout
-    assert any(line.split()[:4] == [CUB_ATTRIBUTES[0], "2", "0", "0"] for line in table.stdout.splitlines())
+    row = [CUB_ATTRIBUTES[0], "2", "(100.0%)", "0", "(0.0%)", "0", "(0.0%)"]  # count (share of the split's images)
+    assert any(line.split()[:7] == row for line in table.stdout.splitlines()), table.stdout
 
 
 def test_the_card_says_how_observed_labels_were_drawn_and_counts_per_class(built):
