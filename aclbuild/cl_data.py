@@ -228,10 +228,13 @@ def with_random_cls(data: ClData, matrix: np.ndarray, seed: int) -> ClData:
 def _read_columns(repo_or_dir: str, split: str, with_images: bool):
     """(rows of one split, decoded by :func:`aclbuild.repository.decode_rows`; class names; pretty name)."""
     from aclbuild.cards import card_pretty_name
-    from aclbuild.repository import decode_rows, read_features, read_table
+    from aclbuild.repository import decode_rows, is_spml_repository, read_features, read_table
 
     folder = Path(repo_or_dir)
     if folder.is_dir():
+        if is_spml_repository(folder):
+            raise InputError(f"{folder} is a single-positive multi-label repository, not a CL one: benchmark it "
+                             "with --task spml")  # fmt: skip
         columns = ["images", "ord_labels", "cl_labels"] if with_images else ["ord_labels", "cl_labels"]
         rows = decode_rows(read_table(folder, split, columns))
         names = tuple(read_features(folder)["ord_labels"].names)
@@ -252,6 +255,9 @@ def _read_hub(repo_id: str, split: str, with_images: bool):
     except Exception as exc:  # noqa: BLE001 - datasets raises many types for a missing or foreign repository
         raise SourceError(f"cannot load {repo_id!r} split {split!r}: {' '.join(str(exc).split())[:300]}") from None
     missing = {"ord_labels", "cl_labels"} - set(dataset.column_names)
+    if "observed_label" in dataset.column_names:
+        raise InputError(f"{repo_id} is a single-positive multi-label dataset, not a CL one: benchmark it with "
+                         "--task spml")  # fmt: skip
     if missing:
         lacking = " or ".join(sorted(missing))
         raise SourceError(f"{repo_id} has no {lacking} column; is it a complementary-label dataset?")

@@ -16,7 +16,7 @@ from aclbuild.errors import InputError, OutputExistsError, SourceError
 from aclbuild.paths import check_output
 from aclbuild.loaders.legacy_pickle import write_legacy_pickle
 from aclbuild.progress import progress_bar
-from aclbuild.repository import SPLITS, iter_records, read_manifest, read_table
+from aclbuild.repository import SPLITS, is_spml_repository, iter_records, read_manifest, read_table
 
 FORMATS = ("pickle",)
 
@@ -45,6 +45,10 @@ def export_split(folder: str | Path, output_dir: str | Path, split: str = "train
     OutputExistsError when the pickle exists and ``overwrite`` is false.
     """
     folder, output_dir = Path(folder), Path(output_dir)
+    if is_spml_repository(folder):
+        raise InputError(f"{folder} is a single-positive multi-label repository; export writes libcll's CL pickle, "
+                         "which has no multi-label form: load it with datasets.load_dataset or aclbuild benchmark "
+                         "--task spml instead")  # fmt: skip
     if split not in SPLITS:
         raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     check_output(output_dir)  # a folder (or none yet) that the user can write in

@@ -213,3 +213,17 @@ def test_push_then_verify_through_the_loopback_hub(built, tmp_path):
         assert "train 4 rows, validation 1 rows, test 2 rows" in verify.stdout
         other = run("verify", repo, "--against", built["cub-spml"])  # another set: the rows differ
         assert other.returncode == 1 and "rows differ from the local build" in other.stdout + other.stderr
+
+
+def test_cl_only_verbs_refuse_an_spml_repository_in_one_line(built, cli, tmp_path):
+    """export (libcll's CL pickle), report (CL repositories' figures) and the CL benchmark say what to use instead."""
+    repo = built["voc2012-spml"]
+    for args, says in (
+        (["export", repo, "-o", tmp_path / "e"], "export writes libcll's CL pickle"),
+        (["report", repo, "-o", tmp_path / "r"], "give the output of `aclbuild benchmark --task spml`"),
+        (["benchmark", repo, "-s", "FWD", "-o", tmp_path / "b"], "benchmark it with --task spml"),
+    ):
+        result = cli(*args)
+        assert result.exit_code == 2 and says in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "single-positive multi-label" in result.stderr
+    assert not any(tmp_path.iterdir())

@@ -31,7 +31,7 @@ from aclbuild.bench.results import HIGHER_IS_BETTER, RunRecord, cell_lr
 from aclbuild.bench.results import read_results as read_records
 from aclbuild.errors import InputError
 from aclbuild.progress import progress_bar
-from aclbuild.repository import split_shards
+from aclbuild.repository import is_spml_repository, split_shards
 
 __all__ = ["HIGHER_IS_BETTER", "Cell", "RepositorySummary", "Setting", "choose_cells", "load_inputs", "read_results"]
 RESULTS_FILE = "results.json"
@@ -195,6 +195,9 @@ def load_inputs(paths: Sequence[Path | str]) -> tuple[list[RunRecord], list[Repo
             seen.add(key)
             if path.is_file() and path.suffix.lower() == ".json" or path.is_dir() and results.is_file():
                 runs.extend(read_results(path))
+            elif path.is_dir() and is_spml_repository(path):
+                raise InputError(f"{path} is a single-positive multi-label repository: the report draws CL "
+                                 "repositories; give the output of `aclbuild benchmark --task spml` on it instead")
             elif path.is_dir() and split_shards(path):
                 repositories.append(read_repository(path))
             else:
