@@ -99,6 +99,8 @@ def test_resnet50_runs_on_the_images(cli, voc_and_clip, tmp_path):
         (["-s", "FWD"], "unknown SPML loss 'FWD'"),
         (["--init", "missing.safetensors"], "--init missing.safetensors: no such file"),
         (["--epochs", "0"], "--epochs, --batch-size and --image-size must be at least 1"),
+        (["--vlpl-threshold", "1.5"], "VLPL's threshold must lie in [0, 1], got 1.5"),
+        (["--vlpl-defaults", "imagenet"], "no VLPL settings for dataset 'imagenet'"),
     ],
 )
 def test_bad_spml_options_are_one_line(cli, voc_and_clip, tmp_path, extra, message):

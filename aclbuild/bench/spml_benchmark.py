@@ -98,8 +98,8 @@ def run_config(spec: SpmlBenchmarkSpec, settings: VlplSettings, seed: int, lr: f
                       image_size=spec.image_size, init=spec.init, workers=spec.workers)  # fmt: skip
 
 
-def check_spml_spec(spec: SpmlBenchmarkSpec, losses: list[str]) -> None:
-    """Refuse what the grid cannot run before any run starts."""
+def check_spml_spec(spec: SpmlBenchmarkSpec) -> None:
+    """Refuse what the grid cannot run before any data is read: bad options, a missing --init file."""
     from aclbuild.bench.spml_train import SpmlConfig, check_spml_config
 
     if not spec.seeds:
@@ -112,6 +112,8 @@ def check_spml_spec(spec: SpmlBenchmarkSpec, losses: list[str]) -> None:
         config = SpmlConfig(model=spec.model, epochs=_or(spec.epochs, 10), lr=lr, batch_size=_or(spec.batch_size, 8),
                             image_size=spec.image_size, init=spec.init, workers=spec.workers)  # fmt: skip
         check_spml_config(config)
+    # VLPL's options in range, and a known --vlpl-defaults (each dataset's own defaults are checked as it comes)
+    vlpl_settings(spec.defaults_of or "voc2012-spml", **{key: spec.overrides.get(key) for key in SETTING_OPTIONS})
     if spec.init and not Path(spec.init).is_file():
         raise InputError(f"--init {spec.init}: no such file (give a .safetensors or torch file of ResNet-50 weights)")
     if spec.init and spec.model != "resnet50":
@@ -134,7 +136,7 @@ def run_spml_benchmark(spec: SpmlBenchmarkSpec, output_dir: str | Path, console=
 
     output_dir = Path(output_dir)
     losses = expand_losses(spec.strategies)
-    check_spml_spec(spec, losses)
+    check_spml_spec(spec)
     inputs = [*(("the dataset", d) for d in spec.datasets), ("--clip-model", spec.clip_model), ("--init", spec.init)]
     check_output(output_dir, inputs)
     accelerator = accelerator or make_accelerator(precision=spec.precision)
