@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from aclbuild.bench.results import RUN_JSON, collect_runs, start_run, write_results, write_run
+from aclbuild.bench.results import collect_runs, start_run, write_results, write_run
 from aclbuild.bench.spml import VlplSettings, clip_softmax, pseudo_labels, vlpl_settings
 from aclbuild.bench.spml_losses import LOSSES, loss_class
 from aclbuild.bench.spml_results import ZERO_SHOT, SpmlRunRecord, spml_run_folder
@@ -85,8 +85,9 @@ def dataset_settings(dataset: str, spec: SpmlBenchmarkSpec) -> VlplSettings:
         raise InputError(f"{dataset} does not say which SPML set it is (no manifest names it): pass --vlpl-defaults "
                          "voc2012-spml, coco2014-spml, nuswide-spml or cub-spml to pick VLPL's settings")  # fmt: skip
     overrides = {key: spec.overrides.get(key) for key in SETTING_OPTIONS}
-    epochs = _or(spec.epochs, vlpl_settings(name).epochs)
-    warmup = min(vlpl_settings(name).apl_warmup, epochs - 1)  # EM_APL draws from this epoch on: within a short run
+    defaults = vlpl_settings(name)
+    epochs = _or(spec.epochs, defaults.epochs)
+    warmup = min(defaults.apl_warmup, epochs - 1)  # EM_APL draws from this epoch on: within a short run
     return vlpl_settings(name, **overrides, epochs=epochs, batch_size=spec.batch_size, apl_warmup=warmup)
 
 
@@ -220,7 +221,6 @@ def _record_zero_shot(output_dir, dataset, splits, clip, settings, spec) -> None
 
     zero = _template(spec, dataset, splits["train"].name, ZERO_SHOT, settings, True)  # the settings of its table
     folder = spml_run_folder(output_dir, zero, 0, 0.0)
-    if (folder / RUN_JSON).is_file():
+    if not start_run(folder, output_dir, main_process=True):
         return
-    folder.mkdir(parents=True, exist_ok=True)
     write_run(folder, replace(zero, valid_map=score("validation"), test_map=score("test")))

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from aclbuild.atomic import atomic_write_bytes, atomic_write_text, remove_leftovers
-from aclbuild.bench.results import RUN_JSON, RunRecord, run_folder, slug, write_run
+from aclbuild.bench.results import RunRecord, run_folder, slug, start_run, write_run
 from aclbuild.cl_data import ClData
 from aclbuild.errors import SourceError
 from aclbuild.progress import progress_bar
@@ -179,9 +179,8 @@ def record_zero_shot(output_dir: Path, dataset: str, scores: dict, train: ClData
     Its valid_score is the zero-shot accuracy on the whole train split, its test_accuracy that on the test split.
     """
     folder = run_folder(Path(output_dir), dataset, ZERO_SHOT, spec.record(), 0, 0.0) / slug(spec.clip_model)
-    if (folder / RUN_JSON).is_file():
+    if not start_run(folder, Path(output_dir), main_process=True):
         return
-    folder.mkdir(parents=True, exist_ok=True)
     accuracy = float((scores["test"].argmax(1) == test.ord_labels.numpy()).mean())
     train_accuracy = float((scores["train"].argmax(1) == train.ord_labels.numpy()).mean())
     curve = f"epoch,train_loss,valid_score,test_accuracy\n0,,{train_accuracy},{accuracy}\n"
