@@ -13,14 +13,13 @@ Example:
 from __future__ import annotations
 
 import csv
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from aclbuild.bench import plots
-from aclbuild.bench.spml_results import ZERO_SHOT, SpmlRunRecord, spml_results_markdown
+from aclbuild.bench.spml_results import ZERO_SHOT, SpmlCell, SpmlRunRecord, spml_cells, spml_results_markdown
 from aclbuild.errors import InputError
 
 CURVE_COLUMNS = ("epoch", "train_loss", "valid_map", "test_map")
@@ -45,22 +44,9 @@ def curve_values(path: Path) -> dict[str, dict[int, float]]:
     return curve
 
 
-def _chosen_runs(runs: Sequence[SpmlRunRecord]) -> list[SpmlRunRecord]:
-    """The runs of each (setting, dataset, strategy) at the lr with the best mean validation mAP."""
-    from aclbuild.bench.results import choose_lr
-
-    cells: dict[tuple, list[SpmlRunRecord]] = defaultdict(list)
-    for run in runs:
-        cells[(run.setting(), run.dataset, run.strategy)].append(run)
-    chosen = []
-    for members in cells.values():
-        lr = choose_lr({lr: [r.valid_map for r in members if r.lr == lr] for lr in {r.lr for r in members}})
-        chosen += [r for r in members if r.lr == lr]
-    return chosen
-
-
-def _series(runs: Sequence[SpmlRunRecord], column: str, notes: list[str]) -> plots.Series | None:
-    """Mean and spread over seeds of one curve column of one strategy's runs."""
+def _series(cell: SpmlCell, column: str, notes: list[str]) -> plots.Series | None:
+    """Mean and spread over seeds of one curve column of one table cell's runs."""
+    runs = cell.runs
     curves = []
     for run in runs:
         if run.curve is None or not Path(run.curve).is_file():
@@ -73,7 +59,7 @@ def _series(runs: Sequence[SpmlRunRecord], column: str, notes: list[str]) -> plo
     epochs = sorted(set().union(*curves))
     table = np.array([[c.get(e, np.nan) for e in epochs] for c in curves])
     spread = np.nanstd(table, axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(epochs))
-    return plots.Series(runs[0].strategy, np.array(epochs), np.nanmean(table, axis=0), spread, runs[0].strategy)
+    return plots.Series(cell.label, np.array(epochs), np.nanmean(table, axis=0), spread, cell.label)
 
 
 def spml_section(report, runs: Sequence[SpmlRunRecord], test_curves: bool) -> None:
@@ -84,17 +70,16 @@ def spml_section(report, runs: Sequence[SpmlRunRecord], test_curves: bool) -> No
     report.lines += ["#" + line if line.startswith("## ") else line for line in spml_results_markdown(runs)]
     columns = [("valid_map", "validation mAP (%)", 100.0), ("train_loss", "training loss", 1.0)]
     columns += [("test_map", "test mAP (%)", 100.0)] if test_curves else []
-    trained = [r for r in _chosen_runs(runs) if r.strategy != ZERO_SHOT]
+    trained = [cell for cell in spml_cells(runs) if cell.runs[0].strategy != ZERO_SHOT]  # the rows of the tables
     rows, notes = [], []
-    for setting, dataset in dict.fromkeys((r.setting(), r.dataset) for r in trained):
-        members = [r for r in trained if r.setting() == setting and r.dataset == dataset]
+    for setting, dataset in dict.fromkeys((c.setting, c.dataset) for c in trained):
+        members = [c for c in trained if c.setting == setting and c.dataset == dataset]
         panels = []
         for column, ylabel, scale in columns:
-            series = [_series([r for r in members if r.strategy == s], column, notes if column == "valid_map" else [])
-                      for s in dict.fromkeys(r.strategy for r in members)]  # fmt: skip
+            series = [_series(cell, column, notes if column == "valid_map" else []) for cell in members]
             panels.append(plots.CurveColumn(ylabel, [s for s in series if s is not None], scale))
         epochs = f"{setting[1]} epoch{'s' * (setting[1] != 1)}"
-        title = f"{members[0].dataset_name}: {setting[0]}, {epochs}, batch {setting[2]}"
+        title = f"{members[0].runs[0].dataset_name}: {setting[0]}, {epochs}, batch {setting[2]}"
         rows.append((title, panels))
     found = any(col.series for _, panels in rows for col in panels)
     report.figure("spml_curves", "validation mAP and training loss against epoch (single-positive multi-label)",

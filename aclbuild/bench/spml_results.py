@@ -159,33 +159,59 @@ def _row_labels(group: Sequence[SpmlRunRecord]) -> dict[int, str]:
     return labels
 
 
-def spml_results_markdown(runs: Sequence[SpmlRunRecord]) -> list[str]:
-    """The lines of results.md's SPML tables (in %): rows strategies, columns datasets, one table per setting."""
+@dataclass(frozen=True)
+class SpmlCell:
+    """One table cell: the seed runs of a (setting, row, dataset) at the lr with the best mean validation mAP."""
+
+    setting: tuple
+    label: str  # the row: the strategy, with the CLIP or VLPL settings that vary within the table
+    dataset: str
+    lr: float
+    lrs_tried: int
+    runs: tuple[SpmlRunRecord, ...]  # by seed
+
+
+def spml_cells(runs: Sequence[SpmlRunRecord]) -> list[SpmlCell]:
+    """Every cell of the SPML tables, in the order the runs first show each setting, row and dataset; results.md
+    and the report's curves are made from the same cells."""
     from aclbuild.bench.results import choose_lr
-    from aclbuild.bench.results_tables import AccuracyCell, accuracy_table
 
     groups: dict[tuple, list[SpmlRunRecord]] = defaultdict(list)
     for run in runs:
         groups[run.setting()].append(run)
-    lines: list[str] = []
+    cells = []
     for setting, group in groups.items():
+        labels = _row_labels(group)
+        members: dict[tuple, list[SpmlRunRecord]] = defaultdict(list)
+        for run in group:
+            members[(labels[id(run)], run.dataset)].append(run)
+        for (label, dataset), cell_runs in members.items():
+            lrs = {lr: [r.valid_map for r in cell_runs if r.lr == lr] for lr in {r.lr for r in cell_runs}}
+            lr = choose_lr(lrs)
+            chosen = tuple(sorted((r for r in cell_runs if r.lr == lr), key=lambda r: r.seed))
+            cells.append(SpmlCell(setting, label, dataset, lr, len(lrs), chosen))
+    return cells
+
+
+def spml_results_markdown(runs: Sequence[SpmlRunRecord]) -> list[str]:
+    """The lines of results.md's SPML tables (in %): rows strategies, columns datasets, one table per setting."""
+    from aclbuild.bench.results_tables import AccuracyCell, accuracy_table
+
+    cells = spml_cells(runs)
+    lines: list[str] = []
+    for setting in dict.fromkeys(cell.setting for cell in cells):
+        group = [r for r in runs if r.setting() == setting]
         lines += _heading(setting, group) + [MAP_CAPTION, ""]
         datasets = list(dict.fromkeys(r.dataset for r in group))
         names = {r.dataset: r.dataset_name for r in group}
-        labels = _row_labels(group)
+        table = {(c.label, c.dataset): c for c in cells if c.setting == setting}
         rows = []
-        for strategy in dict.fromkeys(labels[id(r)] for r in group):
-            cells = []
+        for label in dict.fromkeys(label for label, _ in table):
+            row = []
             for dataset in datasets:
-                members = [r for r in group if labels[id(r)] == strategy and r.dataset == dataset]
-                if not members:
-                    cells.append(None)
-                    continue
-                lrs = {lr: [r.valid_map for r in members if r.lr == lr] for lr in {r.lr for r in members}}
-                lr = choose_lr(lrs)
-                note = f" (lr {lr:g})" if len(lrs) > 1 else ""
-                chosen = sorted((r for r in members if r.lr == lr), key=lambda r: r.seed)
-                cells.append(AccuracyCell(tuple(r.test_map for r in chosen), note))
-            rows.append((strategy, cells))
+                cell = table.get((label, dataset))
+                note = f" (lr {cell.lr:g})" if cell and cell.lrs_tried > 1 else ""
+                row.append(AccuracyCell(tuple(r.test_map for r in cell.runs), note) if cell else None)
+            rows.append((label, row))
         lines += [accuracy_table("strategy", [names[d] for d in datasets], rows), ""]
     return lines
